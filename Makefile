@@ -1,0 +1,61 @@
+# The two commands of this project: `make run` and `make test`. Both install what they
+# need (scripts/setup.sh: pinned, cached, skipped when present).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := $(CURDIR)/.venv
+TARGET_DIR := $(CURDIR)/target/x86_64-unknown-linux-gnu/debug
+export PATH := $(VENV)/bin:$(PATH)
+export HA_TOOLS_DIR ?= $(HOME)/.cache/ha-orchestrator/tools
+export SAM_CLI_TELEMETRY := 0
+# sam build runs cargo-lambda: plain cargo (no zig) and the dev profile, so it reuses
+# exactly what `cargo build`/`cargo test` compiled. `sam build` without these (as in the
+# README's AWS deploy) makes optimised release binaries.
+export CARGO_LAMBDA_COMPILER := cargo
+LOCAL_SAM_BUILD := SAM_BUILD_MODE=debug sam build
+
+SHELL_SCRIPTS := $(shell git ls-files '*.sh' .ci/run 2>/dev/null)
+
+.PHONY: help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
+
+help:
+	@echo "make run   - deploy the stack into the local cloud and show it answering"
+	@echo "make test  - every check and test (what CI runs)"
+
+setup:
+	@scripts/setup.sh
+
+# Compile once for everything: tests, the harness, and the Lambda binaries sam packages.
+build: setup
+	cargo build --workspace --all-targets
+	$(LOCAL_SAM_BUILD)
+
+run: build
+	$(TARGET_DIR)/local-cloud demo
+
+test: setup lint build unit-and-e2e
+
+lint: fmt-check clippy template-lint shellcheck
+
+fmt-check:
+	cargo fmt --all --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+template-lint:
+	sam validate --lint --template-file template.yaml
+	cfn-lint template.yaml
+
+shellcheck:
+	shellcheck $(SHELL_SCRIPTS)
+
+# Same package selection (--workspace) in every cargo call keeps one feature resolution,
+# so nothing is recompiled between the steps.
+unit-and-e2e:
+	cargo test --workspace --lib --bins
+	cargo test --workspace --test '*' -- --nocapture --test-threads=1
+
+clean:
+	rm -rf .aws-sam target

@@ -1,0 +1,53 @@
+//! `api`: the HTTP API behind API Gateway (HTTP API, IAM auth). Routing and validation live
+//! in `orchestrator::api`; this binary only converts between `lambda_http` and those types.
+
+use lambda_http::{Body, Request, RequestExt, Response, run, service_fn};
+use orchestrator::api::{ApiContext, ApiRequest, handle};
+use orchestrator::config::StoreSettings;
+use orchestrator::startup::require;
+use orchestrator::store::ClusterStore;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    orchestrator::telemetry::init();
+    let store = require("read configuration", StoreSettings::from_env())?;
+    let sdk = orchestrator::aws::load_sdk_config().await;
+    let ctx = ApiContext {
+        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
+    };
+    run(service_fn(|request: Request| serve(&ctx, request))).await
+}
+
+async fn serve(ctx: &ApiContext, request: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let api_request = ApiRequest {
+        method: request.method().as_str().to_string(),
+        path: request.uri().path().to_string(),
+        query: request
+            .query_string_parameters_ref()
+            .map(|params| {
+                params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        body: match request.body() {
+            Body::Empty => None,
+            Body::Text(text) => Some(text.as_bytes().to_vec()),
+            Body::Binary(bytes) => Some(bytes.clone()),
+            _ => None,
+        },
+        request_id: request
+            .lambda_context_ref()
+            .map(|c| c.request_id.clone())
+            .unwrap_or_default(),
+    };
+    let answer = handle(ctx, api_request).await;
+    let mut builder = Response::builder()
+        .status(answer.status)
+        .header("content-type", "application/json");
+    for (name, value) in answer.headers {
+        builder = builder.header(name, value);
+    }
+    Ok(builder.body(Body::Text(answer.body.to_string()))?)
+}

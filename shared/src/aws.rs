@@ -1,0 +1,33 @@
+//! AWS clients, built once per cold start from the default provider chain (which honours
+//! `AWS_ENDPOINT_URL`, so the same binary talks to AWS or to the local cloud).
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Every client the orchestrator uses. Creating a client makes no network call, so building
+/// all of them costs microseconds; functions keep the one struct for every invocation.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub sfn: aws_sdk_sfn::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Clients {
+    pub fn new(config: &SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            ssm: aws_sdk_ssm::Client::new(config),
+            sfn: aws_sdk_sfn::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Configuration read from the environment once, at cold start.
+//!
+//! Every function fails fast with a message naming the missing variable and where it is set,
+//! instead of failing on its first event with an opaque SDK error.
+
+use crate::error::{Error, Result};
+
+const TEMPLATE_HINT: &str =
+    "template.yaml sets it for every function (Globals.Function.Environment); redeploy the stack";
+
+/// Read a required, non-empty environment variable.
+pub fn required(name: &'static str) -> Result<String> {
+    required_from(name, |key| std::env::var(key).ok())
+}
+
+/// Like [`required`], reading from any lookup (tests pass a map instead of the process env).
+pub fn required_from(name: &'static str, lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
+    match lookup(name) {
+        Some(value) if !value.trim().is_empty() => Ok(value),
+        Some(value) => Err(Error::InvalidConfig {
+            name,
+            value,
+            reason: "it is empty".into(),
+        }),
+        None => Err(Error::MissingConfig {
+            name,
+            hint: TEMPLATE_HINT,
+        }),
+    }
+}
+
+/// Where the orchestrator keeps its state.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub table_name: String,
+}
+
+impl StoreSettings {
+    pub const TABLE_NAME: &'static str = "TABLE_NAME";
+
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        Ok(Self {
+            table_name: required_from(Self::TABLE_NAME, lookup)?,
+        })
+    }
+}
+
+/// The state machine that converges clusters.
+#[derive(Debug, Clone)]
+pub struct WorkflowSettings {
+    pub state_machine_arn: String,
+}
+
+impl WorkflowSettings {
+    pub const STATE_MACHINE_ARN: &'static str = "STATE_MACHINE_ARN";
+
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let arn = required_from(Self::STATE_MACHINE_ARN, lookup)?;
+        if !arn.starts_with("arn:") || !arn.contains(":states:") {
+            return Err(Error::InvalidConfig {
+                name: Self::STATE_MACHINE_ARN,
+                value: arn,
+                reason: "expected a Step Functions state machine ARN (arn:aws:states:...)".into(),
+            });
+        }
+        Ok(Self {
+            state_machine_arn: arn,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn missing_variable_names_itself_and_where_to_set_it() {
+        let err = StoreSettings::from_lookup(env(&[])).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("TABLE_NAME"), "{message}");
+        assert!(message.contains("template.yaml"), "{message}");
+    }
+
+    #[test]
+    fn empty_variable_is_refused() {
+        let err = StoreSettings::from_lookup(env(&[("TABLE_NAME", "  ")])).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn state_machine_arn_must_look_like_one() {
+        let err =
+            WorkflowSettings::from_lookup(env(&[("STATE_MACHINE_ARN", "ClusterWorkflow")]))
+                .unwrap_err();
+        assert!(err.to_string().contains("arn:aws:states"), "{err}");
+        let ok = WorkflowSettings::from_lookup(env(&[(
+            "STATE_MACHINE_ARN",
+            "arn:aws:states:us-east-1:123456789012:stateMachine:ClusterWorkflow",
+        )]))
+        .unwrap();
+        assert!(ok.state_machine_arn.ends_with("ClusterWorkflow"));
+    }
+}

@@ -1,0 +1,194 @@
+//! The one error type of the orchestrator library.
+//!
+//! Every variant maps to a stable `errorType` string (see [`Error::error_type`]). The state
+//! machine's `Retry` and `Catch` blocks match on those strings, so they are part of the
+//! contract between the Rust code and `statemachine/*.asl.json`: rename one only together
+//! with the definitions that match on it.
+
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `errorType` of failures worth retrying (throttling, 5xx, timeouts, lost races).
+pub const ERROR_TYPE_RETRYABLE: &str = "Orchestrator.Retryable";
+/// `errorType` of failures that will not go away by retrying (bad input, missing config).
+pub const ERROR_TYPE_TERMINAL: &str = "Orchestrator.Terminal";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A required environment variable is absent: the deployment is wrong, not the request.
+    #[error("missing configuration: environment variable {name} is not set; {hint}")]
+    MissingConfig {
+        name: &'static str,
+        hint: &'static str,
+    },
+
+    /// An environment variable is present but unusable.
+    #[error("invalid configuration: {name}={value:?}: {reason}")]
+    InvalidConfig {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    /// The caller sent something we will not act on; `fix` tells them what to change.
+    #[error("invalid {field}: {problem}; {fix}")]
+    Validation {
+        field: String,
+        problem: String,
+        fix: String,
+    },
+
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+
+    /// Another writer changed the record first (optimistic concurrency) or holds the lease.
+    #[error("conflict: {0}")]
+    Conflict(String),
+
+    /// An AWS call failed. `retryable` is decided from the error code and the kind of
+    /// failure (throttling, 5xx, timeout, dispatch failure) when the error is created.
+    #[error("{service}.{operation} failed ({code}): {message}")]
+    Aws {
+        service: &'static str,
+        operation: &'static str,
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+
+    /// A stored item does not have the shape this code writes: a bug or a manual edit.
+    #[error("stored record {key} is malformed: {problem}")]
+    CorruptRecord { key: String, problem: String },
+
+    /// An incoming event does not have the shape AWS documents for its source.
+    #[error("malformed event: {0}")]
+    MalformedEvent(String),
+}
+
+impl Error {
+    pub fn validation(
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self::Validation {
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Aws { retryable, .. } => *retryable,
+            Self::Conflict(_) => true,
+            Self::MissingConfig { .. }
+            | Self::InvalidConfig { .. }
+            | Self::Validation { .. }
+            | Self::NotFound { .. }
+            | Self::CorruptRecord { .. }
+            | Self::MalformedEvent(_) => false,
+        }
+    }
+
+    /// The Lambda `errorType` the state machine matches on.
+    pub fn error_type(&self) -> &'static str {
+        if self.is_retryable() {
+            ERROR_TYPE_RETRYABLE
+        } else {
+            ERROR_TYPE_TERMINAL
+        }
+    }
+}
+
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Error codes AWS services use for throttling and transient server trouble.
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TransactionInProgressException",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InsufficientInstanceCapacity",
+];
+
+/// Turn any SDK error into [`Error::Aws`], deciding once whether it is worth retrying.
+pub fn from_sdk<E, R>(
+    service: &'static str,
+    operation: &'static str,
+    err: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> Error
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    use aws_sdk_dynamodb::error::SdkError;
+    let (code, message, retryable) = match &err {
+        SdkError::ServiceError(service_err) => {
+            let inner = service_err.err();
+            let code = inner.code().unwrap_or("Unknown").to_string();
+            let message = inner.message().unwrap_or_default().to_string();
+            let retryable = RETRYABLE_CODES.contains(&code.as_str());
+            (code, message, retryable)
+        }
+        SdkError::TimeoutError(_) => ("Timeout".into(), format!("{err:?}"), true),
+        SdkError::DispatchFailure(_) => ("DispatchFailure".into(), format!("{err:?}"), true),
+        SdkError::ResponseError(_) => ("ResponseError".into(), format!("{err:?}"), true),
+        _ => ("ConstructionFailure".into(), format!("{err:?}"), false),
+    };
+    Error::Aws {
+        service,
+        operation,
+        code,
+        message,
+        retryable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors_map_to_the_retry_error_type() {
+        let throttled = Error::Aws {
+            service: "ec2",
+            operation: "RunInstances",
+            code: "RequestLimitExceeded".into(),
+            message: "slow down".into(),
+            retryable: true,
+        };
+        assert_eq!(throttled.error_type(), ERROR_TYPE_RETRYABLE);
+        let bad = Error::validation("web.count", "0 is below 1", "ask for 1 to 20 instances");
+        assert_eq!(bad.error_type(), ERROR_TYPE_TERMINAL);
+        assert_eq!(
+            bad.to_string(),
+            "invalid web.count: 0 is below 1; ask for 1 to 20 instances"
+        );
+    }
+
+    #[test]
+    fn diagnostic_carries_the_stable_error_type() {
+        let diag: lambda_runtime::Diagnostic = Error::Conflict("lease held".into()).into();
+        assert_eq!(diag.error_type, ERROR_TYPE_RETRYABLE);
+        assert_eq!(diag.error_message, "conflict: lease held");
+    }
+}

@@ -1,0 +1,343 @@
+//! Typed `detail` payloads of the EventBridge events the orchestrator reacts to, and the
+//! input its Step Functions tasks receive. Field names follow what AWS documents and emits;
+//! the samples in `events/` are parsed by the tests below, one test per trigger.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub const EC2_STATE_CHANGE: (&str, &str) = ("aws.ec2", "EC2 Instance State-change Notification");
+pub const SSM_COMMAND_STATUS: (&str, &str) =
+    ("aws.ssm", "EC2 Command Invocation Status-change Notification");
+pub const ALARM_STATE_CHANGE: (&str, &str) = ("aws.cloudwatch", "CloudWatch Alarm State Change");
+pub const SCHEDULED: (&str, &str) = ("aws.events", "Scheduled Event");
+
+/// `source: aws.ec2`, `detail-type: EC2 Instance State-change Notification`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStateChange {
+    #[serde(rename = "instance-id")]
+    pub instance_id: String,
+    pub state: InstanceState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    /// States in which the node no longer serves and has to be replaced.
+    pub fn is_lost(self) -> bool {
+        matches!(
+            self,
+            Self::Stopping | Self::Stopped | Self::ShuttingDown | Self::Terminated
+        )
+    }
+}
+
+/// `source: aws.ssm`, `detail-type: EC2 Command Invocation Status-change Notification`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandInvocationStatusChange {
+    #[serde(rename = "command-id")]
+    pub command_id: String,
+    #[serde(rename = "document-name")]
+    pub document_name: String,
+    #[serde(rename = "instance-id")]
+    pub instance_id: String,
+    #[serde(rename = "requested-date-time")]
+    pub requested_date_time: String,
+    pub status: CommandStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandStatus {
+    Pending,
+    InProgress,
+    Delayed,
+    Success,
+    Cancelled,
+    Failed,
+    TimedOut,
+    Cancelling,
+}
+
+impl CommandStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Success | Self::Cancelled | Self::Failed | Self::TimedOut
+        )
+    }
+}
+
+/// `source: aws.cloudwatch`, `detail-type: CloudWatch Alarm State Change`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmStateChange {
+    pub alarm_name: String,
+    pub state: AlarmState,
+    pub previous_state: AlarmState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmState {
+    pub value: AlarmValue,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlarmValue {
+    Ok,
+    Alarm,
+    InsufficientData,
+}
+
+/// `source: aws.events`, `detail-type: Scheduled Event`: the detail is an empty object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledTick {}
+
+pub type InstanceStateChangeEvent = EventBridgeEvent<InstanceStateChange>;
+pub type CommandStatusEvent = EventBridgeEvent<CommandInvocationStatusChange>;
+pub type AlarmEvent = EventBridgeEvent<AlarmStateChange>;
+pub type ScheduleEvent = EventBridgeEvent<ScheduledTick>;
+
+/// Why a `ClusterWorkflow` execution runs. Part of the execution name, so one reason per
+/// (cluster, generation) starts at most one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunReason {
+    Create,
+    Heal,
+    Scale,
+    Delete,
+    Sweep,
+}
+
+/// The input of every `ClusterWorkflow` task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowInput {
+    pub cluster_id: String,
+    pub generation: u64,
+    pub reason: RunReason,
+}
+
+/// `(source, detail-type)` of an EventBridge event, if it is one.
+fn envelope(value: &Value) -> Option<(&str, &str)> {
+    Some((value.get("source")?.as_str()?, value.get("detail-type")?.as_str()?))
+}
+
+fn parse_as<T: DeserializeOwned>(value: Value, what: &str) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::MalformedEvent(format!("{what}: {e}")))
+}
+
+/// What the `instance-events` function is invoked with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealingTrigger {
+    InstanceStateChange(InstanceStateChangeEvent),
+    Sweep(ScheduleEvent),
+}
+
+impl HealingTrigger {
+    /// Classify by `source` and `detail-type`; anything else is a [`Error::MalformedEvent`]
+    /// the caller logs and drops (EventBridge would only retry it).
+    pub fn from_json(value: Value) -> Result<Self> {
+        match envelope(&value) {
+            Some(EC2_STATE_CHANGE) => Ok(Self::InstanceStateChange(parse_as(value, EC2_STATE_CHANGE.1)?)),
+            Some(SCHEDULED) => Ok(Self::Sweep(parse_as(value, SCHEDULED.1)?)),
+            other => Err(Error::MalformedEvent(format!(
+                "instance-events handles EC2 state changes and the sweep schedule, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What the `replication` function is invoked with: a workflow task, or the SSM status
+/// change that resumes a waiting one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicationTrigger {
+    Task(WorkflowInput),
+    CommandStatus(CommandStatusEvent),
+}
+
+impl ReplicationTrigger {
+    pub fn from_json(value: Value) -> Result<Self> {
+        match envelope(&value) {
+            Some(SSM_COMMAND_STATUS) => Ok(Self::CommandStatus(parse_as(value, SSM_COMMAND_STATUS.1)?)),
+            Some(other) => Err(Error::MalformedEvent(format!(
+                "replication handles SSM command status changes, not {other:?}"
+            ))),
+            None => Ok(Self::Task(parse_as(value, "workflow task input")?)),
+        }
+    }
+}
+
+/// What the `scaling` function is invoked with.
+pub fn alarm_from_json(value: Value) -> Result<AlarmEvent> {
+    match envelope(&value) {
+        Some(ALARM_STATE_CHANGE) => parse_as(value, ALARM_STATE_CHANGE.1),
+        other => Err(Error::MalformedEvent(format!(
+            "scaling handles CloudWatch alarm state changes, not {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn events_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
+    }
+
+    fn read(name: &str) -> String {
+        let path = events_dir().join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Parses one sample as `T`, failing with the file name and serde's message.
+    fn parse<T: serde::de::DeserializeOwned>(name: &str) -> T {
+        serde_json::from_str(&read(name)).unwrap_or_else(|e| panic!("events/{name}: {e}"))
+    }
+
+    /// Every file in events/ with the type it must parse into. A new sample without an
+    /// entry here fails `every_sample_event_has_a_typed_parser`.
+    fn parsers() -> Vec<(&'static str, fn(&str))> {
+        vec![
+            ("ec2-instance-terminated.json", |n| {
+                let e: InstanceStateChangeEvent = parse(n);
+                assert_eq!(e.source, "aws.ec2");
+                assert_eq!(e.detail.state, InstanceState::Terminated);
+                assert!(e.detail.state.is_lost());
+            }),
+            ("ec2-instance-running.json", |n| {
+                let e: InstanceStateChangeEvent = parse(n);
+                assert_eq!(e.detail.state, InstanceState::Running);
+                assert!(!e.detail.state.is_lost());
+            }),
+            ("ssm-command-success.json", |n| {
+                let e: CommandStatusEvent = parse(n);
+                assert_eq!(e.source, "aws.ssm");
+                assert_eq!(e.detail.status, CommandStatus::Success);
+                assert!(e.detail.status.is_terminal());
+            }),
+            ("ssm-command-failed.json", |n| {
+                let e: CommandStatusEvent = parse(n);
+                assert_eq!(e.detail.status, CommandStatus::Failed);
+            }),
+            ("alarm-high-request-count.json", |n| {
+                let e: AlarmEvent = parse(n);
+                assert_eq!(e.source, "aws.cloudwatch");
+                assert_eq!(e.detail.state.value, AlarmValue::Alarm);
+                assert_eq!(e.detail.previous_state.value, AlarmValue::Ok);
+            }),
+            ("schedule-sweep.json", |n| {
+                let e: ScheduleEvent = parse(n);
+                assert_eq!(e.detail_type, "Scheduled Event");
+            }),
+            ("alb-health-check.json", |n| {
+                let e: aws_lambda_events::alb::AlbTargetGroupRequest = parse(n);
+                assert_eq!(e.path.as_deref(), Some("/_health"));
+            }),
+            ("alb-status-page.json", |n| {
+                let e: aws_lambda_events::alb::AlbTargetGroupRequest = parse(n);
+                assert_eq!(e.path.as_deref(), Some("/_status"));
+            }),
+            ("apigw-list-clusters.json", |n| {
+                let e: aws_lambda_events::apigw::ApiGatewayV2httpRequest = parse(n);
+                assert_eq!(e.raw_path.as_deref(), Some("/clusters"));
+                assert_eq!(e.request_context.http.method.as_str(), "GET");
+            }),
+            ("apigw-list-clusters-bad-limit.json", |n| {
+                let e: aws_lambda_events::apigw::ApiGatewayV2httpRequest = parse(n);
+                assert_eq!(e.raw_query_string.as_deref(), Some("limit=0"));
+            }),
+            ("workflow-create.json", |n| {
+                let e: WorkflowInput = parse(n);
+                assert_eq!(e.reason, RunReason::Create);
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_sample_event_parses_into_its_type() {
+        for (name, check) in parsers() {
+            check(name);
+        }
+    }
+
+    #[test]
+    fn every_sample_event_has_a_typed_parser() {
+        let known: Vec<&str> = parsers().iter().map(|(name, _)| *name).collect();
+        let mut files: Vec<String> = std::fs::read_dir(events_dir())
+            .expect("events/ exists")
+            .map(|entry| entry.expect("readable").file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for file in files {
+            assert!(
+                known.contains(&file.as_str()),
+                "events/{file} has no parser in events.rs tests; add one"
+            );
+        }
+    }
+
+    fn json(name: &str) -> Value {
+        serde_json::from_str(&read(name)).unwrap()
+    }
+
+    #[test]
+    fn triggers_are_classified_by_source_and_detail_type() {
+        assert!(matches!(
+            HealingTrigger::from_json(json("ec2-instance-terminated.json")),
+            Ok(HealingTrigger::InstanceStateChange(_))
+        ));
+        assert!(matches!(
+            HealingTrigger::from_json(json("schedule-sweep.json")),
+            Ok(HealingTrigger::Sweep(_))
+        ));
+        assert!(matches!(
+            ReplicationTrigger::from_json(json("ssm-command-success.json")),
+            Ok(ReplicationTrigger::CommandStatus(_))
+        ));
+        assert!(matches!(
+            ReplicationTrigger::from_json(json("workflow-create.json")),
+            Ok(ReplicationTrigger::Task(_))
+        ));
+        assert!(alarm_from_json(json("alarm-high-request-count.json")).is_ok());
+    }
+
+    #[test]
+    fn foreign_and_malformed_events_are_malformed_event_errors() {
+        let foreign = HealingTrigger::from_json(json("alarm-high-request-count.json")).unwrap_err();
+        assert!(matches!(foreign, Error::MalformedEvent(_)), "{foreign}");
+        let mut no_detail = json("ec2-instance-terminated.json");
+        no_detail.as_object_mut().unwrap().remove("detail");
+        let missing = HealingTrigger::from_json(no_detail).unwrap_err();
+        assert!(matches!(missing, Error::MalformedEvent(_)), "{missing}");
+        assert!(alarm_from_json(json("schedule-sweep.json")).is_err());
+        assert!(ReplicationTrigger::from_json(serde_json::json!({"clusterId": 5})).is_err());
+    }
+
+    #[test]
+    fn a_foreign_detail_is_refused_not_guessed() {
+        let mut alarm: serde_json::Value = serde_json::from_str(&read("alarm-high-request-count.json")).unwrap();
+        alarm["source"] = "aws.ec2".into();
+        assert!(serde_json::from_value::<InstanceStateChangeEvent>(alarm).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! The orchestrator's library: everything the Lambda binaries do, behind plain async
+//! functions that take a context of clients and settings. The binaries in `functions/`
+//! only turn a trigger's event into a call here.
+
+pub mod api;
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod model;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;
+
+pub use error::{Error, Result};

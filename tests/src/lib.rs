@@ -1,0 +1,39 @@
+//! Fixtures for the end-to-end tests: a local cloud with the stack deployed, and an HTTP
+//! client for its API. A missing tool or a failed step fails the test with the harness's
+//! message (which step, what to run, the emulator's log tail): nothing is skipped.
+
+use local_cloud::{LocalCloud, Stack, Tools};
+
+/// Start the local cloud and deploy the built template as `stack`.
+pub async fn deployed(stack: &str) -> (LocalCloud, Stack) {
+    let tools = Tools::locate().unwrap_or_else(|e| panic!("local cloud tools: {e}"));
+    let started = std::time::Instant::now();
+    let cloud = LocalCloud::start(&tools).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[e2e] fakecloud up at {} in {:?}", cloud.endpoint(), started.elapsed());
+    let deployed = cloud
+        .deploy(stack)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "[e2e] stack {} {} with {} resources after {:?}",
+        deployed.name,
+        deployed.status,
+        deployed.resources.len(),
+        started.elapsed()
+    );
+    (cloud, deployed)
+}
+
+/// `GET url`, returning the status and the body parsed as JSON (panics with the raw body
+/// when it is not JSON: every answer of the API must be).
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("GET {url} -> {status}: body is not JSON ({e}): {text}"));
+    eprintln!("[e2e] GET {url} -> {status} {body}");
+    (status, body)
+}
