@@ -177,7 +177,10 @@ impl LocalCloud {
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_REGION", REGION)
-            .env("RUST_LOG", std::env::var("FAKECLOUD_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("FAKECLOUD_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -289,10 +292,7 @@ impl LocalCloud {
     /// Deploy the built SAM application (`.aws-sam/build`, made by `sam build`) as `stack`
     /// with the user's own command, then read back its outputs and resources.
     pub async fn deploy(&self, stack: &str) -> Result<Stack> {
-        let built = self
-            .tools
-            .project_root
-            .join(".aws-sam/build/template.yaml");
+        let built = self.tools.project_root.join(".aws-sam/build/template.yaml");
         if !built.is_file() {
             return Err(self.step_failed(
                 "sam deploy",
@@ -369,9 +369,14 @@ impl LocalCloud {
             .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
             .collect();
         let mut resources = Vec::new();
-        let mut pages = cfn.list_stack_resources().stack_name(stack).into_paginator().send();
+        let mut pages = cfn
+            .list_stack_resources()
+            .stack_name(stack)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.step_failed("list stack resources", format!("{e:?}")))?;
+            let page =
+                page.map_err(|e| self.step_failed("list stack resources", format!("{e:?}")))?;
             for r in page.stack_resource_summaries() {
                 resources.push(StackResource {
                     logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
@@ -447,7 +452,10 @@ pub struct StackResource {
 
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("find a free port"))?;
-    let port = listener.local_addr().map_err(io("read the free port"))?.port();
+    let port = listener
+        .local_addr()
+        .map_err(io("read the free port"))?
+        .port();
     Ok(port)
 }
 

@@ -162,9 +162,23 @@ pub fn parse_create(
     lookup_env: impl Fn(&str) -> Option<String>,
 ) -> Result<(String, Option<String>, Vec<(String, String)>), RunnerError> {
     const FLAGS_WITH_VALUE: &[&str] = &[
-        "-p", "--publish", "--label", "--add-host", "--tmpfs", "--name", "--network",
-        "--memory", "--cpus", "--entrypoint", "-v", "--volume", "--user", "-u", "-w",
-        "--workdir", "--platform",
+        "-p",
+        "--publish",
+        "--label",
+        "--add-host",
+        "--tmpfs",
+        "--name",
+        "--network",
+        "--memory",
+        "--cpus",
+        "--entrypoint",
+        "-v",
+        "--volume",
+        "--user",
+        "-u",
+        "-w",
+        "--workdir",
+        "--platform",
     ];
     let mut env = Vec::new();
     let mut positionals = Vec::new();
@@ -229,7 +243,8 @@ pub fn create(args: &[String]) -> Result<String, RunnerError> {
             .collect(),
         owner_pid: std::os::unix::process::parent_id(),
     };
-    let json = serde_json::to_vec_pretty(&spec).map_err(|e| io("encode spec")(std::io::Error::other(e)))?;
+    let json = serde_json::to_vec_pretty(&spec)
+        .map_err(|e| io("encode spec")(std::io::Error::other(e)))?;
     std::fs::write(container.spec_path(), json).map_err(io("write spec.json"))?;
     Ok(id)
 }
@@ -352,9 +367,7 @@ struct Server {
 }
 
 fn error_envelope(error_type: &str, message: &str) -> Bytes {
-    Bytes::from(
-        serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string(),
-    )
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -368,7 +381,10 @@ async fn read_body(request: Request<Incoming>) -> Result<(Method, String, Bytes)
     let path = request.uri().path().to_string();
     match request.into_body().collect().await {
         Ok(collected) => Ok((method, path, collected.to_bytes())),
-        Err(e) => Err(reply(StatusCode::BAD_REQUEST, format!("unreadable body: {e}"))),
+        Err(e) => Err(reply(
+            StatusCode::BAD_REQUEST,
+            format!("unreadable body: {e}"),
+        )),
     }
 }
 
@@ -376,7 +392,9 @@ impl Server {
     /// The emulator endpoint fakecloud invokes.
     async fn route_invoke(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         match read_body(request).await {
-            Ok((Method::POST, path, body)) if path == "/2015-03-31/functions/function/invocations" => {
+            Ok((Method::POST, path, body))
+                if path == "/2015-03-31/functions/function/invocations" =>
+            {
                 self.invoke(body).await
             }
             Ok(_) => reply(StatusCode::NOT_FOUND, "unknown route"),
@@ -403,7 +421,10 @@ impl Server {
                 self.fail_in_flight(body).await;
                 reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
             }
-            (Method::POST, rest) => match rest.strip_prefix("invocation/").and_then(|r| r.split_once('/')) {
+            (Method::POST, rest) => match rest
+                .strip_prefix("invocation/")
+                .and_then(|r| r.split_once('/'))
+            {
                 Some((id, "response" | "error")) => self.complete(id, body).await,
                 _ => reply(StatusCode::NOT_FOUND, "unknown runtime route"),
             },
@@ -458,7 +479,10 @@ impl Server {
         let pairs = [
             ("lambda-runtime-aws-request-id", invocation.id),
             ("lambda-runtime-deadline-ms", deadline_ms.to_string()),
-            ("lambda-runtime-invoked-function-arn", self.function_arn.clone()),
+            (
+                "lambda-runtime-invoked-function-arn",
+                self.function_arn.clone(),
+            ),
             (
                 "lambda-runtime-trace-id",
                 "Root=1-00000000-000000000000000000000000;Sampled=0".into(),
@@ -561,7 +585,9 @@ pub async fn serve(id: &str) -> Result<(), RunnerError> {
     });
 
     let invoke_server = server.clone();
-    let endpoint = serve_http(listener, move |request| invoke_server.clone().route_invoke(request));
+    let endpoint = serve_http(listener, move |request| {
+        invoke_server.clone().route_invoke(request)
+    });
     // Publish the port only once the listener is bound (atomic rename: readers never see a
     // half-written file).
     let tmp = container.dir.join("port.tmp");
@@ -610,7 +636,10 @@ async fn supervise(server: Arc<Server>, container: Container, spec: ContainerSpe
                     .env_clear()
                     .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                     .env("PATH", std::env::var("PATH").unwrap_or_default())
-                    .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{runtime_port}"))
+                    .env(
+                        "AWS_LAMBDA_RUNTIME_API",
+                        format!("127.0.0.1:{runtime_port}"),
+                    )
                     .env("LAMBDA_TASK_ROOT", &task_dir)
                     .env(
                         "_HANDLER",
@@ -661,10 +690,20 @@ mod tests {
     fn create_keeps_env_image_and_handler_and_skips_docker_flags() {
         let (image, handler, env) = parse_create(
             &args(&[
-                "-p", ":8080", "--label", "fakecloud-lambda=api", "--add-host",
-                "host.docker.internal:172.17.0.1", "-e", "TABLE_NAME=t", "-e",
-                "AWS_SECRET_ACCESS_KEY", "--tmpfs", "/tmp:size=512m,exec",
-                "public.ecr.aws/lambda/provided:al2023", "bootstrap",
+                "-p",
+                ":8080",
+                "--label",
+                "fakecloud-lambda=api",
+                "--add-host",
+                "host.docker.internal:172.17.0.1",
+                "-e",
+                "TABLE_NAME=t",
+                "-e",
+                "AWS_SECRET_ACCESS_KEY",
+                "--tmpfs",
+                "/tmp:size=512m,exec",
+                "public.ecr.aws/lambda/provided:al2023",
+                "bootstrap",
             ]),
             |key| (key == "AWS_SECRET_ACCESS_KEY").then(|| "s3cr3t".to_string()),
         )
@@ -684,8 +723,11 @@ mod tests {
     fn non_lambda_images_are_refused() {
         let err = parse_create(&args(&["-p", ":80", "amazonlinux:2023"]), |_| None).unwrap_err();
         assert!(matches!(err, RunnerError::UnsupportedImage(_)), "{err}");
-        let err = parse_create(&args(&["public.ecr.aws/lambda/python:3.12", "app.handler"]), |_| None)
-            .unwrap_err();
+        let err = parse_create(
+            &args(&["public.ecr.aws/lambda/python:3.12", "app.handler"]),
+            |_| None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("custom-runtime"), "{err}");
     }
 

@@ -242,6 +242,13 @@ mod tests {
             aws_sdk_dynamodb::operation::query::QueryError::ProvisionedThroughputExceededException(
                 aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException::builder()
                     .message("table arn:aws:dynamodb:secret-detail")
+                    // As the SDK's deserializer does: the code travels in the error metadata.
+                    .meta(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("ProvisionedThroughputExceededException")
+                            .message("table arn:aws:dynamodb:secret-detail")
+                            .build(),
+                    )
                     .build(),
             )
         });

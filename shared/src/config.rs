@@ -14,7 +14,10 @@ pub fn required(name: &'static str) -> Result<String> {
 }
 
 /// Like [`required`], reading from any lookup (tests pass a map instead of the process env).
-pub fn required_from(name: &'static str, lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
+pub fn required_from(
+    name: &'static str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String> {
     match lookup(name) {
         Some(value) if !value.trim().is_empty() => Ok(value),
         Some(value) => Err(Error::InvalidConfig {
@@ -106,9 +109,8 @@ mod tests {
 
     #[test]
     fn state_machine_arn_must_look_like_one() {
-        let err =
-            WorkflowSettings::from_lookup(env(&[("STATE_MACHINE_ARN", "ClusterWorkflow")]))
-                .unwrap_err();
+        let err = WorkflowSettings::from_lookup(env(&[("STATE_MACHINE_ARN", "ClusterWorkflow")]))
+            .unwrap_err();
         assert!(err.to_string().contains("arn:aws:states"), "{err}");
         let ok = WorkflowSettings::from_lookup(env(&[(
             "STATE_MACHINE_ARN",

@@ -10,8 +10,10 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 pub const EC2_STATE_CHANGE: (&str, &str) = ("aws.ec2", "EC2 Instance State-change Notification");
-pub const SSM_COMMAND_STATUS: (&str, &str) =
-    ("aws.ssm", "EC2 Command Invocation Status-change Notification");
+pub const SSM_COMMAND_STATUS: (&str, &str) = (
+    "aws.ssm",
+    "EC2 Command Invocation Status-change Notification",
+);
 pub const ALARM_STATE_CHANGE: (&str, &str) = ("aws.cloudwatch", "CloudWatch Alarm State Change");
 pub const SCHEDULED: (&str, &str) = ("aws.events", "Scheduled Event");
 
@@ -137,7 +139,10 @@ pub struct WorkflowInput {
 
 /// `(source, detail-type)` of an EventBridge event, if it is one.
 fn envelope(value: &Value) -> Option<(&str, &str)> {
-    Some((value.get("source")?.as_str()?, value.get("detail-type")?.as_str()?))
+    Some((
+        value.get("source")?.as_str()?,
+        value.get("detail-type")?.as_str()?,
+    ))
 }
 
 fn parse_as<T: DeserializeOwned>(value: Value, what: &str) -> Result<T> {
@@ -156,7 +161,10 @@ impl HealingTrigger {
     /// the caller logs and drops (EventBridge would only retry it).
     pub fn from_json(value: Value) -> Result<Self> {
         match envelope(&value) {
-            Some(EC2_STATE_CHANGE) => Ok(Self::InstanceStateChange(parse_as(value, EC2_STATE_CHANGE.1)?)),
+            Some(EC2_STATE_CHANGE) => Ok(Self::InstanceStateChange(parse_as(
+                value,
+                EC2_STATE_CHANGE.1,
+            )?)),
             Some(SCHEDULED) => Ok(Self::Sweep(parse_as(value, SCHEDULED.1)?)),
             other => Err(Error::MalformedEvent(format!(
                 "instance-events handles EC2 state changes and the sweep schedule, not {other:?}"
@@ -176,7 +184,9 @@ pub enum ReplicationTrigger {
 impl ReplicationTrigger {
     pub fn from_json(value: Value) -> Result<Self> {
         match envelope(&value) {
-            Some(SSM_COMMAND_STATUS) => Ok(Self::CommandStatus(parse_as(value, SSM_COMMAND_STATUS.1)?)),
+            Some(SSM_COMMAND_STATUS) => {
+                Ok(Self::CommandStatus(parse_as(value, SSM_COMMAND_STATUS.1)?))
+            }
             Some(other) => Err(Error::MalformedEvent(format!(
                 "replication handles SSM command status changes, not {other:?}"
             ))),
@@ -285,7 +295,13 @@ mod tests {
         let known: Vec<&str> = parsers().iter().map(|(name, _)| *name).collect();
         let mut files: Vec<String> = std::fs::read_dir(events_dir())
             .expect("events/ exists")
-            .map(|entry| entry.expect("readable").file_name().to_string_lossy().into_owned())
+            .map(|entry| {
+                entry
+                    .expect("readable")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         files.sort();
         assert!(!files.is_empty());
@@ -336,7 +352,8 @@ mod tests {
 
     #[test]
     fn a_foreign_detail_is_refused_not_guessed() {
-        let mut alarm: serde_json::Value = serde_json::from_str(&read("alarm-high-request-count.json")).unwrap();
+        let mut alarm: serde_json::Value =
+            serde_json::from_str(&read("alarm-high-request-count.json")).unwrap();
         alarm["source"] = "aws.ec2".into();
         assert!(serde_json::from_value::<InstanceStateChangeEvent>(alarm).is_err());
     }

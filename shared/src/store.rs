@@ -124,8 +124,8 @@ fn summary_from_item(item: &Item) -> Result<ClusterSummary> {
             .ok_or_else(|| corrupt(format!("number attribute {name} is missing or not a count")))
     };
     let phase_text = text("phase")?;
-    let phase =
-        Phase::parse(&phase_text).ok_or_else(|| corrupt(format!("unknown phase {phase_text:?}")))?;
+    let phase = Phase::parse(&phase_text)
+        .ok_or_else(|| corrupt(format!("unknown phase {phase_text:?}")))?;
     Ok(ClusterSummary {
         id: text("id")?,
         name: text("name")?,
@@ -139,9 +139,9 @@ fn summary_from_item(item: &Item) -> Result<ClusterSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mocked_client as mock_client;
     use aws_sdk_dynamodb::operation::query::{QueryError, QueryOutput};
     use aws_smithy_mocks::{RuleMode, mock};
-    use crate::mocked_client as mock_client;
 
     fn cluster_item(id: &str, phase: &str) -> Item {
         HashMap::from([
@@ -172,7 +172,10 @@ mod tests {
                     .build()
             });
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&query]);
-        let page = ClusterStore::new(client, "t").list_clusters(2, None).await.unwrap();
+        let page = ClusterStore::new(client, "t")
+            .list_clusters(2, None)
+            .await
+            .unwrap();
         assert_eq!(page.items.len(), 1);
         assert_eq!(page.items[0].phase, Phase::Ready);
         assert_eq!(page.next.as_deref(), Some("2026-11-23T10:00:00Z#c-1"));
@@ -203,7 +206,10 @@ mod tests {
             .list_clusters(10, Some("CLUSTER#x\" OR 1=1"))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Validation { ref field, .. } if field == "next"), "{err}");
+        assert!(
+            matches!(err, Error::Validation { ref field, .. } if field == "next"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -212,6 +218,13 @@ mod tests {
             QueryError::ProvisionedThroughputExceededException(
                 aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException::builder()
                     .message("slow down")
+                    // As the SDK's deserializer does: the code travels in the error metadata.
+                    .meta(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("ProvisionedThroughputExceededException")
+                            .message("slow down")
+                            .build(),
+                    )
                     .build(),
             )
         });
@@ -236,6 +249,9 @@ mod tests {
             .await
             .unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("CLUSTER#c-2") && message.contains("SOMETHING"), "{message}");
+        assert!(
+            message.contains("CLUSTER#c-2") && message.contains("SOMETHING"),
+            "{message}"
+        );
     }
 }

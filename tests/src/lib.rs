@@ -9,11 +9,12 @@ pub async fn deployed(stack: &str) -> (LocalCloud, Stack) {
     let tools = Tools::locate().unwrap_or_else(|e| panic!("local cloud tools: {e}"));
     let started = std::time::Instant::now();
     let cloud = LocalCloud::start(&tools).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("[e2e] fakecloud up at {} in {:?}", cloud.endpoint(), started.elapsed());
-    let deployed = cloud
-        .deploy(stack)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "[e2e] fakecloud up at {} in {:?}",
+        cloud.endpoint(),
+        started.elapsed()
+    );
+    let deployed = cloud.deploy(stack).await.unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "[e2e] stack {} {} with {} resources after {:?}",
         deployed.name,

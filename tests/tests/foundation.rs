@@ -22,7 +22,9 @@ async fn deployed_stack_serves_the_cluster_list_and_refuses_bad_requests() {
             .resources
             .iter()
             .find(|r| r.logical_id == logical_id)
-            .unwrap_or_else(|| panic!("{logical_id} missing from the stack: {:?}", stack.resources));
+            .unwrap_or_else(|| {
+                panic!("{logical_id} missing from the stack: {:?}", stack.resources)
+            });
         assert_eq!(found.resource_type, resource_type);
         assert_eq!(found.status, "CREATE_COMPLETE", "{logical_id}");
     }
@@ -30,7 +32,12 @@ async fn deployed_stack_serves_the_cluster_list_and_refuses_bad_requests() {
 
     // An empty table lists no clusters, answered by the real binary through API Gateway.
     let (status, body) = get_json(&format!("{api}/clusters")).await;
-    assert_eq!(status, 200, "{body}\nfunction logs:\n{}", cloud.function_logs());
+    assert_eq!(
+        status,
+        200,
+        "{body}\nfunction logs:\n{}",
+        cloud.function_logs()
+    );
     assert_eq!(body, serde_json::json!({ "clusters": [], "next": null }));
 
     // A bad request is a 4xx whose JSON names the field and the fix.
@@ -39,7 +46,10 @@ async fn deployed_stack_serves_the_cluster_list_and_refuses_bad_requests() {
     assert_eq!(body["error"]["code"], "ValidationError");
     assert_eq!(body["error"]["field"], "limit");
     assert!(
-        body["error"]["fix"].as_str().unwrap_or_default().contains("1 to 100"),
+        body["error"]["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 to 100"),
         "{body}"
     );
 
@@ -51,7 +61,8 @@ async fn deployed_stack_serves_the_cluster_list_and_refuses_bad_requests() {
     // The api function logged structured JSON lines (it runs as on Lambda).
     let logs = cloud.function_logs();
     assert!(
-        logs.lines().any(|l| l.starts_with('{') && l.contains("\"level\"")),
+        logs.lines()
+            .any(|l| l.starts_with('{') && l.contains("\"level\"")),
         "no JSON log line from the functions:\n{logs}"
     );
 }

@@ -29,12 +29,14 @@ async fn handle(
     };
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
-    Ok(AlbTargetGroupResponse {
-        status_code: status,
-        status_description: Some(format!("{status} {}", if status == 200 { "OK" } else { "Not Found" })),
-        headers,
-        multi_value_headers: HeaderMap::new(),
-        body: Some(Body::Text(body)),
-        is_base64_encoded: false,
-    })
+    let mut response = AlbTargetGroupResponse::default();
+    response.status_code = status;
+    response.status_description = Some(format!(
+        "{status} {}",
+        if status == 200 { "OK" } else { "Not Found" }
+    ));
+    response.headers = headers;
+    response.body = Some(Body::Text(body));
+    response.is_base64_encoded = false;
+    Ok(response)
 }

@@ -25,7 +25,7 @@ async fn handle(event: LambdaEvent<serde_json::Value>) -> Result<(), Diagnostic>
             "instance state change received"
         ),
         Ok(HealingTrigger::Sweep(tick)) => {
-            tracing::info!(time = %tick.time, "sweep tick received")
+            tracing::info!(time = ?tick.time, "sweep tick received")
         }
         Err(error) => tracing::warn!(error = %error, "event dropped"),
     }

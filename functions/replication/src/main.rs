@@ -23,7 +23,10 @@ async fn handle(event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Val
             tracing::warn!(cluster_id = %input.cluster_id, "database tasks are not implemented in this release");
             Err(orchestrator::Error::validation(
                 "reason",
-                format!("{:?} runs of the database tier are not supported yet", input.reason),
+                format!(
+                    "{:?} runs of the database tier are not supported yet",
+                    input.reason
+                ),
                 "upgrade the stack to a release that sets up the database tier",
             )
             .into())

@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 use local_cloud::{LocalCloud, Stack, Tools};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Run the orchestrator's stack on the local cloud (fakecloud)")]
+#[command(
+    version,
+    about = "Run the orchestrator's stack on the local cloud (fakecloud)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +50,10 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     let stack_name = match &command {
         Command::Demo { stack } | Command::Up { stack } => stack.clone(),
     };
-    eprintln!("[1/4] starting fakecloud {} ...", local_cloud::FAKECLOUD_VERSION);
+    eprintln!(
+        "[1/4] starting fakecloud {} ...",
+        local_cloud::FAKECLOUD_VERSION
+    );
     let cloud = LocalCloud::start(&tools)?;
     eprintln!("      listening on {}", cloud.endpoint());
     eprintln!("[2/4] deploying template.yaml as stack {stack_name} (sam deploy) ...");
