@@ -155,12 +155,20 @@ pub fn containers(state_dir: &Path) -> Vec<Container> {
         .collect()
 }
 
-/// Parsed `create` arguments: docker's flags that take a value are skipped by name, the
+/// What `create` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub image: String,
+    pub handler: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Parse `create` arguments: docker's flags that take a value are skipped by name, the
 /// first positional is the image, the second the handler.
 pub fn parse_create(
     args: &[String],
     lookup_env: impl Fn(&str) -> Option<String>,
-) -> Result<(String, Option<String>, Vec<(String, String)>), RunnerError> {
+) -> Result<CreateRequest, RunnerError> {
     const FLAGS_WITH_VALUE: &[&str] = &[
         "-p",
         "--publish",
@@ -213,7 +221,11 @@ pub fn parse_create(
     if !image.starts_with(PROVIDED_IMAGE_PREFIX) {
         return Err(RunnerError::UnsupportedImage(image));
     }
-    Ok((image, positionals.next(), env))
+    Ok(CreateRequest {
+        image,
+        handler: positionals.next(),
+        env,
+    })
 }
 
 /// The function process talks to fakecloud on the host, not through a container alias.
@@ -224,7 +236,11 @@ pub fn rewrite_host_aliases(value: &str) -> String {
 }
 
 pub fn create(args: &[String]) -> Result<String, RunnerError> {
-    let (image, handler, env) = parse_create(args, |k| std::env::var(k).ok())?;
+    let CreateRequest {
+        image,
+        handler,
+        env,
+    } = parse_create(args, |k| std::env::var(k).ok())?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -688,7 +704,11 @@ mod tests {
 
     #[test]
     fn create_keeps_env_image_and_handler_and_skips_docker_flags() {
-        let (image, handler, env) = parse_create(
+        let CreateRequest {
+            image,
+            handler,
+            env,
+        } = parse_create(
             &args(&[
                 "-p",
                 ":8080",

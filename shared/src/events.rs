@@ -178,15 +178,16 @@ impl HealingTrigger {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplicationTrigger {
     Task(WorkflowInput),
-    CommandStatus(CommandStatusEvent),
+    CommandStatus(Box<CommandStatusEvent>),
 }
 
 impl ReplicationTrigger {
     pub fn from_json(value: Value) -> Result<Self> {
         match envelope(&value) {
-            Some(SSM_COMMAND_STATUS) => {
-                Ok(Self::CommandStatus(parse_as(value, SSM_COMMAND_STATUS.1)?))
-            }
+            Some(SSM_COMMAND_STATUS) => Ok(Self::CommandStatus(Box::new(parse_as(
+                value,
+                SSM_COMMAND_STATUS.1,
+            )?))),
             Some(other) => Err(Error::MalformedEvent(format!(
                 "replication handles SSM command status changes, not {other:?}"
             ))),
@@ -226,7 +227,10 @@ mod tests {
 
     /// Every file in events/ with the type it must parse into. A new sample without an
     /// entry here fails `every_sample_event_has_a_typed_parser`.
-    fn parsers() -> Vec<(&'static str, fn(&str))> {
+    /// A sample file and the check that parses it.
+    type SampleCheck = (&'static str, fn(&str));
+
+    fn parsers() -> Vec<SampleCheck> {
         vec![
             ("ec2-instance-terminated.json", |n| {
                 let e: InstanceStateChangeEvent = parse(n);

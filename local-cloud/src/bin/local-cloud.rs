@@ -86,7 +86,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
 
 fn print_stack(stack: &Stack) {
     println!("\nStack {} ({})", stack.name, stack.status);
-    println!("{:<34} {:<44} {}", "RESOURCE", "TYPE", "STATUS");
+    println!("{:<34} {:<44} STATUS", "RESOURCE", "TYPE");
     for r in &stack.resources {
         println!("{:<34} {:<44} {}", r.logical_id, r.resource_type, r.status);
     }
