@@ -78,7 +78,8 @@ impl Tools {
                 .join("fakecloud")
         });
         let sam = env_path("SAM_BIN").unwrap_or_else(|| project_root.join(".venv/bin/sam"));
-        let lambda_runner = env_path("LAMBDA_RUNNER_BIN").unwrap_or_else(sibling_runner);
+        let lambda_runner =
+            env_path("LAMBDA_RUNNER_BIN").unwrap_or_else(|| built_binary("lambda-runner"));
         let tools = Self {
             project_root,
             fakecloud,
@@ -128,16 +129,14 @@ pub fn project_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `lambda-runner` is built into the same target folder as whatever runs the harness: the
-/// `local-cloud` binary beside it, or a test binary one level down in `deps/`.
-fn sibling_runner() -> PathBuf {
+/// A binary of this workspace, built into the same target folder as whatever is running:
+/// the `local-cloud` binary sits beside it, a test binary one level down in `deps/`.
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     let candidates = [
-        dir.join("lambda-runner"),
-        dir.parent()
-            .map(|p| p.join("lambda-runner"))
-            .unwrap_or_default(),
+        dir.join(name),
+        dir.parent().map(|p| p.join(name)).unwrap_or_default(),
     ];
     candidates
         .iter()
@@ -402,6 +401,106 @@ impl LocalCloud {
         })
     }
 
+    /// Invoke a function of `stack` synchronously through the Lambda API, as Step Functions
+    /// and EventBridge do. A function error is an answer, not a harness failure.
+    pub async fn invoke(
+        &self,
+        stack: &Stack,
+        logical_id: &str,
+        event: &serde_json::Value,
+    ) -> Result<Invocation> {
+        let name = stack.physical_id(logical_id).ok_or_else(|| {
+            self.step_failed(
+                "invoke",
+                format!("{logical_id} is not a resource of {}", stack.name),
+            )
+        })?;
+        let lambda = aws_sdk_lambda::Client::new(&self.sdk_config().await);
+        let output = lambda
+            .invoke()
+            .function_name(name)
+            .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
+            .send()
+            .await
+            .map_err(|e| self.step_failed("invoke", format!("{logical_id}: {e:?}")))?;
+        let bytes = output
+            .payload()
+            .map(|b| b.as_ref().to_vec())
+            .unwrap_or_default();
+        let payload = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
+        };
+        Ok(Invocation {
+            function_error: output.function_error().map(str::to_string),
+            payload,
+        })
+    }
+
+    /// Publish an event on the default bus as the AWS service named by `source` would
+    /// (fakecloud's EC2, SSM and CloudWatch emit none themselves; see LOCAL-CLOUD.md).
+    pub async fn publish_event(
+        &self,
+        source: &str,
+        detail_type: &str,
+        detail: &serde_json::Value,
+        resources: &[String],
+    ) -> Result<String> {
+        let events = aws_sdk_eventbridge::Client::new(&self.sdk_config().await);
+        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .source(source)
+            .detail_type(detail_type)
+            .detail(detail.to_string())
+            .set_resources(Some(resources.to_vec()))
+            .build();
+        let output = events
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| self.step_failed("publish event", format!("{e:?}")))?;
+        let result = output.entries().first();
+        match result.and_then(|r| r.event_id()) {
+            Some(id) if output.failed_entry_count() == 0 => Ok(id.to_string()),
+            _ => Err(self.step_failed(
+                "publish event",
+                format!("PutEvents refused the {detail_type} event: {result:?}"),
+            )),
+        }
+    }
+
+    /// Wait until some function has logged a line containing every one of `needles`;
+    /// returns that line. Polls the log files: the functions log as they run.
+    pub async fn wait_for_log_line(&self, needles: &[&str], timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.function_logs();
+            if let Some(line) = logs.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return Ok(line.to_string());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.step_failed(
+                    "wait for a function log line",
+                    format!(
+                        "no line with {needles:?} within {timeout:?}; function logs:\n{}",
+                        logs.lines()
+                            .rev()
+                            .take(40)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Stop fakecloud (and with it every function process). Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -440,6 +539,25 @@ pub struct Stack {
     pub resources: Vec<StackResource>,
     /// Base URL of the HTTP API on the local cloud (path-style execute-api URL).
     pub api_url: Option<String>,
+}
+
+impl Stack {
+    /// The physical id (for a function: its name) of a resource, by logical id.
+    pub fn physical_id(&self, logical_id: &str) -> Option<&str> {
+        self.resources
+            .iter()
+            .find(|r| r.logical_id == logical_id)
+            .map(|r| r.physical_id.as_str())
+    }
+}
+
+/// What a synchronous invocation answered.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub payload: serde_json::Value,
+    /// Set when the function returned an error (then `payload` is the error envelope).
+    /// AWS says `Unhandled` for runtime-reported errors; fakecloud 0.51 says `Handled`.
+    pub function_error: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -38,3 +38,10 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     eprintln!("[e2e] GET {url} -> {status} {body}");
     (status, body)
 }
+
+/// A sample event from `events/`, as a trigger would deliver it.
+pub fn sample_event(name: &str) -> serde_json::Value {
+    let path = local_cloud::project_root().join("events").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
