@@ -1,23 +1,31 @@
-//! Every function binary fails fast at cold start, naming the missing configuration and
-//! where it is set, instead of failing later on each event.
+//! Every function, as `sam build` packaged it for deployment, fails fast at cold start,
+//! naming the missing configuration and where it is set, instead of failing on each event.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FUNCTIONS: [&str; 6] = [
-    "api",
-    "provision",
-    "replication",
-    "instance-events",
-    "scaling",
-    "alb-target",
+/// Template logical id -> binary name.
+const FUNCTIONS: [(&str, &str); 6] = [
+    ("ApiFunction", "api"),
+    ("ProvisionFunction", "provision"),
+    ("ReplicationFunction", "replication"),
+    ("InstanceEventsFunction", "instance-events"),
+    ("ScalingFunction", "scaling"),
+    ("AlbTargetFunction", "alb-target"),
 ];
 
 #[test]
 fn every_function_refuses_to_start_without_its_table() {
-    for name in FUNCTIONS {
-        let binary = local_cloud::built_binary(name);
-        assert!(binary.is_file(), "{} is not built", binary.display());
+    for (logical_id, name) in FUNCTIONS {
+        let binary = local_cloud::project_root()
+            .join(".aws-sam/build")
+            .join(logical_id)
+            .join("bootstrap");
+        assert!(
+            binary.is_file(),
+            "{} is missing: run `make build` (sam build) first",
+            binary.display()
+        );
         let mut child = Command::new(&binary)
             .env_clear()
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
