@@ -145,6 +145,65 @@ pub fn built_binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| candidates[0].clone())
 }
 
+/// Stands in for nginx on the web instances. fakecloud's instances run nothing, and its
+/// ALB health-checks an instance target at `127.0.0.1:<target group port>`; the stack is
+/// deployed with `WebPort` set to this server's port, so health checks get the answer a
+/// real web instance gives on the health check path.
+#[derive(Debug)]
+pub struct WebStandIn {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WebStandIn {
+    pub fn start() -> Result<Self> {
+        use std::io::{Read, Write};
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind the web stand-in"))?;
+        let port = listener
+            .local_addr()
+            .map_err(io("web stand-in address"))?
+            .port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                );
+            }
+        });
+        Ok(Self {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for WebStandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A running fakecloud with the native Lambda runner.
 #[derive(Debug)]
 pub struct LocalCloud {
@@ -152,6 +211,7 @@ pub struct LocalCloud {
     port: u16,
     work_dir: tempfile::TempDir,
     tools: Tools,
+    web: WebStandIn,
 }
 
 impl LocalCloud {
@@ -190,6 +250,7 @@ impl LocalCloud {
             port,
             work_dir,
             tools: tools.clone(),
+            web: WebStandIn::start()?,
         };
         cloud.wait_healthy(Duration::from_secs(30))?;
         Ok(cloud)
@@ -318,6 +379,8 @@ impl LocalCloud {
                 "--no-fail-on-empty-changeset",
                 "--region",
                 REGION,
+                "--parameter-overrides",
+                &format!("WebPort={}", self.web.port()),
             ])
             .envs(self.aws_env())
             .stdin(Stdio::null())

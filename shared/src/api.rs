@@ -8,7 +8,11 @@
 use serde_json::{Value, json};
 
 use crate::error::Error;
-use crate::store::{ClusterStore, MAX_PAGE_SIZE};
+use crate::events::{RunReason, WorkflowInput};
+use crate::model::{Cluster, NodeState, Tier};
+use crate::spec::ClusterSpec;
+use crate::store::{ClusterStore, Created, MAX_PAGE_SIZE, unique_u32};
+use crate::workflow::Workflow;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 
@@ -18,8 +22,19 @@ pub struct ApiRequest {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
     pub request_id: String,
+}
+
+impl ApiRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +66,7 @@ impl ApiResponse {
 #[derive(Debug, Clone)]
 pub struct ApiContext {
     pub store: ClusterStore,
+    pub workflow: Workflow,
 }
 
 #[tracing::instrument(skip_all, fields(method = %request.method, path = %request.path, request_id = %request.request_id))]
@@ -59,12 +75,24 @@ pub async fn handle(ctx: &ApiContext, request: ApiRequest) -> ApiResponse {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let result = match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["clusters"]) => list_clusters(ctx, &request).await,
-        (_, ["clusters"]) => Ok(method_not_allowed(&request.method, "/clusters", "GET")),
+        ("POST", ["clusters"]) => create_cluster(ctx, &request).await,
+        (_, ["clusters"]) => Ok(method_not_allowed(
+            &request.method,
+            "/clusters",
+            "GET, POST",
+        )),
+        ("GET", ["clusters", id]) => get_cluster(ctx, id).await,
+        ("DELETE", ["clusters", id]) => delete_cluster(ctx, id).await,
+        (_, ["clusters", _]) => Ok(method_not_allowed(
+            &request.method,
+            "/clusters/{id}",
+            "GET, DELETE",
+        )),
         _ => Ok(ApiResponse::error(
             404,
             "NotFound",
             format!(
-                "no route for {} {}; the API serves /clusters (see openapi.yaml)",
+                "no route for {} {}; the API serves /clusters and /clusters/{{id}} (see openapi.yaml)",
                 request.method, request.path
             ),
         )),
@@ -108,6 +136,168 @@ async fn list_clusters(ctx: &ApiContext, request: &ApiRequest) -> Result<ApiResp
     ))
 }
 
+/// `Idempotency-Key`: 1-128 visible ASCII characters.
+fn idempotency_key(request: &ApiRequest) -> Result<Option<&str>, Error> {
+    let Some(key) = request.header("idempotency-key") else {
+        return Ok(None);
+    };
+    let ok = (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(Some(key))
+    } else {
+        Err(Error::validation(
+            "Idempotency-Key",
+            "is not 1 to 128 visible ASCII characters",
+            "send a UUID or another unique token of at most 128 characters",
+        ))
+    }
+}
+
+/// Cluster ids are `c-` and 12 hex digits. With an idempotency key the id derives from it
+/// (FNV-1a, stable across deployments), so a retried create names the same cluster.
+fn new_cluster_id(idempotency_key: Option<&str>) -> String {
+    let bits = match idempotency_key {
+        Some(key) => {
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in b"idempotency:".iter().chain(key.as_bytes()) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            hash
+        }
+        None => (u64::from(unique_u32()) << 32) | u64::from(unique_u32()),
+    };
+    format!("c-{:012x}", bits & 0xffff_ffff_ffff)
+}
+
+fn valid_cluster_id(id: &str) -> bool {
+    id.strip_prefix("c-")
+        .map(|hex| {
+            hex.len() == 12
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        })
+        .unwrap_or(false)
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound {
+        kind: "cluster",
+        id: id.to_string(),
+    }
+}
+
+async fn create_cluster(ctx: &ApiContext, request: &ApiRequest) -> Result<ApiResponse, Error> {
+    let key = idempotency_key(request)?;
+    let spec = ClusterSpec::from_request_body(request.body.as_deref().unwrap_or_default())?;
+    let id = new_cluster_id(key);
+    match ctx.store.create_cluster(&id, &spec).await? {
+        Created::New => {}
+        Created::Existing(existing) if key.is_some() && existing == spec => {}
+        Created::Existing(_) if key.is_some() => {
+            return Err(Error::Conflict(
+                "this Idempotency-Key was already used for a different request; send a new key for a new cluster".into(),
+            ));
+        }
+        // A random id collided (astronomically unlikely): the caller may simply retry.
+        Created::Existing(_) => {
+            return Err(Error::Conflict(
+                "cluster id collision; retry the request".into(),
+            ));
+        }
+        Created::NameTaken(owner) => {
+            return Err(Error::Conflict(format!(
+                "a cluster named {:?} already exists ({owner}); choose another name or delete that cluster first",
+                spec.name
+            )));
+        }
+    }
+    // Starting is idempotent by execution name, so a retried create restarts nothing.
+    ctx.workflow
+        .start(&WorkflowInput {
+            cluster_id: id.clone(),
+            generation: 1,
+            reason: RunReason::Create,
+        })
+        .await?;
+    let mut response = ApiResponse::json(
+        202,
+        json!({ "id": id, "name": spec.name, "phase": "PENDING", "statusUrl": format!("/clusters/{id}") }),
+    );
+    response
+        .headers
+        .push(("location", format!("/clusters/{id}")));
+    Ok(response)
+}
+
+async fn get_cluster(ctx: &ApiContext, id: &str) -> Result<ApiResponse, Error> {
+    if !valid_cluster_id(id) {
+        return Err(not_found(id));
+    }
+    let cluster = ctx
+        .store
+        .get_cluster(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(ApiResponse::json(200, cluster_view(&cluster)))
+}
+
+async fn delete_cluster(ctx: &ApiContext, id: &str) -> Result<ApiResponse, Error> {
+    if !valid_cluster_id(id) {
+        return Err(not_found(id));
+    }
+    let generation = ctx.store.request_delete(id).await?;
+    ctx.workflow
+        .start(&WorkflowInput {
+            cluster_id: id.to_string(),
+            generation,
+            reason: RunReason::Delete,
+        })
+        .await?;
+    Ok(ApiResponse::json(
+        202,
+        json!({ "id": id, "phase": "DELETING", "statusUrl": format!("/clusters/{id}") }),
+    ))
+}
+
+/// The cluster as `GET /clusters/{id}` shows it: the record plus conditions derived from
+/// the nodes, so a reader sees at a glance what is still missing.
+pub fn cluster_view(cluster: &Cluster) -> Value {
+    let mut view = serde_json::to_value(cluster).unwrap_or_else(|_| json!({}));
+    let count = |tier: Tier, pred: &dyn Fn(&crate::model::Node) -> bool| {
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| n.tier == tier && pred(n))
+            .count()
+    };
+    let running = |n: &crate::model::Node| {
+        matches!(
+            n.state,
+            NodeState::Running | NodeState::Registered | NodeState::Healthy | NodeState::Unhealthy
+        )
+    };
+    let web_running = count(Tier::Web, &running);
+    let db_running = count(Tier::Db, &running);
+    let web_healthy = count(Tier::Web, &|n| {
+        n.target_health.as_deref() == Some("healthy")
+    });
+    view["conditions"] = json!({
+        "webInstancesRunning": format!("{web_running}/{}", cluster.spec.web.count),
+        "dbInstancesRunning": format!("{db_running}/{}", cluster.spec.db.count),
+        "webTargetsHealthy": format!("{web_healthy}/{}", cluster.spec.web.count),
+    });
+    view["primary"] = cluster
+        .nodes
+        .iter()
+        .find(|n| n.role.as_deref() == Some("PRIMARY"))
+        .and_then(|n| n.instance_id.clone())
+        .map(Value::String)
+        .unwrap_or(Value::Null);
+    view
+}
+
 fn parse_limit(value: &str) -> Result<u32, Error> {
     let fix = format!("use a whole number from 1 to {MAX_PAGE_SIZE}");
     match value.parse::<u32>() {
@@ -145,6 +335,7 @@ fn error_response(error: &Error, request_id: &str) -> ApiResponse {
         ),
         Error::NotFound { .. } => ApiResponse::error(404, "NotFound", error.to_string()),
         Error::Conflict(_) => ApiResponse::error(409, "Conflict", error.to_string()),
+        Error::Gone(_) => ApiResponse::error(410, "Gone", error.to_string()),
         _ => {
             tracing::error!(error = %error, error_type = error.error_type(), "request failed");
             let status = if error.is_retryable() { 503 } else { 500 };
@@ -183,6 +374,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            headers: vec![],
             body: None,
             request_id: "req-1".into(),
         }
@@ -191,7 +383,53 @@ mod tests {
     fn ctx_with(client: aws_sdk_dynamodb::Client) -> ApiContext {
         ApiContext {
             store: ClusterStore::new(client, "table"),
+            workflow: Workflow::new(
+                mocked_client!(aws_sdk_sfn, []),
+                "arn:aws:states:us-east-1:1:stateMachine:w",
+            ),
         }
+    }
+
+    #[test]
+    fn idempotency_keys_name_the_same_cluster_every_time() {
+        let a = new_cluster_id(Some("key-1"));
+        assert_eq!(a, new_cluster_id(Some("key-1")));
+        assert_ne!(a, new_cluster_id(Some("key-2")));
+        assert!(valid_cluster_id(&a), "{a}");
+        let random = new_cluster_id(None);
+        assert!(valid_cluster_id(&random), "{random}");
+        assert_ne!(random, new_cluster_id(None));
+        for bad in ["c-XYZ", "c-0123456789abc", "0123456789ab", "c-0123456789AB"] {
+            assert!(!valid_cluster_id(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_creates_are_400s_before_any_call() {
+        let ctx = ctx_with(mocked_client!(aws_sdk_dynamodb, []));
+        let mut create = request("POST", "/clusters", &[]);
+        create.body = Some(br#"{"name":"shop","web":{"count":0,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#.to_vec());
+        let response = handle(&ctx, create.clone()).await;
+        assert_eq!(response.status, 400);
+        assert_eq!(response.body["error"]["field"], "web.count");
+        create.headers = vec![("idempotency-key".into(), "has space".into())];
+        let response = handle(&ctx, create).await;
+        assert_eq!(response.status, 400);
+        assert_eq!(response.body["error"]["field"], "Idempotency-Key");
+    }
+
+    #[tokio::test]
+    async fn unknown_and_malformed_ids_are_404s() {
+        let query =
+            mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
+        let ctx = ctx_with(mocked_client!(aws_sdk_dynamodb, [&query]));
+        let response = handle(&ctx, request("GET", "/clusters/c-0123456789ab", &[])).await;
+        assert_eq!(response.status, 404);
+        let response = handle(&ctx, request("GET", "/clusters/../../etc", &[])).await;
+        assert_eq!(response.status, 404);
+        let response = handle(&ctx, request("DELETE", "/clusters/not-an-id", &[])).await;
+        assert_eq!(response.status, 404);
+        assert_eq!(query.num_calls(), 1, "malformed ids never reach DynamoDB");
     }
 
     #[tokio::test]
@@ -233,7 +471,7 @@ mod tests {
         assert_eq!(response.body["error"]["code"], "NotFound");
         let response = handle(&ctx, request("PUT", "/clusters", &[])).await;
         assert_eq!(response.status, 405);
-        assert_eq!(response.headers, vec![("allow", "GET".to_string())]);
+        assert_eq!(response.headers, vec![("allow", "GET, POST".to_string())]);
     }
 
     #[tokio::test]

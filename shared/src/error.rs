@@ -13,6 +13,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const ERROR_TYPE_RETRYABLE: &str = "Orchestrator.Retryable";
 /// `errorType` of failures that will not go away by retrying (bad input, missing config).
 pub const ERROR_TYPE_TERMINAL: &str = "Orchestrator.Terminal";
+/// `errorType` of a run that a newer run replaced: the workflow ends quietly.
+pub const ERROR_TYPE_SUPERSEDED: &str = "Orchestrator.Superseded";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,6 +47,15 @@ pub enum Error {
     /// Another writer changed the record first (optimistic concurrency) or holds the lease.
     #[error("conflict: {0}")]
     Conflict(String),
+
+    /// This run's lease token or generation is no longer current: a newer run owns the
+    /// cluster, so this one stops without touching anything (fencing).
+    #[error("superseded: {0}")]
+    Superseded(String),
+
+    /// The resource existed and is gone for good (a deleted cluster's tombstone).
+    #[error("gone: {0}")]
+    Gone(String),
 
     /// An AWS call failed. `retryable` is decided from the error code and the kind of
     /// failure (throttling, 5xx, timeout, dispatch failure) when the error is created.
@@ -88,13 +99,17 @@ impl Error {
             | Self::Validation { .. }
             | Self::NotFound { .. }
             | Self::CorruptRecord { .. }
+            | Self::Superseded(_)
+            | Self::Gone(_)
             | Self::MalformedEvent(_) => false,
         }
     }
 
     /// The Lambda `errorType` the state machine matches on.
     pub fn error_type(&self) -> &'static str {
-        if self.is_retryable() {
+        if matches!(self, Self::Superseded(_)) {
+            ERROR_TYPE_SUPERSEDED
+        } else if self.is_retryable() {
             ERROR_TYPE_RETRYABLE
         } else {
             ERROR_TYPE_TERMINAL
@@ -129,6 +144,15 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailableException",
     "InsufficientInstanceCapacity",
 ];
+
+/// The service's error code (`ConditionalCheckFailedException`, `InvalidInstanceID.NotFound`)
+/// of any SDK error, when the service answered with one.
+pub fn sdk_error_code<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> Option<&str>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    err.as_service_error().and_then(|e| e.code())
+}
 
 /// Turn any SDK error into [`Error::Aws`], deciding once whether it is worth retrying.
 pub fn from_sdk<E, R>(

@@ -280,6 +280,11 @@ mod tests {
                 let e: aws_lambda_events::apigw::ApiGatewayV2httpRequest = parse(n);
                 assert_eq!(e.raw_query_string.as_deref(), Some("limit=0"));
             }),
+            ("provision-task-launch.json", |n| {
+                let e: crate::provision::TaskRequest = parse(n);
+                assert_eq!(e.task, crate::provision::Task::Launch);
+                assert_eq!(e.lease_token, Some(1));
+            }),
             ("workflow-create.json", |n| {
                 let e: WorkflowInput = parse(n);
                 assert_eq!(e.reason, RunReason::Create);

@@ -7,11 +7,18 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod model;
+pub mod plan;
+pub mod provision;
+pub mod spec;
 pub mod startup;
 pub mod store;
+pub mod targets;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
+pub mod userdata;
+pub mod workflow;
 
 pub use error::{Error, Result};

@@ -38,6 +38,7 @@ impl Phase {
 
 /// What `GET /clusters` lists: enough to pick a cluster, not its nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClusterSummary {
     pub id: String,
     pub name: String,
@@ -45,6 +46,139 @@ pub struct ClusterSummary {
     pub web_count: u32,
     pub db_count: u32,
     pub created_at: String,
+}
+
+/// The two tiers of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Web,
+    Db,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Db => "db",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "web" => Some(Self::Web),
+            "db" => Some(Self::Db),
+            _ => None,
+        }
+    }
+}
+
+/// A position in a tier (`web-0`, `db-2`). Instances are launched into slots, so a retried
+/// launch finds the instance its slot already has instead of launching another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot {
+    pub tier: Tier,
+    pub index: u32,
+}
+
+impl Slot {
+    pub fn name(self) -> String {
+        format!("{}-{}", self.tier.as_str(), self.index)
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        let (tier, index) = value.rsplit_once('-')?;
+        Some(Self {
+            tier: Tier::parse(tier)?,
+            index: index.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.tier.as_str(), self.index)
+    }
+}
+
+/// What the orchestrator last recorded about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NodeState {
+    /// Slot reserved, RunInstances not yet confirmed.
+    Launching,
+    Pending,
+    Running,
+    /// Web node registered with the target group, not yet healthy.
+    Registered,
+    Healthy,
+    Unhealthy,
+    Terminating,
+    Terminated,
+}
+
+/// One instance of a cluster, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    pub slot: String,
+    pub tier: Tier,
+    pub instance_id: Option<String>,
+    pub state: NodeState,
+    pub availability_zone: Option<String>,
+    pub subnet_id: Option<String>,
+    /// `PRIMARY` / `SECONDARY` for database nodes once the group reports it.
+    pub role: Option<String>,
+    /// The target group's view of a web node (`healthy`, `initial`, ...).
+    pub target_health: Option<String>,
+    pub updated_at: String,
+}
+
+/// One line of a cluster's audit log: every mutating action, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    pub at: String,
+    pub action: String,
+    pub detail: String,
+    pub generation: u64,
+}
+
+/// The last failure of a cluster, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    pub phase: String,
+    pub message: String,
+    pub at: String,
+}
+
+/// A cluster with everything recorded about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    pub id: String,
+    pub phase: Phase,
+    /// The workflow step running or last run (`launch`, `wait-running`, ...).
+    pub step: Option<String>,
+    pub spec: crate::spec::ClusterSpec,
+    pub generation: u64,
+    pub version: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_error: Option<LastError>,
+    pub target_group_arn: Option<String>,
+    pub nodes: Vec<Node>,
+    /// The most recent actions (the store keeps the full log).
+    #[serde(rename = "recentActions")]
+    pub actions: Vec<Action>,
+}
+
+/// The time now as RFC 3339 with milliseconds (UTC), the only timestamp format we store.
+pub fn now_rfc3339() -> String {
+    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
 }
 
 /// One page of a listing and the opaque cursor for the next one, if any.
@@ -77,5 +211,25 @@ mod tests {
             );
         }
         assert_eq!(Phase::parse("ready"), None);
+    }
+
+    #[test]
+    fn slots_round_trip_through_their_names() {
+        let slot = Slot {
+            tier: Tier::Db,
+            index: 2,
+        };
+        assert_eq!(slot.name(), "db-2");
+        assert_eq!(Slot::parse("db-2"), Some(slot));
+        assert_eq!(Slot::parse("web-10").map(|s| s.index), Some(10));
+        for bad in ["db", "cache-1", "web-x", "web--1"] {
+            assert_eq!(Slot::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let now = now_rfc3339();
+        assert!(now.ends_with('Z') && now.contains('T'), "{now}");
     }
 }

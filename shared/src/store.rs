@@ -11,12 +11,19 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::error::{Error, Result, from_sdk};
-use crate::model::{ClusterSummary, Page, Phase};
+use crate::error::{Error, Result, from_sdk, sdk_error_code};
+use crate::model::{Action, Cluster, ClusterSummary, LastError, Node, Page, Phase, now_rfc3339};
+use crate::spec::ClusterSpec;
 
 pub const CLUSTERS_INDEX: &str = "clusters";
 pub const CLUSTER_LIST_PARTITION: &str = "CLUSTER";
 pub const MAX_PAGE_SIZE: u32 = 100;
+/// How long a workflow run holds a cluster without renewing (every task renews).
+pub const LEASE_SECONDS: i64 = 900;
+/// How long a deleted cluster's tombstone stays before DynamoDB's TTL removes it.
+pub const TOMBSTONE_SECONDS: i64 = 30 * 24 * 3600;
+/// Actions the API shows; the full log stays in the table.
+pub const RECENT_ACTIONS: usize = 50;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -68,6 +75,595 @@ impl ClusterStore {
             .cloned();
         Ok(Page { items, next })
     }
+}
+
+/// What `create_cluster` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New,
+    /// A cluster with this id already exists; its spec is returned to compare.
+    Existing(ClusterSpec),
+    /// Another live cluster (this id) has the name.
+    NameTaken(String),
+}
+
+impl ClusterStore {
+    fn cluster_key(id: &str) -> String {
+        format!("CLUSTER#{id}")
+    }
+
+    fn name_key(name: &str) -> String {
+        format!("NAME#{name}")
+    }
+
+    /// Record a new cluster (phase PENDING, generation 1) and claim its name, both or
+    /// neither: a transaction with a condition on each item.
+    pub async fn create_cluster(&self, id: &str, spec: &ClusterSpec) -> Result<Created> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+        let now = now_rfc3339();
+        let spec_json = serde_json::to_string(spec).map_err(|e| Error::CorruptRecord {
+            key: Self::cluster_key(id),
+            problem: e.to_string(),
+        })?;
+        let meta = HashMap::from([
+            ("pk".to_string(), s(Self::cluster_key(id))),
+            ("sk".to_string(), s("META")),
+            ("id".to_string(), s(id)),
+            ("name".to_string(), s(&spec.name)),
+            ("phase".to_string(), s(Phase::Pending.as_str())),
+            ("spec".to_string(), s(spec_json)),
+            ("generation".to_string(), n(1)),
+            ("version".to_string(), n(1)),
+            ("web_count".to_string(), n(spec.web.count)),
+            ("db_count".to_string(), n(spec.db.count)),
+            ("created_at".to_string(), s(&now)),
+            ("updated_at".to_string(), s(&now)),
+            ("list_pk".to_string(), s(CLUSTER_LIST_PARTITION)),
+            ("list_sk".to_string(), s(format!("{now}#{id}"))),
+        ]);
+        let claim = HashMap::from([
+            ("pk".to_string(), s(Self::name_key(&spec.name))),
+            ("sk".to_string(), s("NAME")),
+            ("cluster_id".to_string(), s(id)),
+        ]);
+        let build = |item: Item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(|e| Error::CorruptRecord {
+                    key: Self::cluster_key(id),
+                    problem: e.to_string(),
+                })
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(build(meta)?)
+            .transact_items(build(claim)?)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(Created::New),
+            Err(err) => err,
+        };
+        let reasons: Vec<String> = match err.as_service_error() {
+            Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_string())
+                .collect(),
+            _ => return Err(from_sdk("dynamodb", "TransactWriteItems", err)),
+        };
+        let failed = |i: usize| {
+            reasons
+                .get(i)
+                .map(|c| c == "ConditionalCheckFailed")
+                .unwrap_or(false)
+        };
+        if failed(0) {
+            let existing = self.get_cluster(id).await?.ok_or_else(|| {
+                Error::Conflict(format!("cluster {id} was being created concurrently"))
+            })?;
+            Ok(Created::Existing(existing.spec))
+        } else if failed(1) {
+            let owner = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(Self::name_key(&spec.name)))
+                .key("sk", s("NAME"))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| from_sdk("dynamodb", "GetItem", e))?
+                .item()
+                .and_then(|i| i.get("cluster_id"))
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            Ok(Created::NameTaken(owner))
+        } else {
+            Err(from_sdk("dynamodb", "TransactWriteItems", err))
+        }
+    }
+
+    /// Everything recorded about a cluster, or `None`. Actions are the most recent ones.
+    pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>> {
+        let mut items = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(Self::cluster_key(id)))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("dynamodb", "Query", e))?;
+            items.extend(page.items().iter().cloned());
+        }
+        let Some(meta) = items.iter().find(|i| sk_of(i) == "META") else {
+            return Ok(None);
+        };
+        let mut cluster = cluster_from_meta(meta)?;
+        for item in &items {
+            let sk = sk_of(item);
+            if sk.starts_with("NODE#") {
+                cluster.nodes.push(data_of(item)?);
+            } else if sk.starts_with("ACTION#") {
+                cluster.actions.push(data_of(item)?);
+            }
+        }
+        let keep_from = cluster.actions.len().saturating_sub(RECENT_ACTIONS);
+        cluster.actions.drain(..keep_from);
+        Ok(Some(cluster))
+    }
+
+    /// Start a run: take the cluster's lease for `holder` (free, expired, or already ours)
+    /// and bump the fencing token. Refuses a run whose generation is no longer current.
+    pub async fn acquire_lease(&self, id: &str, holder: &str, generation: u64) -> Result<u64> {
+        let now = epoch_seconds();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s("META"))
+            .update_expression(
+                "SET lease_holder = :h, lease_expires = :exp, \
+                 lease_token = if_not_exists(lease_token, :zero) + :one, version = version + :one",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND generation = :g AND (attribute_not_exists(lease_holder) \
+                 OR lease_expires < :now OR lease_holder = :h)",
+            )
+            .expression_attribute_values(":h", s(holder))
+            .expression_attribute_values(":exp", n(now + LEASE_SECONDS))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":g", n(generation))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => number_attr(
+                output.attributes().unwrap_or(&HashMap::new()),
+                "lease_token",
+            )
+            .ok_or_else(|| Error::CorruptRecord {
+                key: Self::cluster_key(id),
+                problem: "lease_token missing after update".into(),
+            }),
+            Err(e) if is_condition_failure(&e) => {
+                let meta = self.get_cluster(id).await?;
+                match meta {
+                    None => Err(Error::NotFound {
+                        kind: "cluster",
+                        id: id.to_string(),
+                    }),
+                    Some(c) if c.generation != generation => Err(Error::Superseded(format!(
+                        "cluster {id} is at generation {}, this run is for {generation}",
+                        c.generation
+                    ))),
+                    Some(_) => Err(Error::Conflict(format!(
+                        "cluster {id} is held by another run; retrying until its lease ends"
+                    ))),
+                }
+            }
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Record progress under the lease: renews it, sets phase and step, bumps `version`.
+    /// A stale holder (its token was superseded) is refused: fencing.
+    pub async fn record_step(&self, id: &str, token: u64, phase: Phase, step: &str) -> Result<()> {
+        let now = epoch_seconds();
+        self.fenced_update(
+            id,
+            token,
+            "SET phase = :phase, step = :step, updated_at = :at, lease_expires = :exp, \
+             version = version + :one",
+            vec![
+                (":phase", s(phase.as_str())),
+                (":step", s(step)),
+                (":at", s(now_rfc3339())),
+                (":exp", n(now + LEASE_SECONDS)),
+                (":one", n(1)),
+            ],
+        )
+        .await
+    }
+
+    /// Remember the cluster's target group (created by the workflow).
+    pub async fn record_target_group(&self, id: &str, token: u64, arn: &str) -> Result<()> {
+        self.fenced_update(
+            id,
+            token,
+            "SET target_group_arn = :arn, version = version + :one",
+            vec![(":arn", s(arn)), (":one", n(1))],
+        )
+        .await
+    }
+
+    /// End a run as READY or FAILED and free the lease.
+    pub async fn finish_run(
+        &self,
+        id: &str,
+        token: u64,
+        phase: Phase,
+        error: Option<&LastError>,
+    ) -> Result<()> {
+        let mut values = vec![
+            (":phase", s(phase.as_str())),
+            (":at", s(now_rfc3339())),
+            (":one", n(1)),
+        ];
+        let expression = match error {
+            Some(error) => {
+                let json = serde_json::to_string(error).unwrap_or_default();
+                values.push((":err", s(json)));
+                "SET phase = :phase, updated_at = :at, last_error = :err, version = version + :one \
+                 REMOVE lease_holder, lease_expires"
+            }
+            None => {
+                "SET phase = :phase, updated_at = :at, version = version + :one \
+                     REMOVE lease_holder, lease_expires, last_error"
+            }
+        };
+        self.fenced_update(id, token, expression, values).await
+    }
+
+    async fn fenced_update(
+        &self,
+        id: &str,
+        token: u64,
+        expression: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<()> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s("META"))
+            .update_expression(expression)
+            .condition_expression("lease_token = :token")
+            .expression_attribute_values(":token", n(token));
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
+        }
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(Error::Superseded(format!(
+                "cluster {id}: lease token {token} is no longer current"
+            ))),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Ask for deletion: next generation, phase DELETING. Returns the new generation, or
+    /// the current one when a deletion is already under way (a repeated DELETE is a no-op).
+    pub async fn request_delete(&self, id: &str) -> Result<u64> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s("META"))
+            .update_expression(
+                "SET phase = :deleting, generation = generation + :one, version = version + :one, \
+                 updated_at = :at",
+            )
+            .condition_expression("attribute_exists(pk) AND NOT phase IN (:deleting, :deleted)")
+            .expression_attribute_values(":deleting", s(Phase::Deleting.as_str()))
+            .expression_attribute_values(":deleted", s(Phase::Deleted.as_str()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":at", s(now_rfc3339()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => number_attr(output.attributes().unwrap_or(&HashMap::new()), "generation")
+                .ok_or_else(|| Error::CorruptRecord {
+                    key: Self::cluster_key(id),
+                    problem: "generation missing".into(),
+                }),
+            Err(e) if is_condition_failure(&e) => match self.get_cluster(id).await? {
+                None => Err(Error::NotFound {
+                    kind: "cluster",
+                    id: id.to_string(),
+                }),
+                Some(c) if c.phase == Phase::Deleting => Ok(c.generation),
+                Some(_) => Err(Error::Gone(format!("cluster {id} is already deleted"))),
+            },
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Write (or overwrite) a node record; the instance id feeds the `by-instance` index.
+    pub async fn put_node(&self, id: &str, node: &Node) -> Result<()> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(Self::cluster_key(id)))
+            .item("sk", s(format!("NODE#{}", node.slot)))
+            .item("cluster_id", s(id))
+            .item("data", s(serde_json::to_string(node).unwrap_or_default()));
+        if let Some(instance_id) = &node.instance_id {
+            put = put.item("instance_id", s(instance_id));
+        }
+        put.send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "PutItem", e))?;
+        Ok(())
+    }
+
+    pub async fn delete_node(&self, id: &str, slot: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s(format!("NODE#{slot}")))
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// Append to the audit log. The sort key orders by time; the suffix keeps two actions
+    /// of the same millisecond apart.
+    pub async fn append_action(
+        &self,
+        id: &str,
+        generation: u64,
+        action: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let entry = Action {
+            at: now_rfc3339(),
+            action: action.to_string(),
+            detail: detail.to_string(),
+            generation,
+        };
+        let suffix = format!("{:08x}", unique_u32());
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(Self::cluster_key(id)))
+            .item("sk", s(format!("ACTION#{}#{suffix}", entry.at)))
+            .item("data", s(serde_json::to_string(&entry).unwrap_or_default()))
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "PutItem", e))?;
+        tracing::info!(cluster_id = id, generation, action, detail, "action");
+        Ok(())
+    }
+
+    /// After teardown: delete every item of the cluster but its META, which becomes a
+    /// tombstone (phase DELETED, out of the listing, removed by TTL after 30 days).
+    pub async fn purge(&self, id: &str, token: u64) -> Result<()> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(Self::cluster_key(id)))
+            .projection_expression("pk, sk")
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("dynamodb", "Query", e))?;
+            keys.extend(page.items().iter().filter(|i| sk_of(i) != "META").cloned());
+        }
+        for chunk in keys.chunks(25) {
+            let requests = chunk
+                .iter()
+                .map(|key| {
+                    aws_sdk_dynamodb::types::DeleteRequest::builder()
+                        .set_key(Some(key.clone()))
+                        .build()
+                        .map(|delete| {
+                            aws_sdk_dynamodb::types::WriteRequest::builder()
+                                .delete_request(delete)
+                                .build()
+                        })
+                        .map_err(|e| Error::CorruptRecord {
+                            key: Self::cluster_key(id),
+                            problem: e.to_string(),
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut pending = HashMap::from([(self.table.clone(), requests)]);
+            // BatchWriteItem may leave items unprocessed under load: resend them.
+            for _ in 0..8 {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("dynamodb", "BatchWriteItem", e))?;
+                pending = output.unprocessed_items().cloned().unwrap_or_default();
+                if pending.values().all(Vec::is_empty) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if !pending.values().all(Vec::is_empty) {
+                return Err(Error::Aws {
+                    service: "dynamodb",
+                    operation: "BatchWriteItem",
+                    code: "UnprocessedItems".into(),
+                    message: "items left after retries".into(),
+                    retryable: true,
+                });
+            }
+        }
+        // Free the name once the cluster is gone, so it can be used again.
+        if let Some(cluster) = self.get_cluster(id).await? {
+            let released = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(Self::name_key(&cluster.spec.name)))
+                .key("sk", s("NAME"))
+                .condition_expression("cluster_id = :id")
+                .expression_attribute_values(":id", s(id))
+                .send()
+                .await;
+            match released {
+                Ok(_) => {}
+                Err(e) if is_condition_failure(&e) => {}
+                Err(e) => return Err(from_sdk("dynamodb", "DeleteItem", e)),
+            }
+        }
+        self.fenced_update(
+            id,
+            token,
+            "SET phase = :deleted, updated_at = :at, expires_at = :ttl, version = version + :one \
+             REMOVE list_pk, list_sk, lease_holder, lease_expires, target_group_arn",
+            vec![
+                (":deleted", s(Phase::Deleted.as_str())),
+                (":at", s(now_rfc3339())),
+                (":ttl", n(epoch_seconds() + TOMBSTONE_SECONDS)),
+                (":one", n(1)),
+            ],
+        )
+        .await
+    }
+}
+
+fn is_condition_failure<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    sdk_error_code(err) == Some("ConditionalCheckFailedException")
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn epoch_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// A per-process-random number: `RandomState` is seeded randomly for every instance.
+pub fn unique_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.finish() as u32
+}
+
+fn sk_of(item: &Item) -> &str {
+    item.get("sk")
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+fn number_attr(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn data_of<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T> {
+    let key = format!(
+        "{}/{}",
+        item.get("pk")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+            .unwrap_or(""),
+        sk_of(item)
+    );
+    let data = item
+        .get("data")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| Error::CorruptRecord {
+            key: key.clone(),
+            problem: "data attribute missing".into(),
+        })?;
+    serde_json::from_str(data).map_err(|e| Error::CorruptRecord {
+        key,
+        problem: e.to_string(),
+    })
+}
+
+fn cluster_from_meta(item: &Item) -> Result<Cluster> {
+    let key = item
+        .get("pk")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    let corrupt = |problem: String| Error::CorruptRecord {
+        key: key.clone(),
+        problem,
+    };
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let required = |name: &str| text(name).ok_or_else(|| corrupt(format!("{name} is missing")));
+    let phase_text = required("phase")?;
+    let phase = Phase::parse(&phase_text)
+        .ok_or_else(|| corrupt(format!("unknown phase {phase_text:?}")))?;
+    let spec: ClusterSpec =
+        serde_json::from_str(&required("spec")?).map_err(|e| corrupt(format!("spec: {e}")))?;
+    let last_error = match text("last_error") {
+        Some(json) => {
+            Some(serde_json::from_str(&json).map_err(|e| corrupt(format!("last_error: {e}")))?)
+        }
+        None => None,
+    };
+    Ok(Cluster {
+        id: required("id")?,
+        phase,
+        step: text("step"),
+        spec,
+        generation: number_attr(item, "generation")
+            .ok_or_else(|| corrupt("generation is missing".into()))?,
+        version: number_attr(item, "version")
+            .ok_or_else(|| corrupt("version is missing".into()))?,
+        created_at: required("created_at")?,
+        updated_at: required("updated_at")?,
+        last_error,
+        target_group_arn: text("target_group_arn"),
+        nodes: Vec::new(),
+        actions: Vec::new(),
+    })
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {

@@ -45,3 +45,66 @@ pub fn sample_event(name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Any request with an optional JSON body and headers; returns status and JSON body.
+pub async fn send_json(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method.clone(), url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {url} -> {status}: body is not JSON ({e}): {text}"));
+    (status, json)
+}
+
+/// Poll `GET /clusters/{id}` until its phase is one of `phases`; returns the cluster.
+pub async fn wait_for_phase(
+    api: &str,
+    id: &str,
+    phases: &[&str],
+    timeout: std::time::Duration,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last_step = String::new();
+    loop {
+        let (status, body) = send_json(
+            reqwest::Method::GET,
+            &format!("{api}/clusters/{id}"),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let phase = body["phase"].as_str().unwrap_or_default().to_string();
+        let step = format!("{phase}/{}", body["step"].as_str().unwrap_or("-"));
+        if step != last_step {
+            eprintln!("[e2e] {id}: {step}");
+            last_step = step;
+        }
+        if phases.contains(&phase.as_str()) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} did not reach {phases:?} within {timeout:?}; last seen:\n{body:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -23,13 +23,13 @@ async fn functions_answer_their_triggers_and_rules_route_events_to_them() {
     assert_eq!(health.function_error, None, "{:?}", health.payload);
     assert_eq!(health.payload["statusCode"], 200, "{:?}", health.payload);
 
-    // Workflow tasks refuse work they cannot do yet with the terminal error type the state
-    // machine's Catch matches, instead of pretending to succeed.
+    // A workflow task for a cluster that does not exist fails with the terminal error
+    // type the state machine's Catch matches: no retry can make the cluster exist.
     let refused = cloud
         .invoke(
             &stack,
             "ProvisionFunction",
-            &sample_event("workflow-create.json"),
+            &sample_event("provision-task-launch.json"),
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -73,3 +73,15 @@ fn retries_match_the_retryable_error_type_and_never_the_terminal_one() {
     }
     assert!(task_count > 0);
 }
+
+#[test]
+fn no_task_discards_its_result_with_a_null_result_path() {
+    // fakecloud 0.51 treats `"ResultPath": null` as `"$"` and loses the run's context.
+    let definition: serde_json::Value =
+        serde_json::from_str(&read("statemachine/cluster-workflow.asl.json")).expect("valid JSON");
+    for (name, state) in definition["States"].as_object().expect("States") {
+        if let Some(path) = state.get("ResultPath") {
+            assert!(!path.is_null(), "{name} has a null ResultPath");
+        }
+    }
+}

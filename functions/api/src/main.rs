@@ -3,17 +3,20 @@
 
 use lambda_http::{Body, Request, RequestExt, Response, run, service_fn};
 use orchestrator::api::{ApiContext, ApiRequest, handle};
-use orchestrator::config::StoreSettings;
+use orchestrator::config::{StoreSettings, WorkflowSettings};
 use orchestrator::startup::require;
 use orchestrator::store::ClusterStore;
+use orchestrator::workflow::Workflow;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     orchestrator::telemetry::init();
     let store = require("read configuration", StoreSettings::from_env())?;
+    let workflow = require("read configuration", WorkflowSettings::from_env())?;
     let sdk = orchestrator::aws::load_sdk_config().await;
     let ctx = ApiContext {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
+        workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
     };
     run(service_fn(|request: Request| serve(&ctx, request))).await
 }
@@ -31,6 +34,13 @@ async fn serve(ctx: &ApiContext, request: Request) -> Result<Response<Body>, lam
                     .collect()
             })
             .unwrap_or_default(),
+        headers: request
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect(),
         body: match request.body() {
             Body::Empty => None,
             Body::Text(text) => Some(text.as_bytes().to_vec()),

@@ -1,26 +1,48 @@
-//! `provision`: ClusterWorkflow tasks for the instance tiers (launch, wait running, register
-//! web targets, tear down). Until the provisioning issue lands, a task is refused with a
-//! terminal error so the workflow fails visibly instead of pretending a cluster exists.
+//! `provision`: the instance tasks of ClusterWorkflow (launch, wait running, register web
+//! targets, wait healthy, finish; and for teardown deregister, terminate, wait, purge).
+//! The tasks live in `orchestrator::provision`; this binary builds the clients once.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
 use orchestrator::config::StoreSettings;
-use orchestrator::events::WorkflowInput;
+use orchestrator::fleet::{Fleet, FleetSettings};
+use orchestrator::provision::{Provisioner, TaskOutcome, TaskRequest};
 use orchestrator::startup::require;
+use orchestrator::store::ClusterStore;
+use orchestrator::targets::{TargetSettings, WebTargets};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     orchestrator::telemetry::init();
-    require("read configuration", StoreSettings::from_env())?;
-    run(service_fn(task)).await
+    let store = require("read configuration", StoreSettings::from_env())?;
+    let fleet = require("read configuration", FleetSettings::from_env())?;
+    let targets = require("read configuration", TargetSettings::from_env())?;
+    let sdk = orchestrator::aws::load_sdk_config().await;
+    let provisioner = Provisioner {
+        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
+        fleet: Fleet::new(
+            aws_sdk_ec2::Client::new(&sdk),
+            aws_sdk_ssm::Client::new(&sdk),
+            fleet,
+        ),
+        targets: WebTargets::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk), targets),
+    };
+    run(service_fn(|event: LambdaEvent<TaskRequest>| {
+        let provisioner = &provisioner;
+        async move { task(provisioner, event.payload).await }
+    }))
+    .await
 }
 
-#[tracing::instrument(skip_all, fields(cluster_id = %event.payload.cluster_id, reason = ?event.payload.reason))]
-async fn task(event: LambdaEvent<WorkflowInput>) -> Result<serde_json::Value, Diagnostic> {
-    tracing::warn!("provisioning tasks are not implemented in this release");
-    Err(orchestrator::Error::validation(
-        "reason",
-        format!("{:?} runs are not supported yet", event.payload.reason),
-        "upgrade the stack to a release that provisions clusters",
-    )
-    .into())
+async fn task(provisioner: &Provisioner, request: TaskRequest) -> Result<TaskOutcome, Diagnostic> {
+    let task = request.task;
+    match provisioner.run(request).await {
+        Ok(outcome) => {
+            tracing::info!(?task, ready = outcome.ready, detail = %outcome.detail, "task done");
+            Ok(outcome)
+        }
+        Err(error) => {
+            tracing::warn!(?task, error = %error, error_type = error.error_type(), "task failed");
+            Err(error.into())
+        }
+    }
 }

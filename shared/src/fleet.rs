@@ -1,0 +1,275 @@
+//! EC2 adapter: the cluster's instances, found by tag, launched into slots, terminated.
+//! SDK types stay in here; callers see [`ObservedInstance`] and [`Subnet`].
+
+use aws_sdk_ec2::types::{
+    Filter, InstanceStateName, LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
+};
+
+use crate::error::{Error, Result, from_sdk, sdk_error_code};
+use crate::model::Slot;
+use crate::plan::{Lifecycle, ObservedInstance, Subnet, client_token};
+
+/// Tags every instance carries from launch: what the orchestrator owns and where it goes.
+pub const TAG_CLUSTER: &str = "ha-orchestrator:cluster";
+pub const TAG_SLOT: &str = "ha-orchestrator:slot";
+pub const TAG_TIER: &str = "ha-orchestrator:tier";
+
+/// What the stack gives the fleet (environment of the provision function).
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    pub web_launch_template: String,
+    pub db_launch_template: String,
+    /// SSM parameter holding the AMI id (AWS's public Amazon Linux 2023 parameter).
+    pub ami_parameter: String,
+    pub default_subnets: Vec<String>,
+}
+
+impl FleetSettings {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        use crate::config::required_from;
+        let subnets: Vec<String> = required_from("SUBNET_IDS", &lookup)?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        Ok(Self {
+            web_launch_template: required_from("WEB_LAUNCH_TEMPLATE_ID", &lookup)?,
+            db_launch_template: required_from("DB_LAUNCH_TEMPLATE_ID", &lookup)?,
+            ami_parameter: required_from("AMI_PARAMETER", &lookup)?,
+            default_subnets: subnets,
+        })
+    }
+
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+}
+
+/// One instance to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchRequest<'a> {
+    /// Base64 user data, if the tier has any.
+    pub user_data: Option<String>,
+    pub cluster_id: &'a str,
+    pub cluster_name: &'a str,
+    pub generation: u64,
+    pub slot: Slot,
+    pub subnet: &'a Subnet,
+    pub instance_type: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
+    settings: FleetSettings,
+}
+
+impl Fleet {
+    pub fn new(
+        ec2: aws_sdk_ec2::Client,
+        ssm: aws_sdk_ssm::Client,
+        settings: FleetSettings,
+    ) -> Self {
+        Self { ec2, ssm, settings }
+    }
+
+    pub fn settings(&self) -> &FleetSettings {
+        &self.settings
+    }
+
+    /// The subnets to spread over, in the order given, with their zones.
+    pub async fn subnets(&self, requested: &[String]) -> Result<Vec<Subnet>> {
+        let ids = if requested.is_empty() {
+            &self.settings.default_subnets
+        } else {
+            requested
+        };
+        let output = self
+            .ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| from_sdk("ec2", "DescribeSubnets", e))?;
+        let mut subnets = Vec::new();
+        for id in ids {
+            let found = output
+                .subnets()
+                .iter()
+                .find(|s| s.subnet_id() == Some(id.as_str()))
+                .ok_or_else(|| {
+                    Error::validation(
+                        "subnets",
+                        format!("subnet {id} does not exist in this region"),
+                        "list subnets of the stack's VPC, or omit subnets",
+                    )
+                })?;
+            subnets.push(Subnet {
+                id: id.clone(),
+                availability_zone: found.availability_zone().unwrap_or_default().to_string(),
+            });
+        }
+        Ok(subnets)
+    }
+
+    /// Every instance tagged with the cluster, in any state but long gone.
+    pub async fn observe(&self, cluster_id: &str) -> Result<Vec<ObservedInstance>> {
+        let mut observed = Vec::new();
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{TAG_CLUSTER}"))
+                    .values(cluster_id)
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("ec2", "DescribeInstances", e))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(instance_id) = instance.instance_id() else {
+                    continue;
+                };
+                let state = instance
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(InstanceStateName::as_str)
+                    .unwrap_or("pending");
+                let tag = |key: &str| {
+                    instance
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                        .map(str::to_string)
+                };
+                observed.push(ObservedInstance {
+                    instance_id: instance_id.to_string(),
+                    slot: tag(TAG_SLOT).as_deref().and_then(Slot::parse),
+                    lifecycle: Lifecycle::parse(state).unwrap_or(Lifecycle::Pending),
+                    subnet_id: instance.subnet_id().map(str::to_string),
+                    availability_zone: instance
+                        .placement()
+                        .and_then(|p| p.availability_zone())
+                        .map(str::to_string),
+                    launched_at: instance
+                        .launch_time()
+                        .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        Ok(observed)
+    }
+
+    /// The AMI to launch: read at launch time, so new nodes get the current image.
+    pub async fn image_id(&self) -> Result<String> {
+        let output = self
+            .ssm
+            .get_parameter()
+            .name(&self.settings.ami_parameter)
+            .send()
+            .await
+            .map_err(|e| from_sdk("ssm", "GetParameter", e))?;
+        output
+            .parameter()
+            .and_then(|p| p.value())
+            .map(str::to_string)
+            .ok_or_else(|| Error::InvalidConfig {
+                name: "AMI_PARAMETER",
+                value: self.settings.ami_parameter.clone(),
+                reason: "the parameter has no value".into(),
+            })
+    }
+
+    /// Launch one instance into its slot. Tags are part of the launch, so the instance is
+    /// findable by slot from its first moment (see `plan`).
+    pub async fn launch(&self, request: &LaunchRequest<'_>, image_id: &str) -> Result<String> {
+        let template = match request.slot.tier {
+            crate::model::Tier::Web => &self.settings.web_launch_template,
+            crate::model::Tier::Db => &self.settings.db_launch_template,
+        };
+        let tags = vec![
+            tag(
+                "Name",
+                &format!("{}-{}", request.cluster_name, request.slot),
+            ),
+            tag(TAG_CLUSTER, request.cluster_id),
+            tag(TAG_SLOT, &request.slot.name()),
+            tag(TAG_TIER, request.slot.tier.as_str()),
+        ];
+        let output = self
+            .ec2
+            .run_instances()
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_id(template)
+                    .version("$Latest")
+                    .build(),
+            )
+            .image_id(image_id)
+            .instance_type(request.instance_type.into())
+            .subnet_id(&request.subnet.id)
+            .set_user_data(request.user_data.clone())
+            .min_count(1)
+            .max_count(1)
+            .client_token(client_token(
+                request.cluster_id,
+                request.generation,
+                request.slot,
+            ))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(tags.clone()))
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk("ec2", "RunInstances", e))?;
+        output
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .map(str::to_string)
+            .ok_or_else(|| Error::Aws {
+                service: "ec2",
+                operation: "RunInstances",
+                code: "NoInstance".into(),
+                message: "RunInstances returned no instance".into(),
+                retryable: true,
+            })
+    }
+
+    /// Terminate instances; ones already gone count as terminated.
+    pub async fn terminate(&self, instance_ids: &[String]) -> Result<()> {
+        if instance_ids.is_empty() {
+            return Ok(());
+        }
+        match self
+            .ec2
+            .terminate_instances()
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if sdk_error_code(&e) == Some("InvalidInstanceID.NotFound") => Ok(()),
+            Err(e) => Err(from_sdk("ec2", "TerminateInstances", e)),
+        }
+    }
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}

@@ -1,0 +1,781 @@
+//! The instance tasks of `ClusterWorkflow` (the `provision` function).
+//!
+//! Every task is a reconciler: it reads what is recorded (DynamoDB) and what is there
+//! (EC2, ELBv2), does only what is missing, and can run twice or crash half-way and run
+//! again with the same result. Every mutating write to the cluster record is fenced by the
+//! run's lease token, so a superseded run stops instead of overwriting a newer one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::events::{RunReason, WorkflowInput};
+use crate::fleet::{Fleet, LaunchRequest};
+use crate::model::{Cluster, LastError, Node, NodeState, Phase, Slot, Tier, now_rfc3339};
+use crate::plan::{Lifecycle, ObservedInstance, desired_slots, plan_launches};
+use crate::store::ClusterStore;
+use crate::targets::WebTargets;
+
+/// How long instances may take to reach `running`, and web targets to turn healthy.
+pub const RUNNING_TIMEOUT_SECS: i64 = 15 * 60;
+pub const HEALTHY_TIMEOUT_SECS: i64 = 10 * 60;
+pub const TERMINATED_TIMEOUT_SECS: i64 = 15 * 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    Begin,
+    Launch,
+    CheckRunning,
+    Register,
+    CheckHealthy,
+    Finish,
+    Deregister,
+    Terminate,
+    CheckTerminated,
+    Purge,
+    RecordFailure,
+}
+
+impl Task {
+    fn step(self) -> &'static str {
+        match self {
+            Self::Begin => "begin",
+            Self::Launch => "launch",
+            Self::CheckRunning => "wait-running",
+            Self::Register => "register-targets",
+            Self::CheckHealthy => "wait-healthy",
+            Self::Finish => "finish",
+            Self::Deregister => "deregister-targets",
+            Self::Terminate => "terminate",
+            Self::CheckTerminated => "wait-terminated",
+            Self::Purge => "purge",
+            Self::RecordFailure => "record-failure",
+        }
+    }
+}
+
+/// The state machine's `Catch` output: `Cause` is the failed task's error JSON.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CaughtError {
+    #[serde(rename = "Error", default)]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+/// What the state machine sends a task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRequest {
+    pub task: Task,
+    pub ctx: WorkflowInput,
+    #[serde(default)]
+    pub lease_token: Option<u64>,
+    #[serde(default)]
+    pub execution: Option<String>,
+    /// Start of the wait the task checks (set by the task that began it).
+    #[serde(default)]
+    pub since: Option<String>,
+    #[serde(default)]
+    pub error: Option<CaughtError>,
+}
+
+/// What a task answers; the state machine keeps only the fields it routes on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskOutcome {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Provisioner {
+    pub store: ClusterStore,
+    pub fleet: Fleet,
+    pub targets: WebTargets,
+}
+
+fn seconds_since(rfc3339: &str) -> i64 {
+    let then = aws_smithy_types::DateTime::from_str(
+        rfc3339,
+        aws_smithy_types::date_time::Format::DateTime,
+    )
+    .map(|t| t.secs())
+    .unwrap_or(0);
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs();
+    if then == 0 { 0 } else { now - then }
+}
+
+fn token_of(request: &TaskRequest) -> Result<u64> {
+    request.lease_token.ok_or_else(|| {
+        Error::validation(
+            "leaseToken",
+            "is missing",
+            "the state machine passes $.lease.token to every task after begin",
+        )
+    })
+}
+
+fn node_state(lifecycle: Lifecycle) -> NodeState {
+    match lifecycle {
+        Lifecycle::Pending => NodeState::Pending,
+        Lifecycle::Running => NodeState::Running,
+        Lifecycle::Stopping | Lifecycle::ShuttingDown => NodeState::Terminating,
+        Lifecycle::Stopped | Lifecycle::Terminated => NodeState::Terminated,
+    }
+}
+
+fn observed_node(
+    slot: Slot,
+    instance: &ObservedInstance,
+    state: NodeState,
+    previous: Option<&Node>,
+) -> Node {
+    Node {
+        slot: slot.name(),
+        tier: slot.tier,
+        instance_id: Some(instance.instance_id.clone()),
+        state,
+        availability_zone: instance
+            .availability_zone
+            .clone()
+            .or_else(|| previous.and_then(|n| n.availability_zone.clone())),
+        subnet_id: instance
+            .subnet_id
+            .clone()
+            .or_else(|| previous.and_then(|n| n.subnet_id.clone())),
+        role: previous.and_then(|n| n.role.clone()),
+        target_health: previous.and_then(|n| n.target_health.clone()),
+        updated_at: now_rfc3339(),
+    }
+}
+
+/// Whether a node record differs from what we would write (ignoring the timestamp), so
+/// an unchanged cluster costs no writes.
+fn changed(previous: Option<&Node>, next: &Node) -> bool {
+    match previous {
+        None => true,
+        Some(prev) => {
+            let mut prev = prev.clone();
+            prev.updated_at.clone_from(&next.updated_at);
+            &prev != next
+        }
+    }
+}
+
+impl Provisioner {
+    #[tracing::instrument(skip_all, fields(task = ?request.task, cluster_id = %request.ctx.cluster_id, generation = request.ctx.generation))]
+    pub async fn run(&self, request: TaskRequest) -> Result<TaskOutcome> {
+        let id = request.ctx.cluster_id.as_str();
+        let cluster = self
+            .store
+            .get_cluster(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "cluster",
+                id: id.to_string(),
+            })?;
+        if request.task != Task::RecordFailure && cluster.generation != request.ctx.generation {
+            return Err(Error::Superseded(format!(
+                "cluster {id} is at generation {}, this run is for {}",
+                cluster.generation, request.ctx.generation
+            )));
+        }
+        match request.task {
+            Task::Begin => self.begin(&cluster, &request).await,
+            Task::RecordFailure => self.record_failure(&cluster, &request).await,
+            task => {
+                let token = token_of(&request)?;
+                let phase = run_phase(&cluster, request.ctx.reason);
+                self.store
+                    .record_step(id, token, phase, task.step())
+                    .await?;
+                match task {
+                    Task::Launch => self.launch(&cluster, &request).await,
+                    Task::CheckRunning => self.check_running(&cluster, &request).await,
+                    Task::Register => self.register(&cluster, token).await,
+                    Task::CheckHealthy => self.check_healthy(&cluster, &request).await,
+                    Task::Finish => self.finish(&cluster, token).await,
+                    Task::Deregister => self.deregister(&cluster).await,
+                    Task::Terminate => self.terminate(&cluster).await,
+                    Task::CheckTerminated => self.check_terminated(&cluster, &request).await,
+                    Task::Purge => self.purge(&cluster, token).await,
+                    Task::Begin | Task::RecordFailure => unreachable!("handled above"),
+                }
+            }
+        }
+    }
+
+    async fn begin(&self, cluster: &Cluster, request: &TaskRequest) -> Result<TaskOutcome> {
+        let holder = request
+            .execution
+            .clone()
+            .unwrap_or_else(|| crate::workflow::execution_name(&request.ctx));
+        let token = self
+            .store
+            .acquire_lease(&cluster.id, &holder, request.ctx.generation)
+            .await?;
+        let teardown = cluster.phase == Phase::Deleting;
+        let phase = run_phase(cluster, request.ctx.reason);
+        self.store
+            .record_step(&cluster.id, token, phase, Task::Begin.step())
+            .await?;
+        self.store
+            .append_action(
+                &cluster.id,
+                cluster.generation,
+                "RunStarted",
+                &format!("{:?} run {holder}, lease token {token}", request.ctx.reason),
+            )
+            .await?;
+        Ok(TaskOutcome {
+            lease_token: Some(token),
+            mode: Some(if teardown { "teardown" } else { "converge" }),
+            ready: true,
+            detail: format!("lease token {token}"),
+            ..TaskOutcome::default()
+        })
+    }
+
+    async fn launch(&self, cluster: &Cluster, request: &TaskRequest) -> Result<TaskOutcome> {
+        let subnets = self.fleet.subnets(&cluster.spec.subnets).await?;
+        let observed = self.fleet.observe(&cluster.id).await?;
+        let plan = plan_launches(&cluster.spec, &subnets, &observed);
+        let recorded = |slot: Slot| cluster.nodes.iter().find(|n| n.slot == slot.name());
+
+        for (slot, instance) in &plan.keep {
+            let node = observed_node(
+                *slot,
+                instance,
+                node_state(instance.lifecycle),
+                recorded(*slot),
+            );
+            if changed(recorded(*slot), &node) {
+                self.store.put_node(&cluster.id, &node).await?;
+            }
+        }
+        let image_id = if plan.launch.is_empty() {
+            String::new()
+        } else {
+            self.fleet.image_id().await?
+        };
+        for (slot, subnet) in &plan.launch {
+            // Reserve the slot first: the record shows the launch even if we crash now.
+            let reserved = Node {
+                slot: slot.name(),
+                tier: slot.tier,
+                instance_id: None,
+                state: NodeState::Launching,
+                availability_zone: Some(subnet.availability_zone.clone()),
+                subnet_id: Some(subnet.id.clone()),
+                role: None,
+                target_health: None,
+                updated_at: now_rfc3339(),
+            };
+            self.store.put_node(&cluster.id, &reserved).await?;
+            let instance_type = match slot.tier {
+                Tier::Web => &cluster.spec.web.instance_type,
+                Tier::Db => &cluster.spec.db.instance_type,
+            };
+            let instance_id = self
+                .fleet
+                .launch(
+                    &LaunchRequest {
+                        user_data: match slot.tier {
+                            Tier::Web => Some(crate::userdata::encode(&crate::userdata::web(
+                                self.targets.settings().web_port,
+                                &self.targets.settings().health_check_path,
+                            ))),
+                            Tier::Db => None,
+                        },
+                        cluster_id: &cluster.id,
+                        cluster_name: &cluster.spec.name,
+                        generation: request.ctx.generation,
+                        slot: *slot,
+                        subnet,
+                        instance_type,
+                    },
+                    &image_id,
+                )
+                .await?;
+            self.store
+                .put_node(
+                    &cluster.id,
+                    &Node {
+                        instance_id: Some(instance_id.clone()),
+                        state: NodeState::Pending,
+                        updated_at: now_rfc3339(),
+                        ..reserved
+                    },
+                )
+                .await?;
+            self.store
+                .append_action(
+                    &cluster.id,
+                    cluster.generation,
+                    "RunInstances",
+                    &format!(
+                        "{slot} -> {instance_id} ({instance_type}) in {}",
+                        subnet.availability_zone
+                    ),
+                )
+                .await?;
+        }
+        if !plan.surplus.is_empty() {
+            let ids: Vec<String> = plan.surplus.iter().map(|i| i.instance_id.clone()).collect();
+            if let Some(arn) = &cluster.target_group_arn {
+                self.targets.deregister(arn, &ids).await?;
+            }
+            self.fleet.terminate(&ids).await?;
+            self.store
+                .append_action(
+                    &cluster.id,
+                    cluster.generation,
+                    "TerminateInstances",
+                    &format!(
+                        "surplus instances (duplicates or beyond the spec): {}",
+                        ids.join(", ")
+                    ),
+                )
+                .await?;
+        }
+        // Records of slots the spec no longer has.
+        let wanted: Vec<String> = desired_slots(&cluster.spec)
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        for node in cluster.nodes.iter().filter(|n| !wanted.contains(&n.slot)) {
+            self.store.delete_node(&cluster.id, &node.slot).await?;
+        }
+        Ok(TaskOutcome {
+            ready: true,
+            since: Some(now_rfc3339()),
+            detail: format!(
+                "launched {}, kept {}, surplus {}",
+                plan.launch.len(),
+                plan.keep.len(),
+                plan.surplus.len()
+            ),
+            ..TaskOutcome::default()
+        })
+    }
+
+    async fn check_running(&self, cluster: &Cluster, request: &TaskRequest) -> Result<TaskOutcome> {
+        let observed = self.fleet.observe(&cluster.id).await?;
+        let mut waiting = Vec::new();
+        for slot in desired_slots(&cluster.spec) {
+            let recorded = cluster.nodes.iter().find(|n| n.slot == slot.name());
+            let instance = recorded
+                .and_then(|n| n.instance_id.as_deref())
+                .and_then(|id| observed.iter().find(|i| i.instance_id == id));
+            let Some(instance) = instance.filter(|i| i.lifecycle.is_alive()) else {
+                return Err(Error::validation(
+                    "instances",
+                    format!("the instance of slot {slot} is gone while starting"),
+                    "look at the action log and the instance's console output; deleting and recreating the cluster starts over",
+                ));
+            };
+            let state = node_state(instance.lifecycle);
+            let node = observed_node(slot, instance, state, recorded);
+            if changed(recorded, &node) {
+                self.store.put_node(&cluster.id, &node).await?;
+            }
+            if instance.lifecycle != Lifecycle::Running {
+                waiting.push(instance.instance_id.clone());
+            }
+        }
+        wait_outcome(waiting, request, RUNNING_TIMEOUT_SECS, "to reach running")
+    }
+}
+
+/// Ready when nothing is waiting; a terminal error once the wait began more than `timeout`
+/// seconds ago (`since` is set by the task that started the wait).
+fn wait_outcome(
+    waiting: Vec<String>,
+    request: &TaskRequest,
+    timeout: i64,
+    what: &str,
+) -> Result<TaskOutcome> {
+    if waiting.is_empty() {
+        return Ok(TaskOutcome {
+            ready: true,
+            detail: format!("all {what}"),
+            ..TaskOutcome::default()
+        });
+    }
+    let waited = request.since.as_deref().map(seconds_since).unwrap_or(0);
+    if waited > timeout {
+        return Err(Error::validation(
+            "instances",
+            format!(
+                "{} still waiting {what} after {waited} s: {}",
+                waiting.len(),
+                waiting.join(", ")
+            ),
+            "check the instances' status checks and the target group's health check path",
+        ));
+    }
+    Ok(TaskOutcome {
+        ready: false,
+        detail: format!("waiting for {} {what}", waiting.join(", ")),
+        ..TaskOutcome::default()
+    })
+}
+
+impl Provisioner {
+    async fn register(&self, cluster: &Cluster, token: u64) -> Result<TaskOutcome> {
+        let arn = self.targets.ensure_target_group(&cluster.id).await?;
+        if cluster.target_group_arn.as_deref() != Some(arn.as_str()) {
+            self.store
+                .record_target_group(&cluster.id, token, &arn)
+                .await?;
+        }
+        self.targets
+            .ensure_listener_rule(&arn, &cluster.spec.name)
+            .await?;
+        let web: Vec<&Node> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.tier == Tier::Web)
+            .collect();
+        let ids: Vec<String> = web.iter().filter_map(|n| n.instance_id.clone()).collect();
+        self.targets.register(&arn, &ids).await?;
+        for node in web {
+            if node.state == NodeState::Running {
+                let next = Node {
+                    state: NodeState::Registered,
+                    updated_at: now_rfc3339(),
+                    ..node.clone()
+                };
+                self.store.put_node(&cluster.id, &next).await?;
+            }
+        }
+        self.store
+            .append_action(
+                &cluster.id,
+                cluster.generation,
+                "RegisterTargets",
+                &format!(
+                    "{} on {}",
+                    ids.join(", "),
+                    crate::targets::target_group_name(&cluster.id)
+                ),
+            )
+            .await?;
+        Ok(TaskOutcome {
+            ready: true,
+            since: Some(now_rfc3339()),
+            detail: format!("registered {}", ids.len()),
+            ..TaskOutcome::default()
+        })
+    }
+
+    async fn check_healthy(&self, cluster: &Cluster, request: &TaskRequest) -> Result<TaskOutcome> {
+        let Some(arn) = &cluster.target_group_arn else {
+            return Err(Error::CorruptRecord {
+                key: format!("CLUSTER#{}", cluster.id),
+                problem: "no target group recorded after registration".into(),
+            });
+        };
+        let health = self.targets.health(arn).await?;
+        let mut waiting = Vec::new();
+        for node in cluster.nodes.iter().filter(|n| n.tier == Tier::Web) {
+            let Some(instance_id) = &node.instance_id else {
+                continue;
+            };
+            let state = health
+                .iter()
+                .find(|h| &h.instance_id == instance_id)
+                .map(|h| h.state.clone())
+                .unwrap_or_else(|| "unregistered".into());
+            let next = Node {
+                target_health: Some(state.clone()),
+                state: match state.as_str() {
+                    "healthy" => NodeState::Healthy,
+                    "unhealthy" => NodeState::Unhealthy,
+                    _ => node.state,
+                },
+                ..node.clone()
+            };
+            if changed(Some(node), &next) {
+                self.store
+                    .put_node(
+                        &cluster.id,
+                        &Node {
+                            updated_at: now_rfc3339(),
+                            ..next
+                        },
+                    )
+                    .await?;
+            }
+            if state != "healthy" {
+                waiting.push(format!("{instance_id} ({state})"));
+            }
+        }
+        wait_outcome(
+            waiting,
+            request,
+            HEALTHY_TIMEOUT_SECS,
+            "to pass the target group's health check",
+        )
+    }
+
+    async fn finish(&self, cluster: &Cluster, token: u64) -> Result<TaskOutcome> {
+        self.store
+            .finish_run(&cluster.id, token, Phase::Ready, None)
+            .await?;
+        let web = cluster.nodes.iter().filter(|n| n.tier == Tier::Web).count();
+        let db = cluster.nodes.iter().filter(|n| n.tier == Tier::Db).count();
+        self.store
+            .append_action(
+                &cluster.id,
+                cluster.generation,
+                "Ready",
+                &format!("{web} web healthy, {db} db running"),
+            )
+            .await?;
+        Ok(TaskOutcome {
+            ready: true,
+            detail: "READY".into(),
+            ..TaskOutcome::default()
+        })
+    }
+
+    async fn deregister(&self, cluster: &Cluster) -> Result<TaskOutcome> {
+        let ids: Vec<String> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.tier == Tier::Web)
+            .filter_map(|n| n.instance_id.clone())
+            .collect();
+        if let Some(arn) = &cluster.target_group_arn
+            && !ids.is_empty()
+        {
+            self.targets.deregister(arn, &ids).await?;
+            self.store
+                .append_action(
+                    &cluster.id,
+                    cluster.generation,
+                    "DeregisterTargets",
+                    &ids.join(", "),
+                )
+                .await?;
+        }
+        Ok(TaskOutcome {
+            ready: true,
+            detail: format!("deregistered {}", ids.len()),
+            ..TaskOutcome::default()
+        })
+    }
+
+    async fn terminate(&self, cluster: &Cluster) -> Result<TaskOutcome> {
+        let observed = self.fleet.observe(&cluster.id).await?;
+        let ids: Vec<String> = observed
+            .iter()
+            .filter(|i| !i.lifecycle.is_gone())
+            .map(|i| i.instance_id.clone())
+            .collect();
+        self.fleet.terminate(&ids).await?;
+        for node in &cluster.nodes {
+            if node.state != NodeState::Terminating {
+                let next = Node {
+                    state: NodeState::Terminating,
+                    updated_at: now_rfc3339(),
+                    ..node.clone()
+                };
+                self.store.put_node(&cluster.id, &next).await?;
+            }
+        }
+        if !ids.is_empty() {
+            self.store
+                .append_action(
+                    &cluster.id,
+                    cluster.generation,
+                    "TerminateInstances",
+                    &ids.join(", "),
+                )
+                .await?;
+        }
+        Ok(TaskOutcome {
+            ready: true,
+            since: Some(now_rfc3339()),
+            detail: format!("terminating {}", ids.len()),
+            ..TaskOutcome::default()
+        })
+    }
+
+    async fn check_terminated(
+        &self,
+        cluster: &Cluster,
+        request: &TaskRequest,
+    ) -> Result<TaskOutcome> {
+        let observed = self.fleet.observe(&cluster.id).await?;
+        let waiting: Vec<String> = observed
+            .iter()
+            .filter(|i| !i.lifecycle.is_gone())
+            .map(|i| i.instance_id.clone())
+            .collect();
+        wait_outcome(waiting, request, TERMINATED_TIMEOUT_SECS, "to terminate")
+    }
+
+    async fn purge(&self, cluster: &Cluster, token: u64) -> Result<TaskOutcome> {
+        self.targets.delete(&cluster.id).await?;
+        self.store.purge(&cluster.id, token).await?;
+        Ok(TaskOutcome {
+            ready: true,
+            detail: "DELETED".into(),
+            ..TaskOutcome::default()
+        })
+    }
+
+    async fn record_failure(
+        &self,
+        cluster: &Cluster,
+        request: &TaskRequest,
+    ) -> Result<TaskOutcome> {
+        let caught = request.error.clone().unwrap_or_default();
+        // Cause is the failed Lambda's {"errorType","errorMessage"} as a string.
+        let message = serde_json::from_str::<serde_json::Value>(&caught.cause)
+            .ok()
+            .and_then(|v| {
+                v.get("errorMessage")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| format!("{}: {}", caught.error, caught.cause));
+        let error = LastError {
+            phase: cluster.step.clone().unwrap_or_else(|| "unknown".into()),
+            message: message.chars().take(2000).collect(),
+            at: now_rfc3339(),
+        };
+        let token = token_of(request)?;
+        self.store
+            .finish_run(&cluster.id, token, Phase::Failed, Some(&error))
+            .await?;
+        self.store
+            .append_action(
+                &cluster.id,
+                cluster.generation,
+                "Failed",
+                &format!("in {}: {}", error.phase, error.message),
+            )
+            .await?;
+        Ok(TaskOutcome {
+            ready: true,
+            detail: "FAILED".into(),
+            ..TaskOutcome::default()
+        })
+    }
+}
+
+/// The phase a run shows while it works.
+fn run_phase(cluster: &Cluster, reason: RunReason) -> Phase {
+    if cluster.phase == Phase::Deleting {
+        return Phase::Deleting;
+    }
+    match reason {
+        RunReason::Create => Phase::Provisioning,
+        RunReason::Heal | RunReason::Sweep => Phase::Healing,
+        RunReason::Scale => Phase::Scaling,
+        RunReason::Delete => Phase::Deleting,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_requests_parse_from_the_state_machine_payload() {
+        let request: TaskRequest = serde_json::from_value(serde_json::json!({
+            "task": "check-running",
+            "ctx": {"clusterId": "c-1", "generation": 1, "reason": "create"},
+            "leaseToken": 4,
+            "since": "2026-11-23T12:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(request.task, Task::CheckRunning);
+        assert_eq!(request.lease_token, Some(4));
+        let failure: TaskRequest = serde_json::from_value(serde_json::json!({
+            "task": "record-failure",
+            "ctx": {"clusterId": "c-1", "generation": 1, "reason": "create"},
+            "leaseToken": 4,
+            "error": {"Error": "Orchestrator.Terminal", "Cause": "{\"errorType\":\"Orchestrator.Terminal\",\"errorMessage\":\"boom\"}"}
+        }))
+        .unwrap();
+        assert_eq!(failure.error.unwrap().error, "Orchestrator.Terminal");
+    }
+
+    #[test]
+    fn waits_time_out_into_a_terminal_error() {
+        let request = TaskRequest {
+            task: Task::CheckRunning,
+            ctx: WorkflowInput {
+                cluster_id: "c-1".into(),
+                generation: 1,
+                reason: RunReason::Create,
+            },
+            lease_token: Some(1),
+            execution: None,
+            since: Some("2020-01-01T00:00:00Z".into()),
+            error: None,
+        };
+        let late = wait_outcome(
+            vec!["i-1".into()],
+            &request,
+            RUNNING_TIMEOUT_SECS,
+            "to reach running",
+        )
+        .unwrap_err();
+        assert_eq!(late.error_type(), crate::error::ERROR_TYPE_TERMINAL);
+        assert!(late.to_string().contains("i-1"), "{late}");
+        let fresh = TaskRequest {
+            since: Some(now_rfc3339()),
+            ..request.clone()
+        };
+        let waiting = wait_outcome(
+            vec!["i-1".into()],
+            &fresh,
+            RUNNING_TIMEOUT_SECS,
+            "to reach running",
+        )
+        .unwrap();
+        assert!(!waiting.ready);
+        let done =
+            wait_outcome(vec![], &request, RUNNING_TIMEOUT_SECS, "to reach running").unwrap();
+        assert!(done.ready);
+        assert_eq!(seconds_since("not a time"), 0);
+    }
+
+    #[test]
+    fn unchanged_nodes_are_not_rewritten() {
+        let node = Node {
+            slot: "web-0".into(),
+            tier: Tier::Web,
+            instance_id: Some("i-1".into()),
+            state: NodeState::Running,
+            availability_zone: Some("us-east-1a".into()),
+            subnet_id: Some("subnet-1".into()),
+            role: None,
+            target_health: None,
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let same_later = Node {
+            updated_at: "2026-01-02T00:00:00Z".into(),
+            ..node.clone()
+        };
+        assert!(!changed(Some(&node), &same_later));
+        let moved_on = Node {
+            state: NodeState::Registered,
+            ..same_later
+        };
+        assert!(changed(Some(&node), &moved_on));
+        assert!(changed(None, &node));
+    }
+}

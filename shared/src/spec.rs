@@ -1,0 +1,405 @@
+//! What a user asks for (`POST /clusters`), validated into a [`ClusterSpec`].
+//!
+//! Every refusal names the field, what is wrong and what to send instead, so a 4xx is
+//! enough to fix the request without reading our code.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub const MAX_WEB: u32 = 20;
+pub const DB_COUNTS: [u32; 3] = [1, 3, 5];
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub const MAX_SUBNETS: usize = 6;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierSpec {
+    pub count: u32,
+    pub instance_type: String,
+}
+
+/// The desired state of a cluster, as recorded in DynamoDB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub web: TierSpec,
+    pub db: TierSpec,
+    /// Subnets to spread over, in order; empty means the stack's default subnets.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+}
+
+impl ClusterSpec {
+    /// Parse and validate a create request body.
+    pub fn from_request_body(body: &[u8]) -> Result<Self> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Error::validation(
+                "body",
+                format!("{} bytes is too large", body.len()),
+                format!("send at most {MAX_BODY_BYTES} bytes of JSON"),
+            ));
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(Error::validation(
+                "body",
+                "is empty",
+                r#"send JSON such as {"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6g.large"}}"#,
+            ));
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            Error::validation(
+                "body",
+                format!("is not valid JSON ({e})"),
+                "send a JSON object with name, web and db",
+            )
+        })?;
+        let object = value.as_object().ok_or_else(|| {
+            Error::validation(
+                "body",
+                "is not a JSON object",
+                "send a JSON object with name, web and db",
+            )
+        })?;
+        reject_unknown(object, "", &["name", "web", "db", "subnets"])?;
+        let name = required_str(object, "name")?;
+        validate_name(&name)?;
+        let web = tier(object, "web", 2, "t3.small")?;
+        if !(1..=MAX_WEB).contains(&web.count) {
+            return Err(Error::validation(
+                "web.count",
+                format!("{} is out of range", web.count),
+                format!("ask for 1 to {MAX_WEB} web instances"),
+            ));
+        }
+        let db = tier(object, "db", 3, "r6i.large")?;
+        if !DB_COUNTS.contains(&db.count) {
+            return Err(Error::validation(
+                "db.count",
+                format!("{} cannot form a fault-tolerant group", db.count),
+                "use 3 (recommended: survives one failure), 5 (survives two) or 1 (no fault tolerance)",
+            ));
+        }
+        let subnets = match object.get("subnets") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut subnets = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let field = format!("subnets[{i}]");
+                    let id = item.as_str().ok_or_else(|| {
+                        Error::validation(
+                            &field,
+                            "is not a string",
+                            "list subnet ids such as subnet-0abc1234",
+                        )
+                    })?;
+                    if !is_aws_id(id, "subnet-") {
+                        return Err(Error::validation(
+                            &field,
+                            format!("{id:?} is not a subnet id"),
+                            "list subnet ids such as subnet-0abc1234",
+                        ));
+                    }
+                    if subnets.iter().any(|s| s == id) {
+                        return Err(Error::validation(
+                            &field,
+                            format!("{id} is listed twice"),
+                            "list each subnet once",
+                        ));
+                    }
+                    subnets.push(id.to_string());
+                }
+                if subnets.len() > MAX_SUBNETS {
+                    return Err(Error::validation(
+                        "subnets",
+                        format!("{} subnets is too many", subnets.len()),
+                        format!("list at most {MAX_SUBNETS}, one per availability zone"),
+                    ));
+                }
+                subnets
+            }
+            Some(_) => {
+                return Err(Error::validation(
+                    "subnets",
+                    "is not a list",
+                    "send a list of subnet ids, or omit it to use the stack's subnets",
+                ));
+            }
+        };
+        Ok(Self {
+            name,
+            web,
+            db,
+            subnets,
+        })
+    }
+
+    /// Total instances the spec asks for.
+    pub fn instance_count(&self) -> u32 {
+        self.web.count + self.db.count
+    }
+}
+
+fn reject_unknown(
+    object: &serde_json::Map<String, Value>,
+    prefix: &str,
+    known: &[&str],
+) -> Result<()> {
+    for key in object.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(Error::validation(
+                format!("{prefix}{key}"),
+                "is not a known field",
+                format!("send only {}", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn required_str(object: &serde_json::Map<String, Value>, field: &str) -> Result<String> {
+    match object.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(Error::validation(field, "is not a string", "send a string")),
+        None => Err(Error::validation(
+            field,
+            "is missing",
+            "name the cluster, e.g. \"shop\"",
+        )),
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let fix = "use 1 to 32 lowercase letters, digits and hyphens, starting with a letter";
+    let ok = (1..=32).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            "name",
+            format!("{name:?} is not a valid name"),
+            fix,
+        ))
+    }
+}
+
+fn tier(
+    object: &serde_json::Map<String, Value>,
+    field: &str,
+    default_count: u32,
+    example_type: &str,
+) -> Result<TierSpec> {
+    let Some(value) = object.get(field) else {
+        return Err(Error::validation(
+            field,
+            "is missing",
+            format!("send {{\"count\": {default_count}, \"instanceType\": \"{example_type}\"}}"),
+        ));
+    };
+    let tier = value.as_object().ok_or_else(|| {
+        Error::validation(
+            field,
+            "is not an object",
+            format!("send {{\"count\": {default_count}, \"instanceType\": \"{example_type}\"}}"),
+        )
+    })?;
+    reject_unknown(tier, &format!("{field}."), &["count", "instanceType"])?;
+    let count_field = format!("{field}.count");
+    let count = match tier.get("count") {
+        Some(Value::Number(n)) => {
+            n.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    Error::validation(
+                        &count_field,
+                        format!("{n} is not a whole number of instances"),
+                        "send a whole number",
+                    )
+                })?
+        }
+        Some(other) => {
+            return Err(Error::validation(
+                &count_field,
+                format!("{other} is not a number"),
+                "send a whole number",
+            ));
+        }
+        None => {
+            return Err(Error::validation(
+                &count_field,
+                "is missing",
+                format!("send a count, e.g. {default_count}"),
+            ));
+        }
+    };
+    let type_field = format!("{field}.instanceType");
+    let instance_type = match tier.get("instanceType") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(Error::validation(
+                &type_field,
+                "is not a string",
+                format!("send an EC2 instance type such as {example_type}"),
+            ));
+        }
+        None => {
+            return Err(Error::validation(
+                &type_field,
+                "is missing",
+                format!("send an EC2 instance type such as {example_type}"),
+            ));
+        }
+    };
+    if !is_instance_type(&instance_type) {
+        return Err(Error::validation(
+            &type_field,
+            format!("{instance_type:?} is not an EC2 instance type"),
+            format!("use the family.size form, e.g. {example_type}"),
+        ));
+    }
+    Ok(TierSpec {
+        count,
+        instance_type,
+    })
+}
+
+/// `family.size`: `t3.micro`, `m7g.2xlarge`, `c6in.metal-24xl`, `u-6tb1.56xlarge`.
+pub fn is_instance_type(value: &str) -> bool {
+    let Some((family, size)) = value.split_once('.') else {
+        return false;
+    };
+    value.len() <= 32
+        && family.starts_with(|c: char| c.is_ascii_lowercase())
+        && family
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && family.chars().any(|c| c.is_ascii_digit())
+        && !size.is_empty()
+        && size
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `subnet-0abc...`: the prefix then 8 or 17 hex digits.
+pub fn is_aws_id(value: &str, prefix: &str) -> bool {
+    value
+        .strip_prefix(prefix)
+        .map(|hex| (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ClusterSpec> {
+        ClusterSpec::from_request_body(body.as_bytes())
+    }
+
+    fn field_of(result: Result<ClusterSpec>) -> String {
+        match result {
+            Err(Error::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    const GOOD: &str = r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
+
+    #[test]
+    fn a_good_request_is_accepted() {
+        let spec = parse(GOOD).unwrap();
+        assert_eq!(spec.name, "shop");
+        assert_eq!(spec.web.count, 2);
+        assert_eq!(spec.db.instance_type, "r6i.large");
+        assert!(spec.subnets.is_empty());
+        assert_eq!(spec.instance_count(), 5);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("", "body"),
+            ("{", "body"),
+            ("[1]", "body"),
+            (
+                r#"{"web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#,
+                "name",
+            ),
+            (
+                r#"{"name":"Shop!","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#,
+                "name",
+            ),
+            (
+                r#"{"name":"shop","web":{"count":0,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#,
+                "web.count",
+            ),
+            (
+                r#"{"name":"shop","web":{"count":21,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#,
+                "web.count",
+            ),
+            (
+                r#"{"name":"shop","web":{"count":2.5,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#,
+                "web.count",
+            ),
+            (
+                r#"{"name":"shop","web":{"count":2,"instanceType":"small"},"db":{"count":3,"instanceType":"r6i.large"}}"#,
+                "web.instanceType",
+            ),
+            (
+                r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":2,"instanceType":"r6i.large"}}"#,
+                "db.count",
+            ),
+            (
+                r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"},"color":"red"}"#,
+                "color",
+            ),
+            (
+                r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small","spot":true},"db":{"count":3,"instanceType":"r6i.large"}}"#,
+                "web.spot",
+            ),
+            (
+                r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"},"subnets":["vpc-12345678"]}"#,
+                "subnets[0]",
+            ),
+        ];
+        for (body, field) in cases {
+            assert_eq!(field_of(parse(body)), field, "{body}");
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_before_parsing() {
+        let huge = format!(r#"{{"name":"{}"}}"#, "a".repeat(MAX_BODY_BYTES));
+        assert_eq!(field_of(parse(&huge)), "body");
+    }
+
+    #[test]
+    fn instance_types_follow_the_family_size_form() {
+        for ok in [
+            "t3.micro",
+            "m7g.2xlarge",
+            "c6in.metal-24xl",
+            "u-6tb1.56xlarge",
+            "r6i.large",
+        ] {
+            assert!(is_instance_type(ok), "{ok}");
+        }
+        for bad in [
+            "t3",
+            "T3.micro",
+            ".micro",
+            "t3.",
+            "micro.t3x",
+            "t3.micro;rm",
+            "small.large",
+        ] {
+            assert!(!is_instance_type(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! ELBv2 adapter: each cluster's web target group behind the stack's ALB.
+//!
+//! The stack owns the ALB and its listener; the workflow gives every cluster a target group
+//! of its own (tagged with the cluster) and a listener rule that forwards
+//! `Host: <cluster-name>.*` to it. The target group's settings come from the stack (port,
+//! health check path), so operators tune them in one place: template.yaml.
+
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, ForwardActionConfig, ProtocolEnum, RuleCondition, Tag,
+    TargetDescription, TargetGroupAttribute, TargetGroupTuple, TargetTypeEnum,
+};
+
+use crate::error::{Result, from_sdk, sdk_error_code};
+use crate::fleet::TAG_CLUSTER;
+
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    pub vpc_id: String,
+    pub listener_arn: String,
+    pub web_port: i32,
+    pub health_check_path: String,
+}
+
+impl TargetSettings {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        use crate::config::required_from;
+        let port_text = required_from("WEB_PORT", &lookup)?;
+        let web_port = port_text
+            .parse::<i32>()
+            .ok()
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| crate::Error::InvalidConfig {
+                name: "WEB_PORT",
+                value: port_text.clone(),
+                reason: "expected a TCP port from 1 to 65535".into(),
+            })?;
+        Ok(Self {
+            vpc_id: required_from("VPC_ID", &lookup)?,
+            listener_arn: required_from("LISTENER_ARN", &lookup)?,
+            web_port,
+            health_check_path: required_from("HEALTH_CHECK_PATH", &lookup)?,
+        })
+    }
+
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+}
+
+/// A target's health as the target group reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHealth {
+    pub instance_id: String,
+    /// `initial`, `healthy`, `unhealthy`, `draining`, `unused`, `unavailable`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebTargets {
+    client: aws_sdk_elasticloadbalancingv2::Client,
+    settings: TargetSettings,
+}
+
+/// Target group names are at most 32 characters; cluster ids are 14.
+pub fn target_group_name(cluster_id: &str) -> String {
+    format!("ha-{cluster_id}")
+}
+
+/// Whether a listener rule sends traffic to the target group (either action form).
+fn rule_forwards_to(
+    rule: &aws_sdk_elasticloadbalancingv2::types::Rule,
+    target_group_arn: &str,
+) -> bool {
+    rule.actions().iter().any(|a| {
+        a.target_group_arn() == Some(target_group_arn)
+            || a.forward_config()
+                .map(|f| {
+                    f.target_groups()
+                        .iter()
+                        .any(|t| t.target_group_arn() == Some(target_group_arn))
+                })
+                .unwrap_or(false)
+    })
+}
+
+fn is_code(err_code: Option<&str>, codes: &[&str]) -> bool {
+    err_code.map(|c| codes.contains(&c)).unwrap_or(false)
+}
+
+impl WebTargets {
+    pub fn new(client: aws_sdk_elasticloadbalancingv2::Client, settings: TargetSettings) -> Self {
+        Self { client, settings }
+    }
+
+    pub fn settings(&self) -> &TargetSettings {
+        &self.settings
+    }
+
+    /// The cluster's target group, created on first use; the same on every later call.
+    pub async fn ensure_target_group(&self, cluster_id: &str) -> Result<String> {
+        let name = target_group_name(cluster_id);
+        if let Some(arn) = self.find_target_group(&name).await? {
+            return Ok(arn);
+        }
+        let created = self
+            .client
+            .create_target_group()
+            .name(&name)
+            .protocol(ProtocolEnum::Http)
+            .port(self.settings.web_port)
+            .vpc_id(&self.settings.vpc_id)
+            .target_type(TargetTypeEnum::Instance)
+            .health_check_enabled(true)
+            .health_check_protocol(ProtocolEnum::Http)
+            .health_check_path(&self.settings.health_check_path)
+            .health_check_interval_seconds(5)
+            .health_check_timeout_seconds(3)
+            .healthy_threshold_count(2)
+            .unhealthy_threshold_count(2)
+            .tags(Tag::builder().key(TAG_CLUSTER).value(cluster_id).build())
+            .send()
+            .await
+            .map_err(|e| from_sdk("elbv2", "CreateTargetGroup", e))?;
+        let arn = created
+            .target_groups()
+            .first()
+            .and_then(|tg| tg.target_group_arn())
+            .map(str::to_string)
+            .ok_or_else(|| crate::Error::Aws {
+                service: "elbv2",
+                operation: "CreateTargetGroup",
+                code: "NoTargetGroup".into(),
+                message: "no target group in the answer".into(),
+                retryable: true,
+            })?;
+        // Drain connections for 30 s on deregistration, not AWS's default 300 s: nodes are
+        // replaced by the orchestrator and a long drain only delays healing.
+        self.client
+            .modify_target_group_attributes()
+            .target_group_arn(&arn)
+            .attributes(
+                TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value("30")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk("elbv2", "ModifyTargetGroupAttributes", e))?;
+        Ok(arn)
+    }
+
+    async fn find_target_group(&self, name: &str) -> Result<Option<String>> {
+        match self
+            .client
+            .describe_target_groups()
+            .names(name)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(output
+                .target_groups()
+                .first()
+                .and_then(|tg| tg.target_group_arn())
+                .map(str::to_string)),
+            Err(e)
+                if is_code(
+                    sdk_error_code(&e),
+                    &["TargetGroupNotFound", "TargetGroupNotFoundException"],
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(from_sdk("elbv2", "DescribeTargetGroups", e)),
+        }
+    }
+
+    /// The listener rule sending `Host: <name>.*` to the cluster's target group.
+    pub async fn ensure_listener_rule(
+        &self,
+        target_group_arn: &str,
+        cluster_name: &str,
+    ) -> Result<()> {
+        let rules = self
+            .client
+            .describe_rules()
+            .listener_arn(&self.settings.listener_arn)
+            .send()
+            .await
+            .map_err(|e| from_sdk("elbv2", "DescribeRules", e))?;
+        let mut used = std::collections::BTreeSet::new();
+        for rule in rules.rules() {
+            if rule_forwards_to(rule, target_group_arn) {
+                return Ok(());
+            }
+            if let Some(priority) = rule.priority().and_then(|p| p.parse::<i32>().ok()) {
+                used.insert(priority);
+            }
+        }
+        let priority = (1..=50_000).find(|p| !used.contains(p)).unwrap_or(50_000);
+        self.client
+            .create_rule()
+            .listener_arn(&self.settings.listener_arn)
+            .priority(priority)
+            .conditions(
+                RuleCondition::builder()
+                    .field("host-header")
+                    .values(format!("{cluster_name}.*"))
+                    .build(),
+            )
+            .actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .forward_config(
+                        ForwardActionConfig::builder()
+                            .target_groups(
+                                TargetGroupTuple::builder()
+                                    .target_group_arn(target_group_arn)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk("elbv2", "CreateRule", e))?;
+        Ok(())
+    }
+
+    /// Targets with the port spelled out: AWS would default to the group's port, but
+    /// fakecloud never health-checks a target registered without one.
+    fn targets(&self, instance_ids: &[String]) -> Option<Vec<TargetDescription>> {
+        Some(
+            instance_ids
+                .iter()
+                .map(|id| {
+                    TargetDescription::builder()
+                        .id(id)
+                        .port(self.settings.web_port)
+                        .build()
+                })
+                .collect(),
+        )
+    }
+
+    /// Register instances on the target group's port (registering twice is a no-op).
+    pub async fn register(&self, target_group_arn: &str, instance_ids: &[String]) -> Result<()> {
+        if instance_ids.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .register_targets()
+            .target_group_arn(target_group_arn)
+            .set_targets(self.targets(instance_ids))
+            .send()
+            .await
+            .map_err(|e| from_sdk("elbv2", "RegisterTargets", e))?;
+        Ok(())
+    }
+
+    pub async fn deregister(&self, target_group_arn: &str, instance_ids: &[String]) -> Result<()> {
+        if instance_ids.is_empty() {
+            return Ok(());
+        }
+        match self
+            .client
+            .deregister_targets()
+            .target_group_arn(target_group_arn)
+            .set_targets(self.targets(instance_ids))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if is_code(
+                    sdk_error_code(&e),
+                    &["TargetGroupNotFound", "InvalidTarget"],
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(from_sdk("elbv2", "DeregisterTargets", e)),
+        }
+    }
+
+    pub async fn health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
+        let output = self
+            .client
+            .describe_target_health()
+            .target_group_arn(target_group_arn)
+            .send()
+            .await
+            .map_err(|e| from_sdk("elbv2", "DescribeTargetHealth", e))?;
+        Ok(output
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| {
+                Some(TargetHealth {
+                    instance_id: d.target()?.id()?.to_string(),
+                    state: d
+                        .target_health()
+                        .and_then(|h| h.state())
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                })
+            })
+            .collect())
+    }
+
+    /// Remove the cluster's listener rule and target group; absent ones are fine.
+    pub async fn delete(&self, cluster_id: &str) -> Result<()> {
+        let Some(arn) = self
+            .find_target_group(&target_group_name(cluster_id))
+            .await?
+        else {
+            return Ok(());
+        };
+        let rules = self
+            .client
+            .describe_rules()
+            .listener_arn(&self.settings.listener_arn)
+            .send()
+            .await
+            .map_err(|e| from_sdk("elbv2", "DescribeRules", e))?;
+        for rule in rules.rules() {
+            if rule_forwards_to(rule, &arn)
+                && let Some(rule_arn) = rule.rule_arn()
+            {
+                self.client
+                    .delete_rule()
+                    .rule_arn(rule_arn)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("elbv2", "DeleteRule", e))?;
+            }
+        }
+        match self
+            .client
+            .delete_target_group()
+            .target_group_arn(&arn)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(sdk_error_code(&e), &["TargetGroupNotFound"]) => Ok(()),
+            Err(e) => Err(from_sdk("elbv2", "DeleteTargetGroup", e)),
+        }
+    }
+}
