@@ -1,8 +1,9 @@
 //! `local-cloud`: start the local cloud, deploy the stack into it, and show what is there.
 //!
-//! `local-cloud demo` is the main job of `make run` until clusters can be provisioned: it
-//! deploys the built template, prints the stack's resources and API endpoint, calls the API,
-//! and stops everything it started.
+//! `local-cloud demo` is the main job of `make run`: it deploys the built template, prints
+//! the stack's resources and API endpoint, then drives the real `clusterctl` through a
+//! demo cluster's life (create 2 web + 3 db and wait, list, delete and wait), and stops
+//! everything it started.
 
 use std::process::ExitCode;
 
@@ -21,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Deploy the stack, show its resources and the API answering, then stop everything.
+    /// Deploy the stack, provision and delete a demo cluster with clusterctl, stop everything.
     Demo {
         #[arg(long, default_value = "ha-orchestrator")]
         stack: String,
@@ -51,37 +52,76 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Demo { stack } | Command::Up { stack } => stack.clone(),
     };
     eprintln!(
-        "[1/4] starting fakecloud {} ...",
+        "[1/5] starting fakecloud {} ...",
         local_cloud::FAKECLOUD_VERSION
     );
     let cloud = LocalCloud::start(&tools)?;
     eprintln!("      listening on {}", cloud.endpoint());
-    eprintln!("[2/4] deploying template.yaml as stack {stack_name} (sam deploy) ...");
+    eprintln!("[2/5] deploying template.yaml as stack {stack_name} (sam deploy) ...");
     let stack = cloud.deploy(&stack_name).await?;
     print_stack(&stack);
     let api = stack
         .api_url
         .clone()
         .ok_or("the stack has no ApiId output; template.yaml must export it")?;
-    eprintln!("[3/4] calling the API: GET /clusters ...");
-    let response = reqwest::get(format!("{api}/clusters")).await?;
-    let status = response.status();
-    let body = response.text().await?;
-    println!("GET /clusters -> {status}\n{body}");
-    if !status.is_success() {
-        return Err(format!(
-            "the API answered {status}; function logs:\n{}",
-            cloud.function_logs()
-        )
-        .into());
-    }
     if let Command::Up { .. } = command {
-        eprintln!("local cloud is up at {}; Ctrl-C stops it", cloud.endpoint());
+        eprintln!("local cloud is up; try: clusterctl --endpoint {api} list\nCtrl-C stops it");
         tokio::signal::ctrl_c().await?;
+        return Ok(());
     }
-    eprintln!("[4/4] stopping the local cloud");
+    let clusterctl = |args: &[&str]| -> Result<(), Box<dyn std::error::Error>> {
+        println!("\n$ clusterctl {}", args.join(" "));
+        let status = std::process::Command::new(local_cloud::built_binary("clusterctl"))
+            .arg("--endpoint")
+            .arg(&api)
+            .args(args)
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "clusterctl {} failed ({status}); function logs:\n{}",
+                args.join(" "),
+                cloud.function_logs()
+            )
+            .into())
+        }
+    };
+    eprintln!("[3/5] provisioning a demo cluster (2 web + 3 db) ...");
+    clusterctl(&[
+        "create", "--name", "demo", "--web", "2", "--db", "3", "--wait",
+    ])?;
+    clusterctl(&["list"])?;
+    let id = demo_cluster_id(&cloud, &api).await?;
+    eprintln!("[4/5] deleting the demo cluster ...");
+    clusterctl(&["delete", &id, "--wait"])?;
+    clusterctl(&["list"])?;
+    eprintln!("[5/5] stopping the local cloud");
     drop(cloud);
     Ok(())
+}
+
+/// The id of the cluster named `demo`, looked up to go on with it.
+async fn demo_cluster_id(
+    cloud: &LocalCloud,
+    api: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let page: serde_json::Value = reqwest::get(format!("{api}/clusters"))
+        .await?
+        .json()
+        .await?;
+    page["clusters"]
+        .as_array()
+        .and_then(|clusters| clusters.iter().find(|c| c["name"] == "demo"))
+        .and_then(|c| c["id"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "no cluster named demo in the listing; function logs:\n{}",
+                cloud.function_logs()
+            )
+            .into()
+        })
 }
 
 fn print_stack(stack: &Stack) {
