@@ -690,6 +690,199 @@ fn run_phase(cluster: &Cluster, reason: RunReason) -> Phase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::{FleetSettings, TAG_CLUSTER, TAG_SLOT};
+    use crate::mocked_client;
+    use crate::spec::{ClusterSpec, TierSpec};
+    use crate::targets::TargetSettings;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_smithy_mocks::{RuleMode, mock};
+
+    const ID: &str = "c-0123456789ab";
+
+    fn spec() -> ClusterSpec {
+        ClusterSpec {
+            name: "shop".into(),
+            web: TierSpec {
+                count: 2,
+                instance_type: "t3.small".into(),
+            },
+            db: TierSpec {
+                count: 3,
+                instance_type: "r6i.large".into(),
+            },
+            subnets: vec![],
+        }
+    }
+
+    fn zone(i: usize) -> String {
+        format!("us-east-1{}", ["a", "b", "c"][i % 3])
+    }
+
+    /// The cluster as recorded and as EC2 reports it, fully converged: every slot has a
+    /// running instance and its record says so.
+    fn converged() -> (
+        Vec<std::collections::HashMap<String, AttributeValue>>,
+        Vec<aws_sdk_ec2::types::Instance>,
+    ) {
+        let s = |v: &str| AttributeValue::S(v.to_string());
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let meta = std::collections::HashMap::from([
+            ("pk".to_string(), s(&format!("CLUSTER#{ID}"))),
+            ("sk".to_string(), s("META")),
+            ("id".to_string(), s(ID)),
+            ("name".to_string(), s("shop")),
+            ("phase".to_string(), s("PROVISIONING")),
+            (
+                "spec".to_string(),
+                s(&serde_json::to_string(&spec()).unwrap()),
+            ),
+            ("generation".to_string(), n(1)),
+            ("version".to_string(), n(7)),
+            ("lease_token".to_string(), n(3)),
+            ("created_at".to_string(), s("2026-11-23T12:00:00Z")),
+            ("updated_at".to_string(), s("2026-11-23T12:00:00Z")),
+        ]);
+        let mut items = vec![meta];
+        let mut instances = Vec::new();
+        for (i, slot) in crate::plan::desired_slots(&spec()).into_iter().enumerate() {
+            let instance_id = format!("i-{i:017x}");
+            let node = Node {
+                slot: slot.name(),
+                tier: slot.tier,
+                instance_id: Some(instance_id.clone()),
+                state: NodeState::Running,
+                availability_zone: Some(zone(i)),
+                subnet_id: Some(format!("subnet-0000000{i}")),
+                role: None,
+                target_health: None,
+                updated_at: "2026-11-23T12:01:00Z".into(),
+            };
+            items.push(std::collections::HashMap::from([
+                ("pk".to_string(), s(&format!("CLUSTER#{ID}"))),
+                ("sk".to_string(), s(&format!("NODE#{}", slot.name()))),
+                (
+                    "data".to_string(),
+                    s(&serde_json::to_string(&node).unwrap()),
+                ),
+            ]));
+            let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+            instances.push(
+                aws_sdk_ec2::types::Instance::builder()
+                    .instance_id(instance_id)
+                    .state(
+                        aws_sdk_ec2::types::InstanceState::builder()
+                            .name(aws_sdk_ec2::types::InstanceStateName::Running)
+                            .build(),
+                    )
+                    .subnet_id(format!("subnet-0000000{i}"))
+                    .placement(
+                        aws_sdk_ec2::types::Placement::builder()
+                            .availability_zone(zone(i))
+                            .build(),
+                    )
+                    .tags(tag(TAG_CLUSTER, ID))
+                    .tags(tag(TAG_SLOT, &slot.name()))
+                    .build(),
+            );
+        }
+        (items, instances)
+    }
+
+    #[tokio::test]
+    async fn a_converged_cluster_launch_makes_no_mutating_call() {
+        let (items, instances) = converged();
+        let query = mock!(aws_sdk_dynamodb::Client::query).then_output(move || {
+            aws_sdk_dynamodb::operation::query::QueryOutput::builder()
+                .set_items(Some(items.clone()))
+                .build()
+        });
+        // Renewing the lease and recording the step is the only write allowed.
+        let renew = mock!(aws_sdk_dynamodb::Client::update_item)
+            .match_requests(|r| r.condition_expression() == Some("lease_token = :token"))
+            .then_output(|| {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
+            });
+        let put = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
+            aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
+        });
+        let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
+            let subnet = |i: usize| {
+                aws_sdk_ec2::types::Subnet::builder()
+                    .subnet_id(format!("subnet-0000000{i}"))
+                    .availability_zone(zone(i))
+                    .build()
+            };
+            aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput::builder()
+                .subnets(subnet(0))
+                .subnets(subnet(1))
+                .subnets(subnet(2))
+                .build()
+        });
+        let describe = mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
+            aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+                .reservations(
+                    aws_sdk_ec2::types::Reservation::builder()
+                        .set_instances(Some(instances.clone()))
+                        .build(),
+                )
+                .build()
+        });
+        let run = mock!(aws_sdk_ec2::Client::run_instances).then_output(|| {
+            aws_sdk_ec2::operation::run_instances::RunInstancesOutput::builder().build()
+        });
+        let terminate = mock!(aws_sdk_ec2::Client::terminate_instances).then_output(|| {
+            aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput::builder().build()
+        });
+        let provisioner = Provisioner {
+            store: ClusterStore::new(
+                mocked_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&query, &renew, &put]),
+                "table",
+            ),
+            fleet: Fleet::new(
+                mocked_client!(
+                    aws_sdk_ec2,
+                    RuleMode::MatchAny,
+                    [&subnets, &describe, &run, &terminate]
+                ),
+                mocked_client!(aws_sdk_ssm, []),
+                FleetSettings {
+                    web_launch_template: "lt-web".into(),
+                    db_launch_template: "lt-db".into(),
+                    ami_parameter: "/ami".into(),
+                    default_subnets: (0..3).map(|i| format!("subnet-0000000{i}")).collect(),
+                },
+            ),
+            targets: WebTargets::new(
+                mocked_client!(aws_sdk_elasticloadbalancingv2, []),
+                TargetSettings {
+                    vpc_id: "vpc-1".into(),
+                    listener_arn: "arn:listener".into(),
+                    web_port: 80,
+                    health_check_path: "/healthz".into(),
+                },
+            ),
+        };
+        let request: TaskRequest = serde_json::from_value(serde_json::json!({
+            "task": "launch",
+            "ctx": {"clusterId": ID, "generation": 1, "reason": "create"},
+            "leaseToken": 3
+        }))
+        .unwrap();
+        let outcome = provisioner.run(request).await.unwrap();
+        assert_eq!(outcome.detail, "launched 0, kept 5, surplus 0");
+        assert_eq!(run.num_calls(), 0, "RunInstances on a converged cluster");
+        assert_eq!(
+            terminate.num_calls(),
+            0,
+            "TerminateInstances on a converged cluster"
+        );
+        assert_eq!(
+            put.num_calls(),
+            0,
+            "node or action writes on a converged cluster"
+        );
+        assert_eq!(renew.num_calls(), 1);
+    }
 
     #[test]
     fn task_requests_parse_from_the_state_machine_payload() {

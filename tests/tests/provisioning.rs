@@ -261,3 +261,36 @@ async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
     .await;
     assert_eq!(status, 202, "{reused}");
 }
+
+#[tokio::test]
+async fn a_terminal_error_fails_the_cluster_with_its_phase_and_delete_still_cleans_up() {
+    let (_cloud, stack) = deployed("failing").await;
+    let api = stack.api_url.clone().expect("ApiId output");
+    // A well-formed subnet id that does not exist: only the launch step can tell.
+    let body = r#"{"name":"broken","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"},"subnets":["subnet-0000000000dead00"]}"#;
+    let (status, created) =
+        send_json(Method::POST, &format!("{api}/clusters"), Some(body), &[]).await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let failed = wait_for_phase(&api, &id, &["FAILED", "READY"], Duration::from_secs(120)).await;
+    assert_eq!(failed["phase"], "FAILED", "{failed:#}");
+    assert_eq!(failed["lastError"]["phase"], "launch", "{failed:#}");
+    let message = failed["lastError"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("subnet-0000000000dead00"), "{message}");
+    let actions: Vec<&str> = failed["recentActions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"Failed"), "{actions:?}");
+    assert!(!actions.contains(&"RunInstances"), "{actions:?}");
+
+    let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(status, 202);
+    let gone = wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(120)).await;
+    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    let (status, again) =
+        send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(status, 410, "{again}");
+}
