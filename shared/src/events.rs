@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+pub use crate::model::InstanceState;
 
 pub const EC2_STATE_CHANGE: (&str, &str) = ("aws.ec2", "EC2 Instance State-change Notification");
 pub const SSM_COMMAND_STATUS: (&str, &str) = (
@@ -23,27 +24,6 @@ pub struct InstanceStateChange {
     #[serde(rename = "instance-id")]
     pub instance_id: String,
     pub state: InstanceState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InstanceState {
-    Pending,
-    Running,
-    Stopping,
-    Stopped,
-    ShuttingDown,
-    Terminated,
-}
-
-impl InstanceState {
-    /// States in which the node no longer serves and has to be replaced.
-    pub fn is_lost(self) -> bool {
-        matches!(
-            self,
-            Self::Stopping | Self::Stopped | Self::ShuttingDown | Self::Terminated
-        )
-    }
 }
 
 /// `source: aws.ssm`, `detail-type: EC2 Command Invocation Status-change Notification`.

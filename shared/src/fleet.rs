@@ -6,8 +6,8 @@ use aws_sdk_ec2::types::{
 };
 
 use crate::error::{Error, Result, from_sdk, sdk_error_code};
-use crate::model::Slot;
-use crate::plan::{Lifecycle, ObservedInstance, Subnet, client_token};
+use crate::model::{InstanceState, Slot};
+use crate::plan::{ObservedInstance, Subnet, client_token};
 
 /// Tags every instance carries from launch: what the orchestrator owns and where it goes.
 pub const TAG_CLUSTER: &str = "ha-orchestrator:cluster";
@@ -150,7 +150,7 @@ impl Fleet {
                 observed.push(ObservedInstance {
                     instance_id: instance_id.to_string(),
                     slot: tag(TAG_SLOT).as_deref().and_then(Slot::parse),
-                    lifecycle: Lifecycle::parse(state).unwrap_or(Lifecycle::Pending),
+                    state: InstanceState::parse(state).unwrap_or(InstanceState::Pending),
                     subnet_id: instance.subnet_id().map(str::to_string),
                     availability_zone: instance
                         .placement()

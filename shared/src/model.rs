@@ -48,6 +48,38 @@ pub struct ClusterSummary {
     pub created_at: String,
 }
 
+/// EC2's instance state, as events and DescribeInstances report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    pub fn parse(value: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(value.to_string())).ok()
+    }
+
+    /// Serving or about to: the instance fills its slot.
+    pub fn is_alive(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
+
+    /// No longer serving: the node has to be replaced.
+    pub fn is_lost(self) -> bool {
+        !self.is_alive()
+    }
+
+    pub fn is_gone(self) -> bool {
+        matches!(self, Self::Terminated)
+    }
+}
+
 /// The two tiers of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -211,6 +243,20 @@ mod tests {
             );
         }
         assert_eq!(Phase::parse("ready"), None);
+    }
+
+    #[test]
+    fn instance_states_parse_from_ec2_names() {
+        assert_eq!(
+            InstanceState::parse("shutting-down"),
+            Some(InstanceState::ShuttingDown)
+        );
+        assert_eq!(
+            InstanceState::parse("running"),
+            Some(InstanceState::Running)
+        );
+        assert_eq!(InstanceState::parse("exploded"), None);
+        assert!(InstanceState::Stopped.is_lost() && !InstanceState::Pending.is_lost());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Slot, Tier};
+use crate::model::{InstanceState, Slot, Tier};
 use crate::spec::ClusterSpec;
 
 /// A subnet and its availability zone.
@@ -18,46 +18,12 @@ pub struct Subnet {
     pub availability_zone: String,
 }
 
-/// EC2's life cycle, reduced to what planning needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    Pending,
-    Running,
-    Stopping,
-    Stopped,
-    ShuttingDown,
-    Terminated,
-}
-
-impl Lifecycle {
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "pending" => Self::Pending,
-            "running" => Self::Running,
-            "stopping" => Self::Stopping,
-            "stopped" => Self::Stopped,
-            "shutting-down" => Self::ShuttingDown,
-            "terminated" => Self::Terminated,
-            _ => return None,
-        })
-    }
-
-    /// Will serve (or does): counts as filling its slot.
-    pub fn is_alive(self) -> bool {
-        matches!(self, Self::Pending | Self::Running)
-    }
-
-    pub fn is_gone(self) -> bool {
-        matches!(self, Self::Terminated)
-    }
-}
-
 /// One instance EC2 reports with the cluster's tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedInstance {
     pub instance_id: String,
     pub slot: Option<Slot>,
-    pub lifecycle: Lifecycle,
+    pub state: InstanceState,
     pub subnet_id: Option<String>,
     pub availability_zone: Option<String>,
     /// RFC 3339; the oldest instance of a slot wins when there are two.
@@ -109,7 +75,7 @@ pub fn plan_launches(
 ) -> LaunchPlan {
     let mut by_slot: BTreeMap<Slot, Vec<&ObservedInstance>> = BTreeMap::new();
     let mut plan = LaunchPlan::default();
-    for instance in observed.iter().filter(|i| i.lifecycle.is_alive()) {
+    for instance in observed.iter().filter(|i| i.state.is_alive()) {
         match instance.slot {
             Some(slot) => by_slot.entry(slot).or_default().push(instance),
             None => plan.surplus.push(instance.clone()),
@@ -178,11 +144,11 @@ mod tests {
             .collect()
     }
 
-    fn instance(id: &str, slot: &str, lifecycle: Lifecycle, at: &str) -> ObservedInstance {
+    fn instance(id: &str, slot: &str, state: InstanceState, at: &str) -> ObservedInstance {
         ObservedInstance {
             instance_id: id.into(),
             slot: Slot::parse(slot),
-            lifecycle,
+            state,
             subnet_id: None,
             availability_zone: None,
             launched_at: at.into(),
@@ -221,7 +187,7 @@ mod tests {
                 instance(
                     &format!("i-{i}"),
                     &slot.name(),
-                    Lifecycle::Running,
+                    InstanceState::Running,
                     "2026-01-01T00:00:00Z",
                 )
             })
@@ -235,8 +201,18 @@ mod tests {
     #[test]
     fn a_crash_after_some_launches_launches_only_the_rest() {
         let observed = [
-            instance("i-1", "web-0", Lifecycle::Pending, "2026-01-01T00:00:00Z"),
-            instance("i-2", "db-1", Lifecycle::Running, "2026-01-01T00:00:00Z"),
+            instance(
+                "i-1",
+                "web-0",
+                InstanceState::Pending,
+                "2026-01-01T00:00:00Z",
+            ),
+            instance(
+                "i-2",
+                "db-1",
+                InstanceState::Running,
+                "2026-01-01T00:00:00Z",
+            ),
         ];
         let plan = plan_launches(&spec(2, 3), &subnets(), &observed);
         let launched: Vec<String> = plan.launch.iter().map(|(s, _)| s.name()).collect();
@@ -246,8 +222,18 @@ mod tests {
     #[test]
     fn a_duplicate_in_one_slot_keeps_the_oldest_and_reports_the_other() {
         let observed = [
-            instance("i-new", "web-0", Lifecycle::Running, "2026-01-01T00:05:00Z"),
-            instance("i-old", "web-0", Lifecycle::Running, "2026-01-01T00:00:00Z"),
+            instance(
+                "i-new",
+                "web-0",
+                InstanceState::Running,
+                "2026-01-01T00:05:00Z",
+            ),
+            instance(
+                "i-old",
+                "web-0",
+                InstanceState::Running,
+                "2026-01-01T00:00:00Z",
+            ),
         ];
         let plan = plan_launches(&spec(1, 1), &subnets(), &observed);
         assert_eq!(plan.keep[0].1.instance_id, "i-old");
@@ -261,16 +247,21 @@ mod tests {
             instance(
                 "i-dead",
                 "web-0",
-                Lifecycle::Terminated,
+                InstanceState::Terminated,
                 "2026-01-01T00:00:00Z",
             ),
             instance(
                 "i-extra",
                 "web-3",
-                Lifecycle::Running,
+                InstanceState::Running,
                 "2026-01-01T00:00:00Z",
             ),
-            instance("i-untagged", "", Lifecycle::Running, "2026-01-01T00:00:00Z"),
+            instance(
+                "i-untagged",
+                "",
+                InstanceState::Running,
+                "2026-01-01T00:00:00Z",
+            ),
         ];
         let plan = plan_launches(&spec(1, 1), &subnets(), &observed);
         let launched: Vec<String> = plan.launch.iter().map(|(s, _)| s.name()).collect();

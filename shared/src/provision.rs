@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::events::{RunReason, WorkflowInput};
 use crate::fleet::{Fleet, LaunchRequest};
-use crate::model::{Cluster, LastError, Node, NodeState, Phase, Slot, Tier, now_rfc3339};
-use crate::plan::{Lifecycle, ObservedInstance, desired_slots, plan_launches};
+use crate::model::{
+    Cluster, InstanceState, LastError, Node, NodeState, Phase, Slot, Tier, now_rfc3339,
+};
+use crate::plan::{ObservedInstance, desired_slots, plan_launches};
 use crate::store::ClusterStore;
 use crate::targets::WebTargets;
 
@@ -122,12 +124,12 @@ fn token_of(request: &TaskRequest) -> Result<u64> {
     })
 }
 
-fn node_state(lifecycle: Lifecycle) -> NodeState {
-    match lifecycle {
-        Lifecycle::Pending => NodeState::Pending,
-        Lifecycle::Running => NodeState::Running,
-        Lifecycle::Stopping | Lifecycle::ShuttingDown => NodeState::Terminating,
-        Lifecycle::Stopped | Lifecycle::Terminated => NodeState::Terminated,
+fn node_state(state: InstanceState) -> NodeState {
+    match state {
+        InstanceState::Pending => NodeState::Pending,
+        InstanceState::Running => NodeState::Running,
+        InstanceState::Stopping | InstanceState::ShuttingDown => NodeState::Terminating,
+        InstanceState::Stopped | InstanceState::Terminated => NodeState::Terminated,
     }
 }
 
@@ -250,12 +252,7 @@ impl Provisioner {
         let recorded = |slot: Slot| cluster.nodes.iter().find(|n| n.slot == slot.name());
 
         for (slot, instance) in &plan.keep {
-            let node = observed_node(
-                *slot,
-                instance,
-                node_state(instance.lifecycle),
-                recorded(*slot),
-            );
+            let node = observed_node(*slot, instance, node_state(instance.state), recorded(*slot));
             if changed(recorded(*slot), &node) {
                 self.store.put_node(&cluster.id, &node).await?;
             }
@@ -374,19 +371,19 @@ impl Provisioner {
             let instance = recorded
                 .and_then(|n| n.instance_id.as_deref())
                 .and_then(|id| observed.iter().find(|i| i.instance_id == id));
-            let Some(instance) = instance.filter(|i| i.lifecycle.is_alive()) else {
+            let Some(instance) = instance.filter(|i| i.state.is_alive()) else {
                 return Err(Error::validation(
                     "instances",
                     format!("the instance of slot {slot} is gone while starting"),
                     "look at the action log and the instance's console output; deleting and recreating the cluster starts over",
                 ));
             };
-            let state = node_state(instance.lifecycle);
+            let state = node_state(instance.state);
             let node = observed_node(slot, instance, state, recorded);
             if changed(recorded, &node) {
                 self.store.put_node(&cluster.id, &node).await?;
             }
-            if instance.lifecycle != Lifecycle::Running {
+            if instance.state != InstanceState::Running {
                 waiting.push(instance.instance_id.clone());
             }
         }
@@ -578,7 +575,7 @@ impl Provisioner {
         let observed = self.fleet.observe(&cluster.id).await?;
         let ids: Vec<String> = observed
             .iter()
-            .filter(|i| !i.lifecycle.is_gone())
+            .filter(|i| !i.state.is_gone())
             .map(|i| i.instance_id.clone())
             .collect();
         self.fleet.terminate(&ids).await?;
@@ -618,7 +615,7 @@ impl Provisioner {
         let observed = self.fleet.observe(&cluster.id).await?;
         let waiting: Vec<String> = observed
             .iter()
-            .filter(|i| !i.lifecycle.is_gone())
+            .filter(|i| !i.state.is_gone())
             .map(|i| i.instance_id.clone())
             .collect();
         wait_outcome(waiting, request, TERMINATED_TIMEOUT_SECS, "to terminate")

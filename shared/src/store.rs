@@ -190,8 +190,9 @@ impl ClusterStore {
         }
     }
 
-    /// Everything recorded about a cluster, or `None`. Actions are the most recent ones.
-    pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>> {
+    /// Every item of a cluster (all pages, strongly consistent), optionally only some
+    /// attributes.
+    async fn cluster_items(&self, id: &str, projection: Option<&str>) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut pages = self
             .client
@@ -199,6 +200,7 @@ impl ClusterStore {
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s(Self::cluster_key(id)))
+            .set_projection_expression(projection.map(str::to_string))
             .consistent_read(true)
             .into_paginator()
             .send();
@@ -206,6 +208,12 @@ impl ClusterStore {
             let page = page.map_err(|e| from_sdk("dynamodb", "Query", e))?;
             items.extend(page.items().iter().cloned());
         }
+        Ok(items)
+    }
+
+    /// Everything recorded about a cluster, or `None`. Actions are the most recent ones.
+    pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>> {
+        let items = self.cluster_items(id, None).await?;
         let Some(meta) = items.iter().find(|i| sk_of(i) == "META") else {
             return Ok(None);
         };
@@ -468,21 +476,12 @@ impl ClusterStore {
     /// After teardown: delete every item of the cluster but its META, which becomes a
     /// tombstone (phase DELETED, out of the listing, removed by TTL after 30 days).
     pub async fn purge(&self, id: &str, token: u64) -> Result<()> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(Self::cluster_key(id)))
-            .projection_expression("pk, sk")
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| from_sdk("dynamodb", "Query", e))?;
-            keys.extend(page.items().iter().filter(|i| sk_of(i) != "META").cloned());
-        }
+        let keys: Vec<Item> = self
+            .cluster_items(id, Some("pk, sk"))
+            .await?
+            .into_iter()
+            .filter(|i| sk_of(i) != "META")
+            .collect();
         for chunk in keys.chunks(25) {
             let requests = chunk
                 .iter()

@@ -175,21 +175,36 @@ impl WebTargets {
         }
     }
 
+    /// Every rule of the stack's listener (all pages).
+    async fn listener_rules(&self) -> Result<Vec<aws_sdk_elasticloadbalancingv2::types::Rule>> {
+        let mut rules = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .client
+                .describe_rules()
+                .listener_arn(&self.settings.listener_arn)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| from_sdk("elbv2", "DescribeRules", e))?;
+            rules.extend(page.rules().iter().cloned());
+            match page.next_marker() {
+                Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+                _ => return Ok(rules),
+            }
+        }
+    }
+
     /// The listener rule sending `Host: <name>.*` to the cluster's target group.
     pub async fn ensure_listener_rule(
         &self,
         target_group_arn: &str,
         cluster_name: &str,
     ) -> Result<()> {
-        let rules = self
-            .client
-            .describe_rules()
-            .listener_arn(&self.settings.listener_arn)
-            .send()
-            .await
-            .map_err(|e| from_sdk("elbv2", "DescribeRules", e))?;
+        let rules = self.listener_rules().await?;
         let mut used = std::collections::BTreeSet::new();
-        for rule in rules.rules() {
+        for rule in &rules {
             if rule_forwards_to(rule, target_group_arn) {
                 return Ok(());
             }
@@ -316,14 +331,8 @@ impl WebTargets {
         else {
             return Ok(());
         };
-        let rules = self
-            .client
-            .describe_rules()
-            .listener_arn(&self.settings.listener_arn)
-            .send()
-            .await
-            .map_err(|e| from_sdk("elbv2", "DescribeRules", e))?;
-        for rule in rules.rules() {
+        let rules = self.listener_rules().await?;
+        for rule in &rules {
             if rule_forwards_to(rule, &arn)
                 && let Some(rule_arn) = rule.rule_arn()
             {
