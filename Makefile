@@ -15,7 +15,7 @@ export SAM_CLI_TELEMETRY := 0
 export CARGO_LAMBDA_COMPILER := cargo
 LOCAL_SAM_BUILD := SAM_BUILD_MODE=debug sam build
 
-SHELL_SCRIPTS := $(shell git ls-files '*.sh' .ci/run 2>/dev/null)
+SHELL_SCRIPTS := $(shell git ls-files '*.sh' '*.bash' .ci/run tests/fakes 2>/dev/null)
 
 .PHONY: help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
 
@@ -49,7 +49,7 @@ template-lint:
 	cfn-lint template.yaml
 
 shellcheck:
-	shellcheck $(SHELL_SCRIPTS)
+	shellcheck -x $(SHELL_SCRIPTS)
 
 # Same package selection (--workspace) in every cargo call keeps one feature resolution,
 # so nothing is recompiled between the steps.

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Add a node to the cluster with clone-based recovery; run on a member (the primary).
+# Usage: db-add-instance.sh NODE_HOST     Exit: 0 added or already a member, 3 refused.
+set -euo pipefail
+# shellcheck source=db-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
+
+readonly node="${1:?usage: db-add-instance.sh NODE_HOST}"
+
+IFS=$'\t' read -r state _role group cluster _gtid < <(node_view)
+if [[ "$state" != "ONLINE" || -z "$cluster" ]]; then
+  echo "refusing: this node is not an ONLINE cluster member (state $state); run on the primary" >&2
+  exit 3
+fi
+members="$(group_members)"
+if grep -qx "$node" <<<"$members"; then
+  echo "$node is already a member of cluster $cluster; nothing to do"
+  exit 0
+fi
+theirs="$(sql_on "$node" "SELECT @@group_replication_group_name" 2>/dev/null || true)"
+if [[ -n "$theirs" && "$theirs" != "$group" ]]; then
+  echo "refusing: $node belongs to group $theirs, not $group; remove it from that group first" >&2
+  exit 3
+fi
+shell_api "127.0.0.1:3306" cluster add-instance "$node:3306" --recoveryMethod=clone
+echo "$node added to cluster $cluster"

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Shared by the database scripts (the SSM documents ship it beside each script).
+# Credentials come from Secrets Manager on the instance, with the instance role: they are
+# never in a command line, a document parameter, user data or a log line.
+set -euo pipefail
+
+readonly ADMIN_USER="clusteradmin"
+
+# The cluster admin password, from the secret named by $ADMIN_SECRET_ID.
+admin_password() {
+  aws secretsmanager get-secret-value --secret-id "${ADMIN_SECRET_ID:?ADMIN_SECRET_ID is not set}" \
+    --query SecretString --output text
+}
+
+# Run `mysqlsh <target> -- <object> <method> [args]`, the password on stdin.
+shell_api() {
+  local target="$1"
+  shift
+  admin_password | mysqlsh --passwords-from-stdin --uri "${ADMIN_USER}@${target}" -- "$@"
+}
+
+# Run one SQL statement on HOST; the password goes in a 0600 options file, not argv.
+sql_on() {
+  local host="$1" statement="$2" options status=0
+  options="$(mktemp)"
+  chmod 600 "$options"
+  printf '[client]\nuser=%s\npassword=%s\nhost=%s\n' "$ADMIN_USER" "$(admin_password)" "$host" >"$options"
+  mysql --defaults-extra-file="$options" --batch --skip-column-names -e "$statement" || status=$?
+  rm -f "$options"
+  return "$status"
+}
+
+local_sql() {
+  sql_on 127.0.0.1 "$1"
+}
+
+# Hosts of the group members this node sees, one per line.
+group_members() {
+  local_sql "SELECT MEMBER_HOST FROM performance_schema.replication_group_members WHERE MEMBER_STATE <> 'OFFLINE'"
+}
+
+# This node's view as "state<TAB>role<TAB>group name<TAB>cluster name<TAB>gtid set".
+node_view() {
+  local member cluster
+  member="$(local_sql "SELECT IFNULL(m.MEMBER_STATE,'OFFLINE'), IFNULL(m.MEMBER_ROLE,''), IFNULL(@@group_replication_group_name,''), REPLACE(@@gtid_executed, '\n', '') FROM (SELECT 1) AS one LEFT JOIN performance_schema.replication_group_members AS m ON m.MEMBER_ID = @@server_uuid")"
+  cluster="$(local_sql "SELECT cluster_name FROM mysql_innodb_cluster_metadata.clusters LIMIT 1" 2>/dev/null || true)"
+  IFS=$'\t' read -r state role group gtid <<<"$member"
+  printf '%s\t%s\t%s\t%s\t%s\n' "${state:-OFFLINE}" "${role:-}" "${group:-}" "${cluster:-}" "${gtid:-}"
+}
+
+# Escape a value for a JSON string (the values here are identifiers and GTID sets).
+json_string() {
+  local value="${1//\\/\\\\}"
+  printf '"%s"' "${value//\"/\\\"}"
+}

@@ -1,0 +1,222 @@
+//! The database scripts (scripts/ssm/) run against recording fakes of `mysqlsh`, `mysql`
+//! and `aws` (tests/fakes/) that keep each node's state in a temp dir: what cannot run
+//! here (MySQL itself) is replaced by the nearest thing that records what was asked of it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PASSWORD: &str = "s3cr3t-Test-Passw0rd";
+
+struct Nodes {
+    root: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn project(path: &str) -> PathBuf {
+    local_cloud::project_root().join(path)
+}
+
+impl Nodes {
+    fn new() -> Self {
+        Self {
+            root: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// `scripts/ssm/<script>` as the SSM agent would run it on `host`, fakes on the PATH.
+    fn command(&self, host: &str, script: &str, args: &[&str]) -> Command {
+        let path = format!(
+            "{}:{}",
+            project("tests/fakes").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = Command::new("bash");
+        command
+            .arg(project("scripts/ssm").join(script))
+            .args(args)
+            .env("PATH", path)
+            .env("FAKE_MYSQL_ROOT", self.root.path())
+            .env("FAKE_MYSQL_PASSWORD", PASSWORD)
+            .env("FAKE_NODE_HOST", host)
+            .env(
+                "ADMIN_SECRET_ID",
+                "ha-orchestrator/c-0123456789ab/cluster-admin",
+            );
+        command
+    }
+
+    fn run(&self, host: &str, script: &str, args: &[&str]) -> Run {
+        let output = self.command(host, script, args).output().expect("run bash");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn calls(&self, what: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(what)).count()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("calls.log")).unwrap_or_default()
+    }
+
+    fn attr(&self, host: &str, name: &str) -> String {
+        std::fs::read_to_string(Path::new(self.root.path()).join(host).join(name))
+            .unwrap_or_default()
+    }
+
+    fn report(&self, host: &str) -> serde_json::Value {
+        let run = self.run(host, "db-report.sh", &[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "one JSON line: {:?}", run.stdout);
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]))
+    }
+}
+
+#[test]
+fn a_fresh_node_creates_the_cluster_once() {
+    let nodes = Nodes::new();
+    let fresh = nodes.report("db-0");
+    assert_eq!(fresh["memberState"], "OFFLINE");
+    assert_eq!(fresh["clusterName"], "");
+
+    let first = nodes.run("db-0", "db-create-cluster.sh", &["shop"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(nodes.calls("dba create-cluster shop"), 1);
+    let created = nodes.report("db-0");
+    assert_eq!(created["memberState"], "ONLINE");
+    assert_eq!(created["role"], "PRIMARY");
+    assert_eq!(created["clusterName"], "shop");
+    assert!(
+        created["gtidExecuted"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(":1-12")
+    );
+
+    // Idempotent: the second run sees the cluster and changes nothing.
+    let second = nodes.run("db-0", "db-create-cluster.sh", &["shop"]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stdout.contains("nothing to do"), "{}", second.stdout);
+    assert_eq!(nodes.calls("dba create-cluster"), 1, "no second create");
+}
+
+#[test]
+fn a_node_of_another_group_is_never_used_to_create_a_cluster() {
+    let nodes = Nodes::new();
+    assert_eq!(
+        nodes.run("db-0", "db-create-cluster.sh", &["other"]).code,
+        0
+    );
+    let refused = nodes.run("db-0", "db-create-cluster.sh", &["shop"]);
+    assert_eq!(refused.code, 3, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("refusing") && refused.stderr.contains("other"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(nodes.calls("dba create-cluster shop"), 0);
+
+    // A node that kept the metadata but is offline must be rebooted, not re-created.
+    std::fs::write(nodes.root.path().join("db-0/state"), "OFFLINE").unwrap();
+    std::fs::remove_file(nodes.root.path().join("db-0/group")).unwrap();
+    let offline = nodes.run("db-0", "db-create-cluster.sh", &["shop"]);
+    assert_eq!(offline.code, 3);
+    assert!(offline.stderr.contains("reboot"), "{}", offline.stderr);
+}
+
+#[test]
+fn members_join_with_clone_once_and_leave_once() {
+    let nodes = Nodes::new();
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    for node in ["db-1", "db-2"] {
+        let added = nodes.run("db-0", "db-add-instance.sh", &[node]);
+        assert_eq!(added.code, 0, "{}", added.stderr);
+        assert_eq!(nodes.attr(node, "role"), "SECONDARY");
+        assert_eq!(nodes.attr(node, "group"), nodes.attr("db-0", "group"));
+    }
+    assert_eq!(
+        nodes.calls("--recoveryMethod=clone"),
+        2,
+        "every join uses clone"
+    );
+    let again = nodes.run("db-0", "db-add-instance.sh", &["db-1"]);
+    assert_eq!(again.code, 0);
+    assert!(
+        again.stdout.contains("already a member"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(nodes.calls("cluster add-instance"), 2, "no second add");
+
+    let removed = nodes.run("db-0", "db-remove-instance.sh", &["db-2"]);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert_eq!(nodes.attr("db-2", "group"), "");
+    let again = nodes.run("db-0", "db-remove-instance.sh", &["db-2"]);
+    assert_eq!(again.code, 0);
+    assert_eq!(
+        nodes.calls("cluster remove-instance"),
+        1,
+        "no second remove"
+    );
+    assert_eq!(nodes.calls("--force=true"), 1);
+}
+
+#[test]
+fn a_node_of_another_group_is_refused_and_adds_run_only_on_members() {
+    let nodes = Nodes::new();
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    assert_eq!(
+        nodes.run("db-9", "db-create-cluster.sh", &["rogue"]).code,
+        0
+    );
+    let refused = nodes.run("db-0", "db-add-instance.sh", &["db-9"]);
+    assert_eq!(refused.code, 3, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("belongs to group"),
+        "{}",
+        refused.stderr
+    );
+    let not_member = nodes.run("db-5", "db-add-instance.sh", &["db-1"]);
+    assert_eq!(not_member.code, 3);
+    assert!(
+        not_member.stderr.contains("not an ONLINE cluster member"),
+        "{}",
+        not_member.stderr
+    );
+    assert_eq!(nodes.calls("cluster add-instance"), 0);
+}
+
+#[test]
+fn the_password_travels_only_on_stdin_and_in_a_private_file() {
+    let nodes = Nodes::new();
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    assert_eq!(nodes.run("db-0", "db-add-instance.sh", &["db-1"]).code, 0);
+    let log = nodes.log();
+    assert!(log.contains("--passwords-from-stdin"), "{log}");
+    assert!(
+        !log.contains(PASSWORD),
+        "the password appeared in a command line:\n{log}"
+    );
+    // The scripts read the secret by name from Secrets Manager.
+    assert!(
+        log.contains("aws secretsmanager get-secret-value --secret-id ha-orchestrator/"),
+        "{log}"
+    );
+    // The password really comes from the secret: a wrong secret is refused by the server.
+    let output = nodes
+        .command("db-0", "db-report.sh", &[])
+        .env("FAKE_SECRET_VALUE", "not-the-password")
+        .output()
+        .expect("bash");
+    assert!(!output.status.success(), "a wrong secret was accepted");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Access denied"));
+}
