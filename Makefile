@@ -17,7 +17,7 @@ LOCAL_SAM_BUILD := SAM_BUILD_MODE=debug sam build
 
 SHELL_SCRIPTS := $(shell git ls-files '*.sh' '*.bash' .ci/run tests/fakes 2>/dev/null)
 
-.PHONY: help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
+.PHONY: documents help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
 
 help:
 	@echo "make run   - deploy the stack into the local cloud and show it answering"
@@ -56,6 +56,10 @@ shellcheck:
 unit-and-e2e:
 	cargo test --workspace --lib --bins
 	cargo test --workspace --test '*' -- --nocapture --test-threads=1
+
+# Regenerate the SSM documents in template.yaml after editing scripts/ssm/.
+documents:
+	cargo run --quiet --bin local-cloud -- render-documents --write
 
 clean:
 	rm -rf .aws-sam target

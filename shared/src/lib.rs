@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod model;
 pub mod plan;
 pub mod provision;
+pub mod report;
 pub mod spec;
 pub mod startup;
 pub mod store;

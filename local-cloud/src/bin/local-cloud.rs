@@ -27,6 +27,12 @@ enum Command {
         #[arg(long, default_value = "ha-orchestrator")]
         stack: String,
     },
+    /// Regenerate the SSM documents in template.yaml from scripts/ssm/.
+    RenderDocuments {
+        /// Write template.yaml instead of printing the block.
+        #[arg(long)]
+        write: bool,
+    },
     /// Deploy the stack and keep the local cloud running until Ctrl-C.
     Up {
         #[arg(long, default_value = "ha-orchestrator")]
@@ -47,9 +53,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    if let Command::RenderDocuments { write } = command {
+        return render_documents(write);
+    }
     let tools = Tools::locate()?;
     let stack_name = match &command {
         Command::Demo { stack } | Command::Up { stack } => stack.clone(),
+        Command::RenderDocuments { .. } => unreachable!("handled above"),
     };
     eprintln!(
         "[1/5] starting fakecloud {} ...",
@@ -122,6 +132,28 @@ async fn demo_cluster_id(
             )
             .into()
         })
+}
+
+fn render_documents(write: bool) -> Result<(), Box<dyn std::error::Error>> {
+    use local_cloud::documents;
+    let root = local_cloud::project_root();
+    let block = documents::render(&root)?;
+    if !write {
+        println!("{block}");
+        return Ok(());
+    }
+    let path = root.join("template.yaml");
+    let template = std::fs::read_to_string(&path)?;
+    let updated = documents::replace_block(&template, &block).ok_or_else(|| {
+        format!(
+            "template.yaml has no generated block; add the lines {:?} and {:?} under Resources",
+            documents::BEGIN,
+            documents::END
+        )
+    })?;
+    std::fs::write(&path, updated)?;
+    eprintln!("template.yaml: SSM documents regenerated from scripts/ssm/");
+    Ok(())
 }
 
 fn print_stack(stack: &Stack) {

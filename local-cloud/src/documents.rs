@@ -1,0 +1,177 @@
+//! The SSM Command documents of `template.yaml`, rendered from the scripts in
+//! `scripts/ssm/`: the scripts are the source, the template carries them verbatim between
+//! two marker lines. `local-cloud render-documents --write` regenerates that block, and a
+//! test fails when it has drifted from the scripts.
+
+use std::path::Path;
+
+pub const BEGIN: &str = "  # BEGIN GENERATED SSM DOCUMENTS (local-cloud render-documents --write)";
+pub const END: &str = "  # END GENERATED SSM DOCUMENTS";
+
+/// A document parameter: SSM interpolates it into the command text, so each one has an
+/// `allowedPattern` that admits no quote, space or shell metacharacter.
+struct Parameter {
+    name: &'static str,
+    description: &'static str,
+    pattern: &'static str,
+}
+
+struct Document {
+    logical_id: &'static str,
+    name: &'static str,
+    script: &'static str,
+    description: &'static str,
+    /// Parameters passed to the script as positional arguments, in order.
+    args: &'static [Parameter],
+}
+
+const ADMIN_SECRET: Parameter = Parameter {
+    name: "adminSecretId",
+    description: "Name of the Secrets Manager secret holding the cluster admin password (never the password)",
+    pattern: "^[A-Za-z0-9/_+=.@-]{1,512}$",
+};
+
+const NODE: Parameter = Parameter {
+    name: "node",
+    description: "Host name of the node (its report_host)",
+    pattern: "^[A-Za-z0-9.-]{1,253}$",
+};
+
+const DOCUMENTS: &[Document] = &[
+    Document {
+        logical_id: "DbInstallDocument",
+        name: "DbInstall",
+        script: "db-install.sh",
+        description: "Install and configure MySQL 8.4 LTS and MySQL Shell for InnoDB Cluster",
+        args: &[],
+    },
+    Document {
+        logical_id: "DbReportDocument",
+        name: "DbReport",
+        script: "db-report.sh",
+        description: "Report this node's view of the group as one JSON line",
+        args: &[],
+    },
+    Document {
+        logical_id: "DbCreateClusterDocument",
+        name: "DbCreateCluster",
+        script: "db-create-cluster.sh",
+        description: "Create the InnoDB Cluster on the seed node unless any group exists (split-brain guard)",
+        args: &[Parameter {
+            name: "clusterName",
+            description: "InnoDB Cluster name",
+            pattern: "^[a-z][a-z0-9-]{0,31}$",
+        }],
+    },
+    Document {
+        logical_id: "DbAddInstanceDocument",
+        name: "DbAddInstance",
+        script: "db-add-instance.sh",
+        description: "Add a node to the cluster with clone-based recovery (run on the primary)",
+        args: &[NODE],
+    },
+    Document {
+        logical_id: "DbRemoveInstanceDocument",
+        name: "DbRemoveInstance",
+        script: "db-remove-instance.sh",
+        description: "Remove a lost node from the cluster (run on a remaining member)",
+        args: &[NODE],
+    },
+];
+
+/// The script with its helpers inlined, the way SSM runs it: one bash program.
+fn program(scripts: &Path, script: &str) -> std::io::Result<String> {
+    let strip = |text: &str| {
+        text.lines()
+            .filter(|l| {
+                !l.starts_with("#!")
+                    && !l.starts_with("source ")
+                    && !l.starts_with("# shellcheck source=")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let library = std::fs::read_to_string(scripts.join("db-lib.sh"))?;
+    let body = std::fs::read_to_string(scripts.join(script))?;
+    Ok(format!("{}\n{}", strip(&library), strip(&body)))
+}
+
+/// The generated block, markers included.
+pub fn render(project_root: &Path) -> std::io::Result<String> {
+    let scripts = project_root.join("scripts/ssm");
+    let mut out = vec![BEGIN.to_string()];
+    for doc in DOCUMENTS {
+        let params: Vec<&Parameter> = std::iter::once(&ADMIN_SECRET)
+            .chain(doc.args.iter())
+            .collect();
+        out.push(format!("  {}:", doc.logical_id));
+        out.push("    Type: AWS::SSM::Document".into());
+        out.push("    Properties:".into());
+        out.push("      DocumentType: Command".into());
+        out.push("      DocumentFormat: YAML".into());
+        out.push(format!(
+            "      Name: !Sub \"${{AWS::StackName}}-{}\"",
+            doc.name
+        ));
+        out.push("      Content:".into());
+        out.push("        schemaVersion: \"2.2\"".into());
+        out.push(format!(
+            "        description: \"{} (generated from scripts/ssm/{})\"",
+            doc.description, doc.script
+        ));
+        out.push("        parameters:".into());
+        for p in &params {
+            out.push(format!("          {}:", p.name));
+            out.push("            type: String".into());
+            out.push(format!("            description: \"{}\"", p.description));
+            out.push(format!("            allowedPattern: \"{}\"", p.pattern));
+        }
+        out.push("        mainSteps:".into());
+        out.push("          - action: aws:runShellScript".into());
+        out.push("            name: run".into());
+        out.push("            inputs:".into());
+        out.push("              timeoutSeconds: \"1800\"".into());
+        out.push("              runCommand:".into());
+        out.push("                - |".into());
+        let args: String = doc
+            .args
+            .iter()
+            .map(|p| format!(" '{{{{ {} }}}}'", p.name))
+            .collect();
+        let indent = "                  ";
+        out.push(format!(
+            "{indent}ADMIN_SECRET_ID='{{{{ adminSecretId }}}}' bash -s --{args} <<'HA_ORCHESTRATOR_SCRIPT'"
+        ));
+        for line in program(&scripts, doc.script)?.lines() {
+            if line.is_empty() {
+                out.push(String::new());
+            } else {
+                out.push(format!("{indent}{line}"));
+            }
+        }
+        out.push(format!("{indent}HA_ORCHESTRATOR_SCRIPT"));
+        out.push(String::new());
+    }
+    out.push(END.to_string());
+    Ok(out.join("\n"))
+}
+
+/// The template with its generated block replaced by `block`; `None` when the markers
+/// are missing.
+pub fn replace_block(template: &str, block: &str) -> Option<String> {
+    let start = template.find(BEGIN)?;
+    let end = template[start..].find(END)? + start + END.len();
+    Some(format!(
+        "{}{}{}",
+        &template[..start],
+        block,
+        &template[end..]
+    ))
+}
+
+/// The generated block as it is in the template now.
+pub fn current_block(template: &str) -> Option<&str> {
+    let start = template.find(BEGIN)?;
+    let end = template[start..].find(END)? + start + END.len();
+    Some(&template[start..end])
+}

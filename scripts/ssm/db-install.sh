@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install and configure MySQL 8.4 LTS and MySQL Shell on a database node (Amazon Linux
+# 2023), ready for InnoDB Cluster: GTIDs on, a unique server_id, report_host set, and the
+# cluster admin account. Safe to run again: every step checks before it changes anything.
+# Usage: db-install.sh     (ADMIN_SECRET_ID names the cluster admin password's secret)
+set -euo pipefail
+# shellcheck source=db-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
+
+readonly REPO_RPM="https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm"
+readonly CONFIG=/etc/my.cnf.d/ha-orchestrator.cnf
+
+if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
+  dnf install -y "$REPO_RPM"
+fi
+if ! rpm -q mysql-community-server mysql-shell >/dev/null 2>&1; then
+  dnf install -y mysql-community-server mysql-shell
+fi
+
+# Identity from IMDSv2: server_id from the private address, report_host its DNS name.
+token="$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)"
+metadata() {
+  curl -sf -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
+}
+address="$(metadata local-ipv4)"
+hostname="$(metadata local-hostname)"
+IFS=. read -r a b c d <<<"$address"
+server_id=$(( (a << 24 | b << 16 | c << 8 | d) % 4294967295 + 1 ))
+
+desired="$(cat <<CNF
+[mysqld]
+server_id=${server_id}
+report_host=${hostname}
+gtid_mode=ON
+enforce_gtid_consistency=ON
+binlog_transaction_dependency_tracking=WRITESET
+disabled_storage_engines=MyISAM,BLACKHOLE,FEDERATED,ARCHIVE,MEMORY
+require_secure_transport=ON
+plugin-load-add=auth_socket.so
+CNF
+)"
+if [[ "$(cat "$CONFIG" 2>/dev/null || true)" != "$desired" ]]; then
+  printf '%s\n' "$desired" >"$CONFIG"
+  systemctl restart mysqld 2>/dev/null || true
+fi
+# Initialise the data directory ourselves before the first start: the packaged service
+# would give root a random, expired password. Root then logs in only over the socket.
+first_start=false
+if [[ ! -d /var/lib/mysql/mysql ]]; then
+  mysqld --initialize-insecure --user=mysql
+  first_start=true
+fi
+systemctl enable --now mysqld
+if [[ "$first_start" == true ]]; then
+  mysql --user=root --batch -e "ALTER USER 'root'@'localhost' IDENTIFIED WITH auth_socket"
+fi
+
+# The cluster admin account, from the secret; root keeps its socket-only login.
+password="$(admin_password)"
+if ! mysql --user=root --batch --skip-column-names \
+    -e "SELECT 1 FROM mysql.user WHERE user='${ADMIN_USER}'" | grep -q 1; then
+  mysql --user=root --batch <<SQL
+CREATE USER '${ADMIN_USER}'@'%' IDENTIFIED BY '${password//\'/\'\'}';
+GRANT ALL PRIVILEGES ON *.* TO '${ADMIN_USER}'@'%' WITH GRANT OPTION;
+SQL
+fi
+unset password
+echo "MySQL $(mysqld --version | awk '{print $3}') ready on ${hostname} (server_id ${server_id})"

@@ -1,0 +1,202 @@
+//! A database node's view, as `scripts/ssm/db-report.sh` prints it: one JSON line among
+//! whatever else the command wrote. The replication tasks turn it into node records (member
+//! state, PRIMARY/SECONDARY) and the split-brain guard into decisions.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    /// `ONLINE`, `RECOVERING`, `OFFLINE`, `ERROR`, `UNREACHABLE`.
+    pub member_state: String,
+    /// `PRIMARY`, `SECONDARY`, or empty when not in a group.
+    pub role: String,
+    pub group_name: String,
+    pub cluster_name: String,
+    pub gtid_executed: String,
+}
+
+impl NodeReport {
+    /// The last line of `output` that is a report (a command may print other lines first).
+    pub fn from_output(output: &str) -> Result<Self> {
+        output
+            .lines()
+            .rev()
+            .filter(|line| line.trim_start().starts_with('{'))
+            .find_map(|line| serde_json::from_str(line.trim()).ok())
+            .ok_or_else(|| {
+                let excerpt: String = output.chars().take(300).collect();
+                Error::MalformedEvent(format!(
+                    "no node report line in the command output: {excerpt:?}"
+                ))
+            })
+    }
+
+    pub fn in_group(&self) -> bool {
+        !self.group_name.is_empty() && self.member_state != "OFFLINE"
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.member_state == "ONLINE" && self.role == "PRIMARY"
+    }
+
+    /// How many transactions the GTID set holds: `uuid:1-12:15,uuid2:1-3` -> 15. The node
+    /// with the most complete set is the one to reboot a cluster from after a full outage.
+    pub fn transaction_count(&self) -> u64 {
+        self.gtid_executed
+            .split(',')
+            .flat_map(|set| set.trim().split(':').skip(1))
+            .map(|interval| match interval.split_once('-') {
+                Some((from, to)) => {
+                    let (from, to) = (
+                        from.parse::<u64>().unwrap_or(0),
+                        to.parse::<u64>().unwrap_or(0),
+                    );
+                    to.saturating_sub(from) + 1
+                }
+                None => u64::from(interval.parse::<u64>().is_ok()),
+            })
+            .sum()
+    }
+}
+
+/// What the split-brain guard decides from every reachable node's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupDecision {
+    /// No node belongs to a group and none holds metadata: create on the seed.
+    CreateOn(String),
+    /// A group exists: add the other nodes to it through this member.
+    JoinThrough(String),
+    /// Every member is offline but metadata exists: reboot from the most complete node.
+    RebootFrom(String),
+    /// Nodes report different groups: never pick one automatically.
+    Conflict(String),
+}
+
+/// Decide from `(host, report)` pairs; `seed` creates when nothing exists yet.
+pub fn decide(reports: &[(String, NodeReport)], seed: &str) -> GroupDecision {
+    let mut groups: Vec<&str> = reports
+        .iter()
+        .filter(|(_, r)| r.in_group())
+        .map(|(_, r)| r.group_name.as_str())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if groups.len() > 1 {
+        return GroupDecision::Conflict(format!(
+            "nodes report {} different groups ({}); resolve by hand before the orchestrator acts",
+            groups.len(),
+            groups.join(", ")
+        ));
+    }
+    if groups.len() == 1 {
+        let through = reports
+            .iter()
+            .find(|(_, r)| r.is_primary())
+            .or_else(|| reports.iter().find(|(_, r)| r.in_group()))
+            .map(|(host, _)| host.clone())
+            .unwrap_or_default();
+        return GroupDecision::JoinThrough(through);
+    }
+    let with_metadata = reports.iter().filter(|(_, r)| !r.cluster_name.is_empty());
+    if let Some((host, _)) = with_metadata.max_by_key(|(_, r)| r.transaction_count()) {
+        return GroupDecision::RebootFrom(host.clone());
+    }
+    GroupDecision::CreateOn(seed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(state: &str, role: &str, group: &str, cluster: &str, gtid: &str) -> NodeReport {
+        NodeReport {
+            member_state: state.into(),
+            role: role.into(),
+            group_name: group.into(),
+            cluster_name: cluster.into(),
+            gtid_executed: gtid.into(),
+        }
+    }
+
+    #[test]
+    fn the_report_line_is_found_among_other_output() {
+        let output = "installing...\n{not json\n{\"memberState\":\"ONLINE\",\"role\":\"PRIMARY\",\"groupName\":\"g\",\"clusterName\":\"shop\",\"gtidExecuted\":\"u:1-5\"}\n";
+        let parsed = NodeReport::from_output(output).unwrap();
+        assert!(parsed.is_primary());
+        assert_eq!(parsed.transaction_count(), 5);
+        let err = NodeReport::from_output("nothing useful").unwrap_err();
+        assert!(err.to_string().contains("nothing useful"), "{err}");
+    }
+
+    #[test]
+    fn gtid_sets_count_every_interval() {
+        assert_eq!(
+            report("", "", "", "", "a:1-12:15,b:1-3").transaction_count(),
+            16
+        );
+        assert_eq!(report("", "", "", "", "").transaction_count(), 0);
+    }
+
+    #[test]
+    fn fresh_nodes_create_on_the_seed() {
+        let fresh = report("OFFLINE", "", "", "", "");
+        let reports = vec![("db-0".into(), fresh.clone()), ("db-1".into(), fresh)];
+        assert_eq!(
+            decide(&reports, "db-0"),
+            GroupDecision::CreateOn("db-0".into())
+        );
+    }
+
+    #[test]
+    fn an_existing_group_is_joined_through_its_primary_never_recreated() {
+        let reports = vec![
+            ("db-0".into(), report("OFFLINE", "", "", "", "")),
+            (
+                "db-1".into(),
+                report("ONLINE", "SECONDARY", "g1", "shop", "u:1-9"),
+            ),
+            (
+                "db-2".into(),
+                report("ONLINE", "PRIMARY", "g1", "shop", "u:1-9"),
+            ),
+        ];
+        assert_eq!(
+            decide(&reports, "db-0"),
+            GroupDecision::JoinThrough("db-2".into())
+        );
+    }
+
+    #[test]
+    fn a_full_outage_reboots_from_the_most_complete_node() {
+        let reports = vec![
+            ("db-0".into(), report("OFFLINE", "", "", "shop", "u:1-9")),
+            ("db-1".into(), report("OFFLINE", "", "", "shop", "u:1-12")),
+            ("db-2".into(), report("OFFLINE", "", "", "", "")),
+        ];
+        assert_eq!(
+            decide(&reports, "db-0"),
+            GroupDecision::RebootFrom("db-1".into())
+        );
+    }
+
+    #[test]
+    fn two_groups_are_a_conflict_for_a_person() {
+        let reports = vec![
+            (
+                "db-0".into(),
+                report("ONLINE", "PRIMARY", "g1", "shop", "u:1-9"),
+            ),
+            (
+                "db-1".into(),
+                report("ONLINE", "PRIMARY", "g2", "shop", "v:1-3"),
+            ),
+        ];
+        assert!(matches!(
+            decide(&reports, "db-0"),
+            GroupDecision::Conflict(_)
+        ));
+    }
+}
