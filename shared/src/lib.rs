@@ -12,6 +12,7 @@ pub mod model;
 pub mod plan;
 pub mod provision;
 pub mod report;
+pub mod secrets;
 pub mod spec;
 pub mod startup;
 pub mod store;

@@ -101,6 +101,7 @@ pub struct Provisioner {
     pub store: ClusterStore,
     pub fleet: Fleet,
     pub targets: WebTargets,
+    pub secrets: crate::secrets::ClusterSecrets,
 }
 
 fn seconds_since(rfc3339: &str) -> i64 {
@@ -256,6 +257,17 @@ impl Provisioner {
             if changed(recorded(*slot), &node) {
                 self.store.put_node(&cluster.id, &node).await?;
             }
+        }
+        // The database nodes read their admin password at install: it must exist first.
+        if cluster.spec.db.count > 0 && self.secrets.ensure_admin_secret(&cluster.id).await? {
+            self.store
+                .append_action(
+                    &cluster.id,
+                    cluster.generation,
+                    "CreateSecret",
+                    &crate::secrets::admin_secret_name(&cluster.id),
+                )
+                .await?;
         }
         let image_id = if plan.launch.is_empty() {
             String::new()
@@ -623,6 +635,7 @@ impl Provisioner {
 
     async fn purge(&self, cluster: &Cluster, token: u64) -> Result<TaskOutcome> {
         self.targets.delete(&cluster.id).await?;
+        self.secrets.delete_admin_secret(&cluster.id).await?;
         self.store.purge(&cluster.id, token).await?;
         Ok(TaskOutcome {
             ready: true,
@@ -830,6 +843,16 @@ mod tests {
         let terminate = mock!(aws_sdk_ec2::Client::terminate_instances).then_output(|| {
             aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput::builder().build()
         });
+        let existing_secret =
+            mock!(aws_sdk_secretsmanager::Client::describe_secret).then_output(|| {
+                aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput::builder()
+                    .build()
+            });
+        let create_secret =
+            mock!(aws_sdk_secretsmanager::Client::create_secret).then_output(|| {
+                aws_sdk_secretsmanager::operation::create_secret::CreateSecretOutput::builder()
+                    .build()
+            });
         let provisioner = Provisioner {
             store: ClusterStore::new(
                 mocked_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&query, &renew, &put]),
@@ -849,6 +872,11 @@ mod tests {
                     default_subnets: (0..3).map(|i| format!("subnet-0000000{i}")).collect(),
                 },
             ),
+            secrets: crate::secrets::ClusterSecrets::new(mocked_client!(
+                aws_sdk_secretsmanager,
+                RuleMode::MatchAny,
+                [&existing_secret, &create_secret]
+            )),
             targets: WebTargets::new(
                 mocked_client!(aws_sdk_elasticloadbalancingv2, []),
                 TargetSettings {
@@ -879,6 +907,11 @@ mod tests {
             "node or action writes on a converged cluster"
         );
         assert_eq!(renew.num_calls(), 1);
+        assert_eq!(
+            create_secret.num_calls(),
+            0,
+            "CreateSecret on a converged cluster"
+        );
     }
 
     #[test]

@@ -159,6 +159,39 @@ async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
         "{actions:?}"
     );
 
+    // The cluster's admin password exists in Secrets Manager, and nowhere else: not in any
+    // DynamoDB item, not in the API's answer, not in any function's log.
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let secret_name = format!("ha-orchestrator/{id}/cluster-admin");
+    let password = secrets
+        .get_secret_value()
+        .secret_id(&secret_name)
+        .send()
+        .await
+        .expect("the cluster's admin secret exists")
+        .secret_string()
+        .expect("a string secret")
+        .to_string();
+    assert!(password.len() >= 32, "a strong generated password");
+    let scan = dynamodb
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("Scan");
+    assert!(
+        !format!("{:?}", scan.items()).contains(&password),
+        "the password is in DynamoDB"
+    );
+    assert!(
+        !cluster.to_string().contains(&password),
+        "the password is in the API answer"
+    );
+    assert!(
+        !cloud.function_logs().contains(&password),
+        "the password is in a function log"
+    );
+
     // A launch task run again (a crash and retry) launches nothing.
     let token = dynamodb
         .get_item()
@@ -226,6 +259,15 @@ async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
     assert!(
         groups.map(|g| g.target_groups().is_empty()).unwrap_or(true),
         "the cluster's target group is still there"
+    );
+    let secret = secrets
+        .describe_secret()
+        .secret_id(&secret_name)
+        .send()
+        .await;
+    assert!(
+        secret.is_err() || secret.as_ref().is_ok_and(|s| s.deleted_date().is_some()),
+        "the cluster's secret outlived it: {secret:?}"
     );
     let items = dynamodb
         .query()

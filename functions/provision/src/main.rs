@@ -6,6 +6,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
 use orchestrator::config::StoreSettings;
 use orchestrator::fleet::{Fleet, FleetSettings};
 use orchestrator::provision::{Provisioner, TaskOutcome, TaskRequest};
+use orchestrator::secrets::ClusterSecrets;
 use orchestrator::startup::require;
 use orchestrator::store::ClusterStore;
 use orchestrator::targets::{TargetSettings, WebTargets};
@@ -25,6 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             fleet,
         ),
         targets: WebTargets::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk), targets),
+        secrets: ClusterSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk)),
     };
     run(service_fn(|event: LambdaEvent<TaskRequest>| {
         let provisioner = &provisioner;
