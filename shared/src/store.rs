@@ -231,16 +231,24 @@ impl ClusterStore {
         Ok(Some(cluster))
     }
 
+    /// An UpdateItem on the cluster's META item, to be completed by the caller.
+    fn update_meta(
+        &self,
+        id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s("META"))
+    }
+
     /// Start a run: take the cluster's lease for `holder` (free, expired, or already ours)
     /// and bump the fencing token. Refuses a run whose generation is no longer current.
     pub async fn acquire_lease(&self, id: &str, holder: &str, generation: u64) -> Result<u64> {
         let now = epoch_seconds();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(Self::cluster_key(id)))
-            .key("sk", s("META"))
+            .update_meta(id)
             .update_expression(
                 "SET lease_holder = :h, lease_expires = :exp, \
                  lease_token = if_not_exists(lease_token, :zero) + :one, version = version + :one",
@@ -354,11 +362,7 @@ impl ClusterStore {
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<()> {
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(Self::cluster_key(id)))
-            .key("sk", s("META"))
+            .update_meta(id)
             .update_expression(expression)
             .condition_expression("lease_token = :token")
             .expression_attribute_values(":token", n(token));
@@ -378,11 +382,7 @@ impl ClusterStore {
     /// the current one when a deletion is already under way (a repeated DELETE is a no-op).
     pub async fn request_delete(&self, id: &str) -> Result<u64> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(Self::cluster_key(id)))
-            .key("sk", s("META"))
+            .update_meta(id)
             .update_expression(
                 "SET phase = :deleting, generation = generation + :one, version = version + :one, \
                  updated_at = :at",
