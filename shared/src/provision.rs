@@ -173,6 +173,13 @@ fn changed(previous: Option<&Node>, next: &Node) -> bool {
 }
 
 impl Provisioner {
+    /// Append to the cluster's action log (the audit trail of every mutating call).
+    async fn record(&self, cluster: &Cluster, action: &str, detail: &str) -> Result<()> {
+        self.store
+            .append_action(&cluster.id, cluster.generation, action, detail)
+            .await
+    }
+
     #[tracing::instrument(skip_all, fields(task = ?request.task, cluster_id = %request.ctx.cluster_id, generation = request.ctx.generation))]
     pub async fn run(&self, request: TaskRequest) -> Result<TaskOutcome> {
         let id = request.ctx.cluster_id.as_str();
@@ -229,14 +236,12 @@ impl Provisioner {
         self.store
             .record_step(&cluster.id, token, phase, Task::Begin.step())
             .await?;
-        self.store
-            .append_action(
-                &cluster.id,
-                cluster.generation,
-                "RunStarted",
-                &format!("{:?} run {holder}, lease token {token}", request.ctx.reason),
-            )
-            .await?;
+        self.record(
+            cluster,
+            "RunStarted",
+            &format!("{:?} run {holder}, lease token {token}", request.ctx.reason),
+        )
+        .await?;
         Ok(TaskOutcome {
             lease_token: Some(token),
             mode: Some(if teardown { "teardown" } else { "converge" }),
@@ -260,14 +265,12 @@ impl Provisioner {
         }
         // The database nodes read their admin password at install: it must exist first.
         if cluster.spec.db.count > 0 && self.secrets.ensure_admin_secret(&cluster.id).await? {
-            self.store
-                .append_action(
-                    &cluster.id,
-                    cluster.generation,
-                    "CreateSecret",
-                    &crate::secrets::admin_secret_name(&cluster.id),
-                )
-                .await?;
+            self.record(
+                cluster,
+                "CreateSecret",
+                &crate::secrets::admin_secret_name(&cluster.id),
+            )
+            .await?;
         }
         let image_id = if plan.launch.is_empty() {
             String::new()
@@ -324,17 +327,15 @@ impl Provisioner {
                     },
                 )
                 .await?;
-            self.store
-                .append_action(
-                    &cluster.id,
-                    cluster.generation,
-                    "RunInstances",
-                    &format!(
-                        "{slot} -> {instance_id} ({instance_type}) in {}",
-                        subnet.availability_zone
-                    ),
-                )
-                .await?;
+            self.record(
+                cluster,
+                "RunInstances",
+                &format!(
+                    "{slot} -> {instance_id} ({instance_type}) in {}",
+                    subnet.availability_zone
+                ),
+            )
+            .await?;
         }
         if !plan.surplus.is_empty() {
             let ids: Vec<String> = plan.surplus.iter().map(|i| i.instance_id.clone()).collect();
@@ -342,17 +343,15 @@ impl Provisioner {
                 self.targets.deregister(arn, &ids).await?;
             }
             self.fleet.terminate(&ids).await?;
-            self.store
-                .append_action(
-                    &cluster.id,
-                    cluster.generation,
-                    "TerminateInstances",
-                    &format!(
-                        "surplus instances (duplicates or beyond the spec): {}",
-                        ids.join(", ")
-                    ),
-                )
-                .await?;
+            self.record(
+                cluster,
+                "TerminateInstances",
+                &format!(
+                    "surplus instances (duplicates or beyond the spec): {}",
+                    ids.join(", ")
+                ),
+            )
+            .await?;
         }
         // Records of slots the spec no longer has.
         let wanted: Vec<String> = desired_slots(&cluster.spec)
@@ -465,18 +464,16 @@ impl Provisioner {
                 self.store.put_node(&cluster.id, &next).await?;
             }
         }
-        self.store
-            .append_action(
-                &cluster.id,
-                cluster.generation,
-                "RegisterTargets",
-                &format!(
-                    "{} on {}",
-                    ids.join(", "),
-                    crate::targets::target_group_name(&cluster.id)
-                ),
-            )
-            .await?;
+        self.record(
+            cluster,
+            "RegisterTargets",
+            &format!(
+                "{} on {}",
+                ids.join(", "),
+                crate::targets::target_group_name(&cluster.id)
+            ),
+        )
+        .await?;
         Ok(TaskOutcome {
             ready: true,
             since: Some(now_rfc3339()),
@@ -541,14 +538,12 @@ impl Provisioner {
             .await?;
         let web = cluster.nodes.iter().filter(|n| n.tier == Tier::Web).count();
         let db = cluster.nodes.iter().filter(|n| n.tier == Tier::Db).count();
-        self.store
-            .append_action(
-                &cluster.id,
-                cluster.generation,
-                "Ready",
-                &format!("{web} web healthy, {db} db running"),
-            )
-            .await?;
+        self.record(
+            cluster,
+            "Ready",
+            &format!("{web} web healthy, {db} db running"),
+        )
+        .await?;
         Ok(TaskOutcome {
             ready: true,
             detail: "READY".into(),
@@ -567,13 +562,7 @@ impl Provisioner {
             && !ids.is_empty()
         {
             self.targets.deregister(arn, &ids).await?;
-            self.store
-                .append_action(
-                    &cluster.id,
-                    cluster.generation,
-                    "DeregisterTargets",
-                    &ids.join(", "),
-                )
+            self.record(cluster, "DeregisterTargets", &ids.join(", "))
                 .await?;
         }
         Ok(TaskOutcome {
@@ -602,13 +591,7 @@ impl Provisioner {
             }
         }
         if !ids.is_empty() {
-            self.store
-                .append_action(
-                    &cluster.id,
-                    cluster.generation,
-                    "TerminateInstances",
-                    &ids.join(", "),
-                )
+            self.record(cluster, "TerminateInstances", &ids.join(", "))
                 .await?;
         }
         Ok(TaskOutcome {
@@ -668,14 +651,12 @@ impl Provisioner {
         self.store
             .finish_run(&cluster.id, token, Phase::Failed, Some(&error))
             .await?;
-        self.store
-            .append_action(
-                &cluster.id,
-                cluster.generation,
-                "Failed",
-                &format!("in {}: {}", error.phase, error.message),
-            )
-            .await?;
+        self.record(
+            cluster,
+            "Failed",
+            &format!("in {}: {}", error.phase, error.message),
+        )
+        .await?;
         Ok(TaskOutcome {
             ready: true,
             detail: "FAILED".into(),
@@ -801,11 +782,20 @@ mod tests {
     #[tokio::test]
     async fn a_converged_cluster_launch_makes_no_mutating_call() {
         let (items, instances) = converged();
-        let query = mock!(aws_sdk_dynamodb::Client::query).then_output(move || {
-            aws_sdk_dynamodb::operation::query::QueryOutput::builder()
-                .set_items(Some(items.clone()))
-                .build()
-        });
+        let query = mock!(aws_sdk_dynamodb::Client::query)
+            .match_requests(|r| {
+                r.expression_attribute_values()
+                    .and_then(|v| v.get(":pk"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|pk| pk.starts_with("CLUSTER#"))
+            })
+            .then_output(move || {
+                aws_sdk_dynamodb::operation::query::QueryOutput::builder()
+                    .set_items(Some(items.clone()))
+                    .build()
+            });
+        let actions = mock!(aws_sdk_dynamodb::Client::query)
+            .then_output(|| aws_sdk_dynamodb::operation::query::QueryOutput::builder().build());
         // Renewing the lease and recording the step is the only write allowed.
         let renew = mock!(aws_sdk_dynamodb::Client::update_item)
             .match_requests(|r| r.condition_expression() == Some("lease_token = :token"))
@@ -855,7 +845,11 @@ mod tests {
             });
         let provisioner = Provisioner {
             store: ClusterStore::new(
-                mocked_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&query, &renew, &put]),
+                mocked_client!(
+                    aws_sdk_dynamodb,
+                    RuleMode::MatchAny,
+                    [&query, &actions, &renew, &put]
+                ),
                 "table",
             ),
             fleet: Fleet::new(

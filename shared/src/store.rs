@@ -1,7 +1,13 @@
 //! DynamoDB adapter: the single table that holds every cluster's state.
 //!
 //! Key design (one table, see template.yaml):
-//! - `pk = CLUSTER#<id>`, `sk = META`: spec, status, `version`, `generation`.
+//! - `pk = CLUSTER#<id>`, `sk = META`: spec, status, `version`, `generation`, the lease
+//!   (`lease_holder`, `lease_expires`, fencing `lease_token`).
+//! - `pk = CLUSTER#<id>`, `sk = NODE#<slot>`: one per node; `instance_id` feeds the
+//!   `by-instance` GSI.
+//! - `pk = ACTIONS#<id>`, `sk = ACTION#<time>#<n>`: the audit log, in a partition of its own
+//!   so the hot path (every task reads the cluster) does not grow with the log.
+//! - `pk = NAME#<name>`, `sk = NAME`: the claim that keeps names unique among live clusters.
 //! - The sparse GSI `clusters` (`list_pk = CLUSTER`, `list_sk = <created_at>#<id>`) lists
 //!   clusters newest first without a Scan; only META items carry `list_pk`.
 //!
@@ -190,16 +196,22 @@ impl ClusterStore {
         }
     }
 
-    /// Every item of a cluster (all pages, strongly consistent), optionally only some
-    /// attributes.
-    async fn cluster_items(&self, id: &str, projection: Option<&str>) -> Result<Vec<Item>> {
+    fn actions_key(id: &str) -> String {
+        format!("ACTIONS#{id}")
+    }
+
+    /// Every item of a partition (all pages, strongly consistent), optionally only some
+    /// attributes. A cluster has two: `CLUSTER#<id>` (META and nodes, read by every task)
+    /// and `ACTIONS#<id>` (the audit log, which grows with the cluster's life and so is
+    /// kept out of the hot path).
+    async fn partition_items(&self, pk: String, projection: Option<&str>) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(Self::cluster_key(id)))
+            .expression_attribute_values(":pk", s(pk))
             .set_projection_expression(projection.map(str::to_string))
             .consistent_read(true)
             .into_paginator()
@@ -213,22 +225,38 @@ impl ClusterStore {
 
     /// Everything recorded about a cluster, or `None`. Actions are the most recent ones.
     pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>> {
-        let items = self.cluster_items(id, None).await?;
+        let items = self.partition_items(Self::cluster_key(id), None).await?;
         let Some(meta) = items.iter().find(|i| sk_of(i) == "META") else {
             return Ok(None);
         };
         let mut cluster = cluster_from_meta(meta)?;
-        for item in &items {
-            let sk = sk_of(item);
-            if sk.starts_with("NODE#") {
-                cluster.nodes.push(data_of(item)?);
-            } else if sk.starts_with("ACTION#") {
-                cluster.actions.push(data_of(item)?);
-            }
+        for item in items.iter().filter(|i| sk_of(i).starts_with("NODE#")) {
+            cluster.nodes.push(data_of(item)?);
         }
-        let keep_from = cluster.actions.len().saturating_sub(RECENT_ACTIONS);
-        cluster.actions.drain(..keep_from);
+        cluster.actions = self.recent_actions(id).await?;
         Ok(Some(cluster))
+    }
+
+    /// The newest actions (one page, newest first from DynamoDB), in time order.
+    async fn recent_actions(&self, id: &str) -> Result<Vec<Action>> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(Self::actions_key(id)))
+            .scan_index_forward(false)
+            .limit(RECENT_ACTIONS as i32)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "Query", e))?;
+        let mut actions = output
+            .items()
+            .iter()
+            .map(data_of)
+            .collect::<Result<Vec<Action>>>()?;
+        actions.reverse();
+        Ok(actions)
     }
 
     /// An UpdateItem on the cluster's META item, to be completed by the caller.
@@ -463,7 +491,7 @@ impl ClusterStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(Self::cluster_key(id)))
+            .item("pk", s(Self::actions_key(id)))
             .item("sk", s(format!("ACTION#{}#{suffix}", entry.at)))
             .item("data", s(serde_json::to_string(&entry).unwrap_or_default()))
             .send()
@@ -473,15 +501,19 @@ impl ClusterStore {
         Ok(())
     }
 
-    /// After teardown: delete every item of the cluster but its META, which becomes a
-    /// tombstone (phase DELETED, out of the listing, removed by TTL after 30 days).
+    /// After teardown: delete every item of the cluster (nodes, actions) but its META, which
+    /// becomes a tombstone (phase DELETED, out of the listing, removed by TTL after 30 days).
     pub async fn purge(&self, id: &str, token: u64) -> Result<()> {
-        let keys: Vec<Item> = self
-            .cluster_items(id, Some("pk, sk"))
+        let mut keys: Vec<Item> = self
+            .partition_items(Self::cluster_key(id), Some("pk, sk"))
             .await?
             .into_iter()
             .filter(|i| sk_of(i) != "META")
             .collect();
+        keys.extend(
+            self.partition_items(Self::actions_key(id), Some("pk, sk"))
+                .await?,
+        );
         for chunk in keys.chunks(25) {
             let requests = chunk
                 .iter()

@@ -286,6 +286,21 @@ async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
         .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str))
         .collect();
     assert_eq!(sort_keys, ["META"], "only the tombstone remains");
+    let log = dynamodb
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("ACTIONS#{id}")),
+        )
+        .send()
+        .await
+        .expect("Query");
+    assert!(
+        log.items().is_empty(),
+        "the action log outlived the cluster"
+    );
     let (status, list) = send_json(Method::GET, &format!("{api}/clusters"), None, &[]).await;
     assert_eq!(status, 200);
     assert_eq!(
