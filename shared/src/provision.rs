@@ -14,7 +14,7 @@ use crate::model::{
     Cluster, InstanceState, LastError, Node, NodeState, Phase, Slot, Tier, now_rfc3339,
 };
 use crate::plan::{ObservedInstance, desired_slots, plan_launches};
-use crate::store::ClusterStore;
+use crate::store::{ClusterStore, Fence};
 use crate::targets::WebTargets;
 
 /// How long instances may take to reach `running`, and web targets to turn healthy.
@@ -201,8 +201,11 @@ impl Provisioner {
             Task::Begin => self.begin(&cluster, &request).await,
             Task::RecordFailure => self.record_failure(&cluster, &request).await,
             task => {
-                let token = token_of(&request)?;
-                let phase = run_phase(&cluster, request.ctx.reason);
+                let token = Fence {
+                    token: token_of(&request)?,
+                    generation: request.ctx.generation,
+                };
+                let phase = run_phase(request.ctx.reason);
                 self.store
                     .record_step(id, token, phase, task.step())
                     .await?;
@@ -231,10 +234,16 @@ impl Provisioner {
             .store
             .acquire_lease(&cluster.id, &holder, request.ctx.generation)
             .await?;
-        let teardown = cluster.phase == Phase::Deleting;
-        let phase = run_phase(cluster, request.ctx.reason);
+        // The run's reason, fixed at its start, says what it does; the phase is only what
+        // others may read (and a racing run may have written it).
+        let teardown = request.ctx.reason == RunReason::Delete;
+        let phase = run_phase(request.ctx.reason);
+        let fence = Fence {
+            token,
+            generation: request.ctx.generation,
+        };
         self.store
-            .record_step(&cluster.id, token, phase, Task::Begin.step())
+            .record_step(&cluster.id, fence, phase, Task::Begin.step())
             .await?;
         self.record(
             cluster,
@@ -437,7 +446,7 @@ fn wait_outcome(
 }
 
 impl Provisioner {
-    async fn register(&self, cluster: &Cluster, token: u64) -> Result<TaskOutcome> {
+    async fn register(&self, cluster: &Cluster, token: Fence) -> Result<TaskOutcome> {
         let arn = self.targets.ensure_target_group(&cluster.id).await?;
         if cluster.target_group_arn.as_deref() != Some(arn.as_str()) {
             self.store
@@ -532,7 +541,7 @@ impl Provisioner {
         )
     }
 
-    async fn finish(&self, cluster: &Cluster, token: u64) -> Result<TaskOutcome> {
+    async fn finish(&self, cluster: &Cluster, token: Fence) -> Result<TaskOutcome> {
         self.store
             .finish_run(&cluster.id, token, Phase::Ready, None)
             .await?;
@@ -613,10 +622,18 @@ impl Provisioner {
             .filter(|i| !i.state.is_gone())
             .map(|i| i.instance_id.clone())
             .collect();
+        // An instance still alive may have been launched after `terminate` looked (by a run
+        // this teardown superseded): terminating again is harmless and stops the leak.
+        let alive: Vec<String> = observed
+            .iter()
+            .filter(|i| i.state.is_alive())
+            .map(|i| i.instance_id.clone())
+            .collect();
+        self.fleet.terminate(&alive).await?;
         wait_outcome(waiting, request, TERMINATED_TIMEOUT_SECS, "to terminate")
     }
 
-    async fn purge(&self, cluster: &Cluster, token: u64) -> Result<TaskOutcome> {
+    async fn purge(&self, cluster: &Cluster, token: Fence) -> Result<TaskOutcome> {
         self.targets.delete(&cluster.id).await?;
         self.secrets.delete_admin_secret(&cluster.id).await?;
         self.store.purge(&cluster.id, token).await?;
@@ -647,7 +664,10 @@ impl Provisioner {
             message: message.chars().take(2000).collect(),
             at: now_rfc3339(),
         };
-        let token = token_of(request)?;
+        let token = Fence {
+            token: token_of(request)?,
+            generation: request.ctx.generation,
+        };
         self.store
             .finish_run(&cluster.id, token, Phase::Failed, Some(&error))
             .await?;
@@ -666,10 +686,7 @@ impl Provisioner {
 }
 
 /// The phase a run shows while it works.
-fn run_phase(cluster: &Cluster, reason: RunReason) -> Phase {
-    if cluster.phase == Phase::Deleting {
-        return Phase::Deleting;
-    }
+fn run_phase(reason: RunReason) -> Phase {
     match reason {
         RunReason::Create => Phase::Provisioning,
         RunReason::Heal | RunReason::Sweep => Phase::Healing,
@@ -798,7 +815,10 @@ mod tests {
             .then_output(|| aws_sdk_dynamodb::operation::query::QueryOutput::builder().build());
         // Renewing the lease and recording the step is the only write allowed.
         let renew = mock!(aws_sdk_dynamodb::Client::update_item)
-            .match_requests(|r| r.condition_expression() == Some("lease_token = :token"))
+            .match_requests(|r| {
+                r.condition_expression()
+                    == Some("lease_token = :token AND generation = :fence_generation")
+            })
             .then_output(|| {
                 aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
             });

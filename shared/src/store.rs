@@ -83,6 +83,15 @@ impl ClusterStore {
     }
 }
 
+/// What a run must still hold to write: the lease token it was given and the generation
+/// it works for. A run whose token was superseded, or whose generation a newer request
+/// replaced before any new run took the lease, is refused (fencing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub token: u64,
+    pub generation: u64,
+}
+
 /// What `create_cluster` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -271,19 +280,21 @@ impl ClusterStore {
             .key("sk", s("META"))
     }
 
-    /// Start a run: take the cluster's lease for `holder` (free, expired, or already ours)
-    /// and bump the fencing token. Refuses a run whose generation is no longer current.
+    /// Start a run: take the cluster's lease for `holder` (free, expired, already ours, or
+    /// held by a run of an older generation) and bump the fencing token. Refuses a run whose generation is no longer current.
     pub async fn acquire_lease(&self, id: &str, holder: &str, generation: u64) -> Result<u64> {
         let now = epoch_seconds();
         let result = self
             .update_meta(id)
             .update_expression(
-                "SET lease_holder = :h, lease_expires = :exp, \
+                "SET lease_holder = :h, lease_expires = :exp, lease_generation = :g, \
                  lease_token = if_not_exists(lease_token, :zero) + :one, version = version + :one",
             )
+            // A run of a newer generation takes over from an older one (a DELETE during a
+            // create): the old holder's token is then stale and its writes are refused.
             .condition_expression(
                 "attribute_exists(pk) AND generation = :g AND (attribute_not_exists(lease_holder) \
-                 OR lease_expires < :now OR lease_holder = :h)",
+                 OR lease_expires < :now OR lease_holder = :h OR lease_generation < :g)",
             )
             .expression_attribute_values(":h", s(holder))
             .expression_attribute_values(":exp", n(now + LEASE_SECONDS))
@@ -325,11 +336,17 @@ impl ClusterStore {
 
     /// Record progress under the lease: renews it, sets phase and step, bumps `version`.
     /// A stale holder (its token was superseded) is refused: fencing.
-    pub async fn record_step(&self, id: &str, token: u64, phase: Phase, step: &str) -> Result<()> {
+    pub async fn record_step(
+        &self,
+        id: &str,
+        fence: Fence,
+        phase: Phase,
+        step: &str,
+    ) -> Result<()> {
         let now = epoch_seconds();
         self.fenced_update(
             id,
-            token,
+            fence,
             "SET phase = :phase, step = :step, updated_at = :at, lease_expires = :exp, \
              version = version + :one",
             vec![
@@ -344,10 +361,10 @@ impl ClusterStore {
     }
 
     /// Remember the cluster's target group (created by the workflow).
-    pub async fn record_target_group(&self, id: &str, token: u64, arn: &str) -> Result<()> {
+    pub async fn record_target_group(&self, id: &str, fence: Fence, arn: &str) -> Result<()> {
         self.fenced_update(
             id,
-            token,
+            fence,
             "SET target_group_arn = :arn, version = version + :one",
             vec![(":arn", s(arn)), (":one", n(1))],
         )
@@ -358,7 +375,7 @@ impl ClusterStore {
     pub async fn finish_run(
         &self,
         id: &str,
-        token: u64,
+        fence: Fence,
         phase: Phase,
         error: Option<&LastError>,
     ) -> Result<()> {
@@ -379,35 +396,38 @@ impl ClusterStore {
                      REMOVE lease_holder, lease_expires, last_error"
             }
         };
-        self.fenced_update(id, token, expression, values).await
+        self.fenced_update(id, fence, expression, values).await
     }
 
     async fn fenced_update(
         &self,
         id: &str,
-        token: u64,
+        fence: Fence,
         expression: &str,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<()> {
         let mut update = self
             .update_meta(id)
             .update_expression(expression)
-            .condition_expression("lease_token = :token")
-            .expression_attribute_values(":token", n(token));
+            .condition_expression("lease_token = :token AND generation = :fence_generation")
+            .expression_attribute_values(":token", n(fence.token))
+            .expression_attribute_values(":fence_generation", n(fence.generation));
         for (name, value) in values {
             update = update.expression_attribute_values(name, value);
         }
         match update.send().await {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failure(&e) => Err(Error::Superseded(format!(
-                "cluster {id}: lease token {token} is no longer current"
+                "cluster {id}: lease token {} of generation {} is no longer current",
+                fence.token, fence.generation
             ))),
             Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
         }
     }
 
-    /// Ask for deletion: next generation, phase DELETING. Returns the new generation, or
-    /// the current one when a deletion is already under way (a repeated DELETE is a no-op).
+    /// Ask for deletion: next generation, phase DELETING; returns the new generation. A
+    /// repeated DELETE starts a fresh teardown run (teardown is idempotent, and a run still
+    /// going is fenced out), so a teardown that died can always be restarted.
     pub async fn request_delete(&self, id: &str) -> Result<u64> {
         let result = self
             .update_meta(id)
@@ -415,7 +435,7 @@ impl ClusterStore {
                 "SET phase = :deleting, generation = generation + :one, version = version + :one, \
                  updated_at = :at",
             )
-            .condition_expression("attribute_exists(pk) AND NOT phase IN (:deleting, :deleted)")
+            .condition_expression("attribute_exists(pk) AND phase <> :deleted")
             .expression_attribute_values(":deleting", s(Phase::Deleting.as_str()))
             .expression_attribute_values(":deleted", s(Phase::Deleted.as_str()))
             .expression_attribute_values(":one", n(1))
@@ -434,7 +454,6 @@ impl ClusterStore {
                     kind: "cluster",
                     id: id.to_string(),
                 }),
-                Some(c) if c.phase == Phase::Deleting => Ok(c.generation),
                 Some(_) => Err(Error::Gone(format!("cluster {id} is already deleted"))),
             },
             Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
@@ -503,7 +522,7 @@ impl ClusterStore {
 
     /// After teardown: delete every item of the cluster (nodes, actions) but its META, which
     /// becomes a tombstone (phase DELETED, out of the listing, removed by TTL after 30 days).
-    pub async fn purge(&self, id: &str, token: u64) -> Result<()> {
+    pub async fn purge(&self, id: &str, fence: Fence) -> Result<()> {
         let mut keys: Vec<Item> = self
             .partition_items(Self::cluster_key(id), Some("pk, sk"))
             .await?
@@ -578,7 +597,7 @@ impl ClusterStore {
         }
         self.fenced_update(
             id,
-            token,
+            fence,
             "SET phase = :deleted, updated_at = :at, expires_at = :ttl, version = version + :one \
              REMOVE list_pk, list_sk, lease_holder, lease_expires, target_group_arn",
             vec![

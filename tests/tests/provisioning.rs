@@ -351,3 +351,52 @@ async fn a_terminal_error_fails_the_cluster_with_its_phase_and_delete_still_clea
         send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
     assert_eq!(status, 410, "{again}");
 }
+
+#[tokio::test]
+async fn a_delete_racing_the_create_wins_and_leaves_nothing() {
+    let (cloud, stack) = deployed("racing").await;
+    let api = stack.api_url.clone().expect("ApiId output");
+    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
+    let (status, created) =
+        send_json(Method::POST, &format!("{api}/clusters"), Some(CREATE), &[]).await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    // Delete while the create run holds the cluster's lease.
+    wait_for_phase(
+        &api,
+        &id,
+        &["PROVISIONING", "READY"],
+        Duration::from_secs(60),
+    )
+    .await;
+    let (status, deleting) =
+        send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(status, 202, "{deleting}");
+    let gone = wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(120)).await;
+    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    assert!(
+        cluster_instances(
+            &ec2,
+            &id,
+            &["pending", "running", "stopping", "stopped", "shutting-down"]
+        )
+        .await
+        .is_empty(),
+        "instances outlived the deleted cluster"
+    );
+    // A task of the superseded create run, arriving late, is refused: fencing.
+    let late = cloud
+        .invoke(
+            &stack,
+            "ProvisionFunction",
+            &serde_json::json!({"task": "check-running", "ctx": {"clusterId": id, "generation": 1, "reason": "create"}, "leaseToken": 1}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        late.payload["errorType"],
+        orchestrator::error::ERROR_TYPE_SUPERSEDED,
+        "{:?}",
+        late.payload
+    );
+}
