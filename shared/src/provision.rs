@@ -201,24 +201,24 @@ impl Provisioner {
             Task::Begin => self.begin(&cluster, &request).await,
             Task::RecordFailure => self.record_failure(&cluster, &request).await,
             task => {
-                let token = Fence {
+                let fence = Fence {
                     token: token_of(&request)?,
                     generation: request.ctx.generation,
                 };
                 let phase = run_phase(request.ctx.reason);
                 self.store
-                    .record_step(id, token, phase, task.step())
+                    .record_step(id, fence, phase, task.step())
                     .await?;
                 match task {
                     Task::Launch => self.launch(&cluster, &request).await,
                     Task::CheckRunning => self.check_running(&cluster, &request).await,
-                    Task::Register => self.register(&cluster, token).await,
+                    Task::Register => self.register(&cluster, fence).await,
                     Task::CheckHealthy => self.check_healthy(&cluster, &request).await,
-                    Task::Finish => self.finish(&cluster, token).await,
+                    Task::Finish => self.finish(&cluster, fence).await,
                     Task::Deregister => self.deregister(&cluster).await,
                     Task::Terminate => self.terminate(&cluster).await,
                     Task::CheckTerminated => self.check_terminated(&cluster, &request).await,
-                    Task::Purge => self.purge(&cluster, token).await,
+                    Task::Purge => self.purge(&cluster, fence).await,
                     Task::Begin | Task::RecordFailure => unreachable!("handled above"),
                 }
             }
@@ -446,11 +446,11 @@ fn wait_outcome(
 }
 
 impl Provisioner {
-    async fn register(&self, cluster: &Cluster, token: Fence) -> Result<TaskOutcome> {
+    async fn register(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
         let arn = self.targets.ensure_target_group(&cluster.id).await?;
         if cluster.target_group_arn.as_deref() != Some(arn.as_str()) {
             self.store
-                .record_target_group(&cluster.id, token, &arn)
+                .record_target_group(&cluster.id, fence, &arn)
                 .await?;
         }
         self.targets
@@ -541,9 +541,9 @@ impl Provisioner {
         )
     }
 
-    async fn finish(&self, cluster: &Cluster, token: Fence) -> Result<TaskOutcome> {
+    async fn finish(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
         self.store
-            .finish_run(&cluster.id, token, Phase::Ready, None)
+            .finish_run(&cluster.id, fence, Phase::Ready, None)
             .await?;
         let web = cluster.nodes.iter().filter(|n| n.tier == Tier::Web).count();
         let db = cluster.nodes.iter().filter(|n| n.tier == Tier::Db).count();
@@ -633,10 +633,10 @@ impl Provisioner {
         wait_outcome(waiting, request, TERMINATED_TIMEOUT_SECS, "to terminate")
     }
 
-    async fn purge(&self, cluster: &Cluster, token: Fence) -> Result<TaskOutcome> {
+    async fn purge(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
         self.targets.delete(&cluster.id).await?;
         self.secrets.delete_admin_secret(&cluster.id).await?;
-        self.store.purge(&cluster.id, token).await?;
+        self.store.purge(&cluster.id, fence).await?;
         Ok(TaskOutcome {
             ready: true,
             detail: "DELETED".into(),
@@ -664,12 +664,12 @@ impl Provisioner {
             message: message.chars().take(2000).collect(),
             at: now_rfc3339(),
         };
-        let token = Fence {
+        let fence = Fence {
             token: token_of(request)?,
             generation: request.ctx.generation,
         };
         self.store
-            .finish_run(&cluster.id, token, Phase::Failed, Some(&error))
+            .finish_run(&cluster.id, fence, Phase::Failed, Some(&error))
             .await?;
         self.record(
             cluster,
