@@ -115,6 +115,14 @@ fn seconds_since(rfc3339: &str) -> i64 {
     if then == 0 { 0 } else { now - then }
 }
 
+/// The fence a task writes under: its run's lease token and generation.
+fn fence_of(request: &TaskRequest) -> Result<Fence> {
+    Ok(Fence {
+        token: token_of(request)?,
+        generation: request.ctx.generation,
+    })
+}
+
 fn token_of(request: &TaskRequest) -> Result<u64> {
     request.lease_token.ok_or_else(|| {
         Error::validation(
@@ -201,10 +209,7 @@ impl Provisioner {
             Task::Begin => self.begin(&cluster, &request).await,
             Task::RecordFailure => self.record_failure(&cluster, &request).await,
             task => {
-                let fence = Fence {
-                    token: token_of(&request)?,
-                    generation: request.ctx.generation,
-                };
+                let fence = fence_of(&request)?;
                 let phase = run_phase(request.ctx.reason);
                 self.store
                     .record_step(id, fence, phase, task.step())
@@ -216,7 +221,7 @@ impl Provisioner {
                     Task::CheckHealthy => self.check_healthy(&cluster, &request).await,
                     Task::Finish => self.finish(&cluster, fence).await,
                     Task::Deregister => self.deregister(&cluster).await,
-                    Task::Terminate => self.terminate(&cluster).await,
+                    Task::Terminate => self.terminate(&cluster, fence).await,
                     Task::CheckTerminated => self.check_terminated(&cluster, &request).await,
                     Task::Purge => self.purge(&cluster, fence).await,
                     Task::Begin | Task::RecordFailure => unreachable!("handled above"),
@@ -261,6 +266,7 @@ impl Provisioner {
     }
 
     async fn launch(&self, cluster: &Cluster, request: &TaskRequest) -> Result<TaskOutcome> {
+        let fence = fence_of(request)?;
         let subnets = self.fleet.subnets(&cluster.spec.subnets).await?;
         let observed = self.fleet.observe(&cluster.id).await?;
         let plan = plan_launches(&cluster.spec, &subnets, &observed);
@@ -269,7 +275,7 @@ impl Provisioner {
         for (slot, instance) in &plan.keep {
             let node = observed_node(*slot, instance, node_state(instance.state), recorded(*slot));
             if changed(recorded(*slot), &node) {
-                self.store.put_node(&cluster.id, &node).await?;
+                self.store.put_node(&cluster.id, fence, &node).await?;
             }
         }
         // The database nodes read their admin password at install: it must exist first.
@@ -299,7 +305,7 @@ impl Provisioner {
                 target_health: None,
                 updated_at: now_rfc3339(),
             };
-            self.store.put_node(&cluster.id, &reserved).await?;
+            self.store.put_node(&cluster.id, fence, &reserved).await?;
             let instance_type = match slot.tier {
                 Tier::Web => &cluster.spec.web.instance_type,
                 Tier::Db => &cluster.spec.db.instance_type,
@@ -328,6 +334,7 @@ impl Provisioner {
             self.store
                 .put_node(
                     &cluster.id,
+                    fence,
                     &Node {
                         instance_id: Some(instance_id.clone()),
                         state: NodeState::Pending,
@@ -368,7 +375,9 @@ impl Provisioner {
             .map(|s| s.name())
             .collect();
         for node in cluster.nodes.iter().filter(|n| !wanted.contains(&n.slot)) {
-            self.store.delete_node(&cluster.id, &node.slot).await?;
+            self.store
+                .delete_node(&cluster.id, fence, &node.slot)
+                .await?;
         }
         Ok(TaskOutcome {
             ready: true,
@@ -384,6 +393,7 @@ impl Provisioner {
     }
 
     async fn check_running(&self, cluster: &Cluster, request: &TaskRequest) -> Result<TaskOutcome> {
+        let fence = fence_of(request)?;
         let observed = self.fleet.observe(&cluster.id).await?;
         let mut waiting = Vec::new();
         for slot in desired_slots(&cluster.spec) {
@@ -401,7 +411,7 @@ impl Provisioner {
             let state = node_state(instance.state);
             let node = observed_node(slot, instance, state, recorded);
             if changed(recorded, &node) {
-                self.store.put_node(&cluster.id, &node).await?;
+                self.store.put_node(&cluster.id, fence, &node).await?;
             }
             if instance.state != InstanceState::Running {
                 waiting.push(instance.instance_id.clone());
@@ -470,7 +480,7 @@ impl Provisioner {
                     updated_at: now_rfc3339(),
                     ..node.clone()
                 };
-                self.store.put_node(&cluster.id, &next).await?;
+                self.store.put_node(&cluster.id, fence, &next).await?;
             }
         }
         self.record(
@@ -492,6 +502,7 @@ impl Provisioner {
     }
 
     async fn check_healthy(&self, cluster: &Cluster, request: &TaskRequest) -> Result<TaskOutcome> {
+        let fence = fence_of(request)?;
         let Some(arn) = &cluster.target_group_arn else {
             return Err(Error::CorruptRecord {
                 key: format!("CLUSTER#{}", cluster.id),
@@ -522,6 +533,7 @@ impl Provisioner {
                 self.store
                     .put_node(
                         &cluster.id,
+                        fence,
                         &Node {
                             updated_at: now_rfc3339(),
                             ..next
@@ -581,7 +593,7 @@ impl Provisioner {
         })
     }
 
-    async fn terminate(&self, cluster: &Cluster) -> Result<TaskOutcome> {
+    async fn terminate(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
         let observed = self.fleet.observe(&cluster.id).await?;
         let ids: Vec<String> = observed
             .iter()
@@ -596,7 +608,7 @@ impl Provisioner {
                     updated_at: now_rfc3339(),
                     ..node.clone()
                 };
-                self.store.put_node(&cluster.id, &next).await?;
+                self.store.put_node(&cluster.id, fence, &next).await?;
             }
         }
         if !ids.is_empty() {
@@ -664,10 +676,7 @@ impl Provisioner {
             message: message.chars().take(2000).collect(),
             at: now_rfc3339(),
         };
-        let fence = Fence {
-            token: token_of(request)?,
-            generation: request.ctx.generation,
-        };
+        let fence = fence_of(request)?;
         self.store
             .finish_run(&cluster.id, fence, Phase::Failed, Some(&error))
             .await?;
@@ -822,6 +831,10 @@ mod tests {
             .then_output(|| {
                 aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
             });
+        let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_output(|| {
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder()
+                .build()
+        });
         let put = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
             aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
         });
@@ -868,7 +881,7 @@ mod tests {
                 mocked_client!(
                     aws_sdk_dynamodb,
                     RuleMode::MatchAny,
-                    [&query, &actions, &renew, &put]
+                    [&query, &actions, &renew, &put, &transact]
                 ),
                 "table",
             ),
@@ -915,10 +928,11 @@ mod tests {
             0,
             "TerminateInstances on a converged cluster"
         );
+        assert_eq!(put.num_calls(), 0, "action writes on a converged cluster");
         assert_eq!(
-            put.num_calls(),
+            transact.num_calls(),
             0,
-            "node or action writes on a converged cluster"
+            "node writes on a converged cluster"
         );
         assert_eq!(renew.num_calls(), 1);
         assert_eq!(

@@ -460,35 +460,101 @@ impl ClusterStore {
         }
     }
 
-    /// Write (or overwrite) a node record; the instance id feeds the `by-instance` index.
-    pub async fn put_node(&self, id: &str, node: &Node) -> Result<()> {
-        let mut put = self
-            .client
-            .put_item()
+    /// One write, made only while `fence` still holds the cluster: a transaction of a
+    /// ConditionCheck on META (token and generation) and the write itself.
+    async fn fenced_transact(
+        &self,
+        id: &str,
+        fence: Fence,
+        write: aws_sdk_dynamodb::types::TransactWriteItem,
+    ) -> Result<()> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem};
+        let check = ConditionCheck::builder()
             .table_name(&self.table)
-            .item("pk", s(Self::cluster_key(id)))
-            .item("sk", s(format!("NODE#{}", node.slot)))
-            .item("cluster_id", s(id))
-            .item("data", s(serde_json::to_string(node).unwrap_or_default()));
-        if let Some(instance_id) = &node.instance_id {
-            put = put.item("instance_id", s(instance_id));
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s("META"))
+            .condition_expression("lease_token = :token AND generation = :fence_generation")
+            .expression_attribute_values(":token", n(fence.token))
+            .expression_attribute_values(":fence_generation", n(fence.generation))
+            .build()
+            .map_err(|e| Error::CorruptRecord {
+                key: Self::cluster_key(id),
+                problem: e.to_string(),
+            })?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .transact_items(write)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let fenced_out = matches!(
+                    err.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(e))
+                        if e.cancellation_reasons().first().and_then(|r| r.code())
+                            == Some("ConditionalCheckFailed")
+                );
+                if fenced_out {
+                    Err(Error::Superseded(format!(
+                        "cluster {id}: lease token {} of generation {} is no longer current",
+                        fence.token, fence.generation
+                    )))
+                } else {
+                    Err(from_sdk("dynamodb", "TransactWriteItems", err))
+                }
+            }
         }
-        put.send()
-            .await
-            .map_err(|e| from_sdk("dynamodb", "PutItem", e))?;
-        Ok(())
     }
 
-    pub async fn delete_node(&self, id: &str, slot: &str) -> Result<()> {
-        self.client
-            .delete_item()
+    /// Write (or overwrite) a node record under the run's fence; the instance id feeds the
+    /// `by-instance` index.
+    pub async fn put_node(&self, id: &str, fence: Fence, node: &Node) -> Result<()> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+        let mut item = HashMap::from([
+            ("pk".to_string(), s(Self::cluster_key(id))),
+            ("sk".to_string(), s(format!("NODE#{}", node.slot))),
+            ("cluster_id".to_string(), s(id)),
+            (
+                "data".to_string(),
+                s(serde_json::to_string(node).unwrap_or_default()),
+            ),
+        ]);
+        if let Some(instance_id) = &node.instance_id {
+            item.insert("instance_id".to_string(), s(instance_id));
+        }
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| Error::CorruptRecord {
+                key: Self::cluster_key(id),
+                problem: e.to_string(),
+            })?;
+        self.fenced_transact(id, fence, TransactWriteItem::builder().put(put).build())
+            .await
+    }
+
+    pub async fn delete_node(&self, id: &str, fence: Fence, slot: &str) -> Result<()> {
+        use aws_sdk_dynamodb::types::{Delete, TransactWriteItem};
+        let delete = Delete::builder()
             .table_name(&self.table)
             .key("pk", s(Self::cluster_key(id)))
             .key("sk", s(format!("NODE#{slot}")))
-            .send()
-            .await
-            .map_err(|e| from_sdk("dynamodb", "DeleteItem", e))?;
-        Ok(())
+            .build()
+            .map_err(|e| Error::CorruptRecord {
+                key: Self::cluster_key(id),
+                problem: e.to_string(),
+            })?;
+        self.fenced_transact(
+            id,
+            fence,
+            TransactWriteItem::builder().delete(delete).build(),
+        )
+        .await
     }
 
     /// Append to the audit log. The sort key orders by time; the suffix keeps two actions
