@@ -235,11 +235,12 @@ async fn get_cluster(ctx: &ApiContext, id: &str) -> Result<ApiResponse, Error> {
     if !valid_cluster_id(id) {
         return Err(not_found(id));
     }
-    let cluster = ctx
+    let mut cluster = ctx
         .store
         .get_cluster(id)
         .await?
         .ok_or_else(|| not_found(id))?;
+    cluster.actions = ctx.store.recent_actions(id).await?;
     Ok(ApiResponse::json(200, cluster_view(&cluster)))
 }
 

@@ -935,6 +935,7 @@ mod tests {
             "node writes on a converged cluster"
         );
         assert_eq!(renew.num_calls(), 1);
+        assert_eq!(actions.num_calls(), 0, "a task read the action log");
         assert_eq!(
             create_secret.num_calls(),
             0,

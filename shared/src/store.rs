@@ -232,7 +232,8 @@ impl ClusterStore {
         Ok(items)
     }
 
-    /// Everything recorded about a cluster, or `None`. Actions are the most recent ones.
+    /// The cluster's record and nodes, or `None`; `actions` is left empty (see
+    /// `recent_actions`).
     pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>> {
         let items = self.partition_items(Self::cluster_key(id), None).await?;
         let Some(meta) = items.iter().find(|i| sk_of(i) == "META") else {
@@ -242,12 +243,12 @@ impl ClusterStore {
         for item in items.iter().filter(|i| sk_of(i).starts_with("NODE#")) {
             cluster.nodes.push(data_of(item)?);
         }
-        cluster.actions = self.recent_actions(id).await?;
         Ok(Some(cluster))
     }
 
-    /// The newest actions (one page, newest first from DynamoDB), in time order.
-    async fn recent_actions(&self, id: &str) -> Result<Vec<Action>> {
+    /// The newest actions (one page, newest first from DynamoDB), in time order. Kept out
+    /// of `get_cluster`: every workflow task reads the cluster, only people read the log.
+    pub async fn recent_actions(&self, id: &str) -> Result<Vec<Action>> {
         let output = self
             .client
             .query()
