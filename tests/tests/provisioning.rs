@@ -39,6 +39,18 @@ async fn cluster_instances(
         .collect()
 }
 
+/// Every EC2 state but `terminated`: an instance in one of these still exists.
+const NOT_TERMINATED: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+/// DELETE the cluster (expecting 202) and wait until it is DELETED.
+async fn delete_and_wait(api: &str, id: &str, timeout: Duration) {
+    let (status, deleting) =
+        send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(status, 202, "{deleting}");
+    let gone = wait_for_phase(api, id, &["DELETED", "FAILED"], timeout).await;
+    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+}
+
 #[tokio::test]
 async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
     let (cloud, stack) = deployed("provisioning").await;
@@ -237,19 +249,11 @@ async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
     );
 
     // DELETE: no instance running, no target registered, nothing left but a tombstone.
-    let (status, deleting) =
-        send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
-    assert_eq!(status, 202, "{deleting}");
-    let gone = wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(180)).await;
-    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    delete_and_wait(&api, &id, Duration::from_secs(180)).await;
     assert!(
-        cluster_instances(
-            &ec2,
-            &id,
-            &["pending", "running", "stopping", "stopped", "shutting-down"]
-        )
-        .await
-        .is_empty()
+        cluster_instances(&ec2, &id, &NOT_TERMINATED)
+            .await
+            .is_empty()
     );
     let groups = elbv2
         .describe_target_groups()
@@ -343,10 +347,7 @@ async fn a_terminal_error_fails_the_cluster_with_its_phase_and_delete_still_clea
     assert!(actions.contains(&"Failed"), "{actions:?}");
     assert!(!actions.contains(&"RunInstances"), "{actions:?}");
 
-    let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
-    assert_eq!(status, 202);
-    let gone = wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(120)).await;
-    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    delete_and_wait(&api, &id, Duration::from_secs(120)).await;
     let (status, again) =
         send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
     assert_eq!(status, 410, "{again}");
@@ -369,19 +370,11 @@ async fn a_delete_racing_the_create_wins_and_leaves_nothing() {
         Duration::from_secs(60),
     )
     .await;
-    let (status, deleting) =
-        send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
-    assert_eq!(status, 202, "{deleting}");
-    let gone = wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(120)).await;
-    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    delete_and_wait(&api, &id, Duration::from_secs(120)).await;
     assert!(
-        cluster_instances(
-            &ec2,
-            &id,
-            &["pending", "running", "stopping", "stopped", "shutting-down"]
-        )
-        .await
-        .is_empty(),
+        cluster_instances(&ec2, &id, &NOT_TERMINATED)
+            .await
+            .is_empty(),
         "instances outlived the deleted cluster"
     );
     // A task of the superseded create run, arriving late, is refused: fencing.
