@@ -15,6 +15,7 @@ pub struct Clients {
     pub ec2: aws_sdk_ec2::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub s3: aws_sdk_s3::Client,
     pub sfn: aws_sdk_sfn::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
 }
@@ -26,8 +27,18 @@ impl Clients {
             ec2: aws_sdk_ec2::Client::new(config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            s3: s3_client(config),
             sfn: aws_sdk_sfn::Client::new(config),
             secrets: aws_sdk_secretsmanager::Client::new(config),
         }
     }
+}
+
+/// S3 with path-style addressing when an endpoint is overridden (a local cloud has no
+/// per-bucket host names); virtual-hosted style, the AWS default, otherwise.
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
 }

@@ -75,6 +75,16 @@ pub enum Error {
     /// An incoming event does not have the shape AWS documents for its source.
     #[error("malformed event: {0}")]
     MalformedEvent(String),
+
+    /// What the step needs is not there yet (a node still recovering, a DNS name not yet
+    /// reported): the state machine retries with backoff.
+    #[error("not ready: {0}")]
+    NotReady(String),
+
+    /// The step cannot succeed by retrying (a script refused, nodes in two groups): a person
+    /// has to look; the message says at what.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {
@@ -90,10 +100,18 @@ impl Error {
         }
     }
 
+    pub fn retryable(why: impl Into<String>) -> Self {
+        Self::NotReady(why.into())
+    }
+
+    pub fn terminal(why: impl Into<String>) -> Self {
+        Self::Refused(why.into())
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Aws { retryable, .. } => *retryable,
-            Self::Conflict(_) => true,
+            Self::Conflict(_) | Self::NotReady(_) => true,
             Self::MissingConfig { .. }
             | Self::InvalidConfig { .. }
             | Self::Validation { .. }
@@ -101,7 +119,8 @@ impl Error {
             | Self::CorruptRecord { .. }
             | Self::Superseded(_)
             | Self::Gone(_)
-            | Self::MalformedEvent(_) => false,
+            | Self::MalformedEvent(_)
+            | Self::Refused(_) => false,
         }
     }
 

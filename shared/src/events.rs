@@ -157,7 +157,7 @@ impl HealingTrigger {
 /// change that resumes a waiting one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplicationTrigger {
-    Task(WorkflowInput),
+    Task(Box<crate::replication::TaskRequest>),
     CommandStatus(Box<CommandStatusEvent>),
 }
 
@@ -265,6 +265,16 @@ mod tests {
                 assert_eq!(e.task, crate::provision::Task::Launch);
                 assert_eq!(e.lease_token, Some(1));
             }),
+            ("replication-task-converge.json", |n| {
+                let e: crate::replication::TaskRequest = parse(n);
+                assert_eq!(e.task, crate::replication::Task::DbConverge);
+                let report = &e.previous.unwrap().outputs[0].stdout;
+                assert!(
+                    !crate::report::NodeReport::from_output(report)
+                        .unwrap()
+                        .in_group()
+                );
+            }),
             ("workflow-create.json", |n| {
                 let e: WorkflowInput = parse(n);
                 assert_eq!(e.reason, RunReason::Create);
@@ -321,7 +331,7 @@ mod tests {
             Ok(ReplicationTrigger::CommandStatus(_))
         ));
         assert!(matches!(
-            ReplicationTrigger::from_json(json("workflow-create.json")),
+            ReplicationTrigger::from_json(json("replication-task-converge.json")),
             Ok(ReplicationTrigger::Task(_))
         ));
         assert!(alarm_from_json(json("alarm-high-request-count.json")).is_ok());

@@ -156,6 +156,10 @@ impl Fleet {
                         .placement()
                         .and_then(|p| p.availability_zone())
                         .map(str::to_string),
+                    private_dns_name: instance
+                        .private_dns_name()
+                        .filter(|name| !name.is_empty())
+                        .map(str::to_string),
                     launched_at: instance
                         .launch_time()
                         .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())

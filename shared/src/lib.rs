@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod fleet;
 pub mod model;
 pub mod plan;
 pub mod provision;
+pub mod replication;
 pub mod report;
 pub mod secrets;
 pub mod spec;

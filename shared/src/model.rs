@@ -163,6 +163,16 @@ pub struct Node {
     pub role: Option<String>,
     /// The target group's view of a web node (`healthy`, `initial`, ...).
     pub target_health: Option<String>,
+    /// The private DNS name: a database node's `report_host`, the name its group knows it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Group Replication member state (`ONLINE`, `RECOVERING`, `OFFLINE`, ...) as last
+    /// reported by the node itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_state: Option<String>,
+    /// The Group Replication group (a UUID) the node last reported belonging to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
     pub updated_at: String,
 }
 

@@ -26,6 +26,8 @@ pub struct ObservedInstance {
     pub state: InstanceState,
     pub subnet_id: Option<String>,
     pub availability_zone: Option<String>,
+    /// The private DNS name (empty in the EC2 answer until the interface is attached).
+    pub private_dns_name: Option<String>,
     /// RFC 3339; the oldest instance of a slot wins when there are two.
     pub launched_at: String,
 }
@@ -151,6 +153,7 @@ mod tests {
             state,
             subnet_id: None,
             availability_zone: None,
+            private_dns_name: None,
             launched_at: at.into(),
         }
     }

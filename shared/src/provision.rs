@@ -162,6 +162,12 @@ fn observed_node(
             .clone()
             .or_else(|| previous.and_then(|n| n.subnet_id.clone())),
         role: previous.and_then(|n| n.role.clone()),
+        host: instance
+            .private_dns_name
+            .clone()
+            .or_else(|| previous.and_then(|n| n.host.clone())),
+        member_state: previous.and_then(|n| n.member_state.clone()),
+        group_name: previous.and_then(|n| n.group_name.clone()),
         target_health: previous.and_then(|n| n.target_health.clone()),
         updated_at: now_rfc3339(),
     }
@@ -302,6 +308,9 @@ impl Provisioner {
                 availability_zone: Some(subnet.availability_zone.clone()),
                 subnet_id: Some(subnet.id.clone()),
                 role: None,
+                host: None,
+                member_state: None,
+                group_name: None,
                 target_health: None,
                 updated_at: now_rfc3339(),
             };
@@ -695,7 +704,7 @@ impl Provisioner {
 }
 
 /// The phase a run shows while it works.
-fn run_phase(reason: RunReason) -> Phase {
+pub(crate) fn run_phase(reason: RunReason) -> Phase {
     match reason {
         RunReason::Create => Phase::Provisioning,
         RunReason::Heal | RunReason::Sweep => Phase::Healing,
@@ -771,6 +780,9 @@ mod tests {
                 availability_zone: Some(zone(i)),
                 subnet_id: Some(format!("subnet-0000000{i}")),
                 role: None,
+                host: None,
+                member_state: None,
+                group_name: None,
                 target_health: None,
                 updated_at: "2026-11-23T12:01:00Z".into(),
             };
@@ -1015,6 +1027,9 @@ mod tests {
             availability_zone: Some("us-east-1a".into()),
             subnet_id: Some("subnet-1".into()),
             role: None,
+            host: None,
+            member_state: None,
+            group_name: None,
             target_health: None,
             updated_at: "2026-01-01T00:00:00Z".into(),
         };

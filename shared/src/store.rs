@@ -7,6 +7,10 @@
 //!   `by-instance` GSI.
 //! - `pk = ACTIONS#<id>`, `sk = ACTION#<time>#<n>`: the audit log, in a partition of its own
 //!   so the hot path (every task reads the cluster) does not grow with the log.
+//! - `pk = CLUSTER#<id>`, `sk = STEP#<key>`: the SSM command a run sent for a mutating
+//!   database step, so a retried task waits on it instead of sending it again.
+//! - `pk = COMMAND#<command id>`, `sk = COMMAND`: what an SSM status event resolves: the
+//!   cluster, the step and the Step Functions task token waiting for it (TTL a week).
 //! - `pk = NAME#<name>`, `sk = NAME`: the claim that keeps names unique among live clusters.
 //! - The sparse GSI `clusters` (`list_pk = CLUSTER`, `list_sk = <created_at>#<id>`) lists
 //!   clusters newest first without a Scan; only META items carry `list_pk`.
@@ -28,6 +32,8 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 pub const LEASE_SECONDS: i64 = 900;
 /// How long a deleted cluster's tombstone stays before DynamoDB's TTL removes it.
 pub const TOMBSTONE_SECONDS: i64 = 30 * 24 * 3600;
+/// How long a command record (command id -> waiting task token) is kept.
+pub const COMMAND_RECORD_SECONDS: i64 = 7 * 24 * 3600;
 /// Actions the API shows; the full log stays in the table.
 pub const RECENT_ACTIONS: usize = 50;
 
@@ -92,6 +98,28 @@ pub struct Fence {
     pub generation: u64,
 }
 
+/// An SSM command a workflow task waits on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandRecord {
+    pub command_id: String,
+    pub cluster_id: String,
+    pub generation: u64,
+    /// The workflow step (`db-install`, `db-inspect`, ...): the phase a failure names.
+    pub step: String,
+    pub document: crate::commands::Document,
+    /// The instances it went to, with their slots.
+    pub targets: Vec<CommandTarget>,
+    pub sent_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandTarget {
+    pub instance_id: String,
+    pub slot: String,
+}
+
 /// What `create_cluster` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -105,6 +133,10 @@ pub enum Created {
 impl ClusterStore {
     fn cluster_key(id: &str) -> String {
         format!("CLUSTER#{id}")
+    }
+
+    fn command_key(command_id: &str) -> String {
+        format!("COMMAND#{command_id}")
     }
 
     fn name_key(name: &str) -> String {
@@ -467,7 +499,7 @@ impl ClusterStore {
         &self,
         id: &str,
         fence: Fence,
-        write: aws_sdk_dynamodb::types::TransactWriteItem,
+        writes: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
     ) -> Result<()> {
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
         use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem};
@@ -486,8 +518,11 @@ impl ClusterStore {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(check).build())
-            .transact_items(write)
+            .set_transact_items(Some(
+                std::iter::once(TransactWriteItem::builder().condition_check(check).build())
+                    .chain(writes)
+                    .collect(),
+            ))
             .send()
             .await;
         match result {
@@ -535,8 +570,12 @@ impl ClusterStore {
                 key: Self::cluster_key(id),
                 problem: e.to_string(),
             })?;
-        self.fenced_transact(id, fence, TransactWriteItem::builder().put(put).build())
-            .await
+        self.fenced_transact(
+            id,
+            fence,
+            vec![TransactWriteItem::builder().put(put).build()],
+        )
+        .await
     }
 
     pub async fn delete_node(&self, id: &str, fence: Fence, slot: &str) -> Result<()> {
@@ -553,9 +592,149 @@ impl ClusterStore {
         self.fenced_transact(
             id,
             fence,
-            TransactWriteItem::builder().delete(delete).build(),
+            vec![TransactWriteItem::builder().delete(delete).build()],
         )
         .await
+    }
+
+    /// The command a run sent for a mutating step (`STEP#<key>` in the cluster partition),
+    /// and how many times the step has been sent.
+    pub async fn step_command(&self, id: &str, step_key: &str) -> Result<Option<(String, u32)>> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s(format!("STEP#{step_key}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "GetItem", e))?;
+        Ok(item.item().and_then(|item| {
+            let command = item.get("command_id")?.as_s().ok()?.clone();
+            let sends = number_attr(item, "sends").unwrap_or(1) as u32;
+            Some((command, sends))
+        }))
+    }
+
+    /// Record a command the workflow now waits on, under the run's fence: the command item
+    /// (what a status event resolves: the task token to answer) and, for a mutating step,
+    /// the step's pointer to it. Command items expire a week after they are sent.
+    pub async fn record_command(
+        &self,
+        fence: Fence,
+        record: &CommandRecord,
+        step: Option<(&str, u32)>,
+        task_token: &str,
+    ) -> Result<()> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+        let id = record.cluster_id.as_str();
+        let put = |item: Item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(|e| Error::CorruptRecord {
+                    key: Self::command_key(&record.command_id),
+                    problem: e.to_string(),
+                })
+        };
+        let mut writes = vec![put(HashMap::from([
+            ("pk".to_string(), s(Self::command_key(&record.command_id))),
+            ("sk".to_string(), s("COMMAND")),
+            ("cluster_id".to_string(), s(id)),
+            ("task_token".to_string(), s(task_token)),
+            (
+                "data".to_string(),
+                s(serde_json::to_string(record).unwrap_or_default()),
+            ),
+            (
+                "expires_at".to_string(),
+                n(epoch_seconds() + COMMAND_RECORD_SECONDS),
+            ),
+        ]))?];
+        if let Some((key, sends)) = step {
+            writes.push(put(HashMap::from([
+                ("pk".to_string(), s(Self::cluster_key(id))),
+                ("sk".to_string(), s(format!("STEP#{key}"))),
+                ("command_id".to_string(), s(&record.command_id)),
+                ("sends".to_string(), n(sends)),
+            ]))?);
+        }
+        self.fenced_transact(id, fence, writes).await
+    }
+
+    /// Point a command at the task token now waiting for it (a retried or re-armed task).
+    pub async fn arm_command(&self, command_id: &str, task_token: &str) -> Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::command_key(command_id)))
+            .key("sk", s("COMMAND"))
+            .update_expression("SET task_token = :token")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":token", s(task_token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(Error::NotFound {
+                kind: "command",
+                id: command_id.to_string(),
+            }),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// A recorded command and the task token waiting for it; `None` for commands this
+    /// orchestrator did not send (or whose record expired).
+    pub async fn command(&self, command_id: &str) -> Result<Option<(CommandRecord, String)>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::command_key(command_id)))
+            .key("sk", s("COMMAND"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "GetItem", e))?;
+        let Some(item) = output.item() else {
+            return Ok(None);
+        };
+        let record: CommandRecord = data_of(item)?;
+        let token = item
+            .get("task_token")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        Ok(Some((record, token)))
+    }
+
+    /// Claim the right to answer `task_token` for this command: true once per token, so an
+    /// event delivered twice (or an event racing the fallback poll) answers the workflow once.
+    pub async fn claim_resolution(&self, command_id: &str, task_token: &str) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::command_key(command_id)))
+            .key("sk", s("COMMAND"))
+            .update_expression("SET resolved_token = :token, resolved_at = :at")
+            .condition_expression(
+                "task_token = :token AND (attribute_not_exists(resolved_token) OR resolved_token <> :token)",
+            )
+            .expression_attribute_values(":token", s(task_token))
+            .expression_attribute_values(":at", s(now_rfc3339()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
     }
 
     /// Append to the audit log. The sort key orders by time; the suffix keeps two actions

@@ -1,44 +1,79 @@
-//! `replication`: ClusterWorkflow tasks for the database tier (install MySQL, create the
-//! InnoDB Cluster, join nodes, verify) over SSM, and the SSM command status events that
-//! resume a waiting workflow. Until the replication issue lands, a task is refused with a
-//! terminal error so the workflow fails visibly instead of pretending a database exists;
-//! status events are logged.
+//! `replication`: the database tasks of ClusterWorkflow (install MySQL, inspect, create /
+//! join / reboot the InnoDB Cluster, bootstrap MySQL Router) over SSM Run Command, and the
+//! SSM command status events that answer the waiting workflow. The tasks live in
+//! `orchestrator::replication`; this binary builds the clients once and routes the trigger.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
+use orchestrator::commands::{CommandSettings, Commands};
 use orchestrator::config::StoreSettings;
 use orchestrator::events::ReplicationTrigger;
+use orchestrator::replication::Replicator;
 use orchestrator::startup::require;
+use orchestrator::store::ClusterStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     orchestrator::telemetry::init();
-    require("read configuration", StoreSettings::from_env())?;
-    run(service_fn(handle)).await
+    let store = require("read configuration", StoreSettings::from_env())?;
+    let commands = require("read configuration", CommandSettings::from_env())?;
+    let sdk = orchestrator::aws::load_sdk_config().await;
+    let replicator = Replicator {
+        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
+        commands: Commands::new(
+            aws_sdk_ssm::Client::new(&sdk),
+            orchestrator::aws::s3_client(&sdk),
+            commands,
+        ),
+        sfn: aws_sdk_sfn::Client::new(&sdk),
+    };
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let replicator = &replicator;
+        async move { handle(replicator, event).await }
+    }))
+    .await
 }
 
 #[tracing::instrument(skip_all, fields(request_id = %event.context.request_id))]
-async fn handle(event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Diagnostic> {
+async fn handle(
+    replicator: &Replicator,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, Diagnostic> {
     match ReplicationTrigger::from_json(event.payload) {
-        Ok(ReplicationTrigger::Task(input)) => {
-            tracing::warn!(cluster_id = %input.cluster_id, "database tasks are not implemented in this release");
-            Err(orchestrator::Error::validation(
-                "reason",
-                format!(
-                    "{:?} runs of the database tier are not supported yet",
-                    input.reason
-                ),
-                "upgrade the stack to a release that sets up the database tier",
-            )
-            .into())
+        Ok(ReplicationTrigger::Task(request)) => {
+            let task = request.task;
+            // Boxed: the task's future is deep enough to exceed the compiler's layout limit inline.
+            match Box::pin(replicator.run(*request)).await {
+                // The workflow waits for the command's outcome, not for this answer.
+                Ok(()) => {
+                    tracing::info!(?task, "task handed to SSM");
+                    Ok(serde_json::json!({"accepted": true}))
+                }
+                Err(error) => {
+                    tracing::warn!(?task, error = %error, error_type = error.error_type(), "task failed");
+                    Err(error.into())
+                }
+            }
         }
         Ok(ReplicationTrigger::CommandStatus(status)) => {
+            let detail = &status.detail;
             tracing::info!(
-                command_id = %status.detail.command_id,
-                instance_id = %status.detail.instance_id,
-                status = ?status.detail.status,
+                command_id = %detail.command_id,
+                instance_id = %detail.instance_id,
+                status = ?detail.status,
                 "command status change received"
             );
-            Ok(serde_json::Value::Null)
+            if !detail.status.is_terminal() {
+                return Ok(serde_json::Value::Null);
+            }
+            // A failed resolution is retried by EventBridge's async invoke; the fallback poll
+            // of the waiting state covers an event lost for good.
+            let answered = Box::pin(replicator.resolve(&detail.command_id))
+                .await
+                .map_err(|error| {
+                    tracing::warn!(error = %error, "could not answer the waiting task");
+                    Diagnostic::from(error)
+                })?;
+            Ok(serde_json::json!({"answered": answered}))
         }
         Err(error) => {
             tracing::warn!(error = %error, "event dropped");

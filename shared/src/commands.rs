@@ -1,0 +1,316 @@
+//! SSM Run Command adapter: sends the stack's Command documents (rendered into
+//! `template.yaml` from `scripts/`) to cluster instances and reads what they did.
+//!
+//! Output is read from the stack's command-output bucket first, where the SSM agent writes
+//! it in full (`<prefix>/<command>/<instance>/awsrunShellScript/run/{stdout,stderr}`), and
+//! from `GetCommandInvocation` (which truncates at 24,000 characters) when the object is
+//! missing. Only names and host names go into command parameters, never a secret: the
+//! scripts read the cluster admin password on the instance with the instance role.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::required_from;
+use crate::error::{Error, Result, from_sdk, sdk_error_code};
+use crate::events::CommandStatus;
+
+/// The step name every generated document gives its one `aws:runShellScript` step.
+pub const STEP_NAME: &str = "run";
+/// How much of a command's stderr a failure message carries.
+pub const STDERR_EXCERPT_CHARS: usize = 600;
+
+/// The stack's Command documents; the name in SSM is `<stack>-<suffix>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Document {
+    DbInstall,
+    DbReport,
+    DbCreateCluster,
+    DbAddInstance,
+    DbRemoveInstance,
+    DbRebootCluster,
+    WebRouter,
+}
+
+impl Document {
+    pub const ALL: [Document; 7] = [
+        Self::DbInstall,
+        Self::DbReport,
+        Self::DbCreateCluster,
+        Self::DbAddInstance,
+        Self::DbRemoveInstance,
+        Self::DbRebootCluster,
+        Self::WebRouter,
+    ];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::DbInstall => "DbInstall",
+            Self::DbReport => "DbReport",
+            Self::DbCreateCluster => "DbCreateCluster",
+            Self::DbAddInstance => "DbAddInstance",
+            Self::DbRemoveInstance => "DbRemoveInstance",
+            Self::DbRebootCluster => "DbRebootCluster",
+            Self::WebRouter => "WebRouter",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| name.ends_with(&format!("-{}", d.suffix())))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandSettings {
+    /// Documents are named `<prefix>-<suffix>`: the stack name.
+    pub document_prefix: String,
+    /// Where the SSM agent writes command output.
+    pub output_bucket: String,
+}
+
+impl CommandSettings {
+    pub const DOCUMENT_PREFIX: &'static str = "DOCUMENT_PREFIX";
+    pub const OUTPUT_BUCKET: &'static str = "COMMAND_OUTPUT_BUCKET";
+
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        Ok(Self {
+            document_prefix: required_from(Self::DOCUMENT_PREFIX, &lookup)?,
+            output_bucket: required_from(Self::OUTPUT_BUCKET, &lookup)?,
+        })
+    }
+
+    pub fn document_name(&self, document: Document) -> String {
+        format!("{}-{}", self.document_prefix, document.suffix())
+    }
+}
+
+/// One instance's part of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub instance_id: String,
+    pub status: CommandStatus,
+    /// The script's exit code (-1 until it ends).
+    pub response_code: i32,
+    pub status_details: String,
+}
+
+/// What a command printed on one instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The key prefix a cluster's command output goes under.
+pub fn output_prefix(cluster_id: &str) -> String {
+    format!("commands/{cluster_id}")
+}
+
+/// Where the SSM agent writes one stream of one invocation of a `schemaVersion: 2.2`
+/// document: `<prefix>/<command>/<instance>/awsrunShellScript/<step>/<stream>`.
+pub fn output_key(prefix: &str, command_id: &str, instance_id: &str, stream: &str) -> String {
+    format!("{prefix}/{command_id}/{instance_id}/awsrunShellScript/{STEP_NAME}/{stream}")
+}
+
+/// The last `chars` characters of `text`, on a line boundary when one is near.
+pub fn tail(text: &str, chars: usize) -> String {
+    let count = text.chars().count();
+    if count <= chars {
+        return text.trim().to_string();
+    }
+    let cut: String = text.chars().skip(count - chars).collect();
+    match cut.find('\n') {
+        Some(i) if i < chars / 4 => cut[i + 1..].trim().to_string(),
+        _ => format!("...{}", cut.trim()),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Commands {
+    ssm: aws_sdk_ssm::Client,
+    s3: aws_sdk_s3::Client,
+    settings: CommandSettings,
+}
+
+impl Commands {
+    pub fn new(
+        ssm: aws_sdk_ssm::Client,
+        s3: aws_sdk_s3::Client,
+        settings: CommandSettings,
+    ) -> Self {
+        Self { ssm, s3, settings }
+    }
+
+    pub fn settings(&self) -> &CommandSettings {
+        &self.settings
+    }
+
+    /// Send `document` to `instance_ids`; returns the command id.
+    pub async fn send(
+        &self,
+        cluster_id: &str,
+        document: Document,
+        instance_ids: &[String],
+        parameters: &[(&str, &str)],
+    ) -> Result<String> {
+        let mut request = self
+            .ssm
+            .send_command()
+            .document_name(self.settings.document_name(document))
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .comment(format!(
+                "ha-orchestrator {cluster_id} {}",
+                document.suffix()
+            ))
+            .output_s3_bucket_name(&self.settings.output_bucket)
+            .output_s3_key_prefix(output_prefix(cluster_id))
+            // How long SSM keeps trying to deliver to an instance whose agent is not up yet.
+            .timeout_seconds(600);
+        for (name, value) in parameters {
+            request = request.parameters(*name, vec![(*value).to_string()]);
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|e| from_sdk("ssm", "SendCommand", e))?;
+        output
+            .command()
+            .and_then(|c| c.command_id())
+            .map(str::to_string)
+            .ok_or_else(|| Error::Aws {
+                service: "ssm",
+                operation: "SendCommand",
+                code: "MissingCommandId".into(),
+                message: "the answer carries no command id".into(),
+                retryable: true,
+            })
+    }
+
+    /// Every instance's status for a command.
+    pub async fn invocations(&self, command_id: &str) -> Result<Vec<Invocation>> {
+        let mut invocations = Vec::new();
+        let mut pages = self
+            .ssm
+            .list_command_invocations()
+            .command_id(command_id)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("ssm", "ListCommandInvocations", e))?;
+            for invocation in page.command_invocations() {
+                let status = invocation
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|| "Pending".into());
+                invocations.push(Invocation {
+                    instance_id: invocation.instance_id().unwrap_or_default().to_string(),
+                    status: serde_json::from_value(serde_json::Value::String(status))
+                        .unwrap_or(CommandStatus::Pending),
+                    response_code: -1,
+                    status_details: invocation.status_details().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        Ok(invocations)
+    }
+
+    /// What one invocation printed, and its exit code: the bucket first, the API second.
+    pub async fn output(
+        &self,
+        cluster_id: &str,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<(Output, i32)> {
+        // One step per document, so the step (plugin) name may be left out.
+        let detail = self
+            .ssm
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(|e| from_sdk("ssm", "GetCommandInvocation", e))?;
+        let prefix = output_prefix(cluster_id);
+        let stdout = self
+            .object(&output_key(&prefix, command_id, instance_id, "stdout"))
+            .await?
+            .unwrap_or_else(|| detail.standard_output_content().unwrap_or_default().into());
+        let stderr = self
+            .object(&output_key(&prefix, command_id, instance_id, "stderr"))
+            .await?
+            .unwrap_or_else(|| detail.standard_error_content().unwrap_or_default().into());
+        Ok((Output { stdout, stderr }, detail.response_code()))
+    }
+
+    async fn object(&self, key: &str) -> Result<Option<String>> {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.settings.output_bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => {
+                let bytes = object.body.collect().await.map_err(|e| Error::Aws {
+                    service: "s3",
+                    operation: "GetObject",
+                    code: "BodyRead".into(),
+                    message: e.to_string(),
+                    retryable: true,
+                })?;
+                Ok(Some(
+                    String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
+                ))
+            }
+            Err(e) if matches!(sdk_error_code(&e), Some("NoSuchKey" | "NotFound")) => Ok(None),
+            Err(e) => Err(from_sdk("s3", "GetObject", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_round_trip_through_their_ssm_names() {
+        let settings = CommandSettings {
+            document_prefix: "ha-demo".into(),
+            output_bucket: "b".into(),
+        };
+        for document in Document::ALL {
+            let name = settings.document_name(document);
+            assert_eq!(Document::from_name(&name), Some(document), "{name}");
+        }
+        assert_eq!(Document::from_name("AWS-RunShellScript"), None);
+    }
+
+    #[test]
+    fn output_keys_follow_the_agent_layout() {
+        assert_eq!(
+            output_key(&output_prefix("c-1"), "cmd", "i-1", "stdout"),
+            "commands/c-1/cmd/i-1/awsrunShellScript/run/stdout"
+        );
+    }
+
+    #[test]
+    fn tails_keep_the_end_on_a_line_boundary() {
+        assert_eq!(tail("short\n", 100), "short");
+        let long = format!("{}\nlast line of the error", "x".repeat(50));
+        assert_eq!(tail(&long, 30), "last line of the error");
+        let one_line = "y".repeat(40);
+        assert_eq!(tail(&one_line, 10), format!("...{}", "y".repeat(10)));
+    }
+
+    #[test]
+    fn settings_name_the_missing_variable() {
+        let err = CommandSettings::from_lookup(|_| None).unwrap_err();
+        assert!(err.to_string().contains("DOCUMENT_PREFIX"), "{err}");
+    }
+}

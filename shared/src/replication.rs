@@ -1,0 +1,676 @@
+//! The database tasks of `ClusterWorkflow` (the `replication` function): MySQL InnoDB
+//! Cluster over SSM Run Command.
+//!
+//! Every task here is a `lambda:invoke.waitForTaskToken` state. The task sends one command
+//! (or answers at once when there is nothing to do), records the command id with the task
+//! token in DynamoDB and returns; no Lambda sleeps. The SSM "EC2 Command Invocation
+//! Status-change Notification" events (rule in template.yaml) call [`Replicator::resolve`],
+//! which answers the waiting token once every instance of the command has finished. The slow
+//! poll is only the fallback: a waiting state that times out is retried, and the retried task
+//! re-arms the token and checks the command itself.
+//!
+//! The loop the state machine runs: install on every database node -> inspect (every node
+//! reports its view as one JSON line) -> converge (record roles, then create, join or reboot
+//! one step through the split-brain guard) -> inspect again ... until converge finds one
+//! group with every node ONLINE and one PRIMARY -> bootstrap MySQL Router on the web nodes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{Commands, Document, STDERR_EXCERPT_CHARS, tail};
+use crate::error::{
+    ERROR_TYPE_RETRYABLE, ERROR_TYPE_TERMINAL, Error, Result, from_sdk, sdk_error_code,
+};
+use crate::events::{CommandStatus, WorkflowInput};
+use crate::model::{Cluster, Node, NodeState, Tier, now_rfc3339};
+use crate::report::{GroupDecision, NodeReport, decide};
+use crate::store::{ClusterStore, CommandRecord, CommandTarget, Fence};
+
+/// How often one mutating step may be sent in one run (the state machine's retries of a
+/// failed command included) before the run fails instead of trying again.
+pub const MAX_SENDS_PER_STEP: u32 = 4;
+/// How much of each instance's stdout travels back to the workflow (the report is one line).
+const STDOUT_TAIL_CHARS: usize = 4000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Install and configure MySQL and MySQL Shell on every database node.
+    DbInstall,
+    /// Every database node reports its view of the group.
+    DbInspect,
+    /// Record the reports; create, join or reboot one step, or answer done.
+    DbConverge,
+    /// Bootstrap MySQL Router on every web node against the cluster.
+    WebRouter,
+}
+
+/// What the state machine sends a database task.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRequest {
+    pub task: Task,
+    pub ctx: WorkflowInput,
+    pub lease_token: Option<u64>,
+    /// `$$.Task.Token`: what the command's outcome answers.
+    pub task_token: String,
+    /// The previous task's answer (`db-converge` reads the inspect reports from it).
+    #[serde(default)]
+    pub previous: Option<CommandResult>,
+}
+
+/// What a waiting task is answered with (`SendTaskSuccess` output, at `$.last`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandResult {
+    /// `db-converge` only: true once the group is complete and verified.
+    pub done: bool,
+    pub step: String,
+    pub detail: String,
+    #[serde(default)]
+    pub outputs: Vec<InstanceOutput>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceOutput {
+    pub instance_id: String,
+    pub slot: String,
+    pub stdout: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Replicator {
+    pub store: ClusterStore,
+    pub commands: Commands,
+    pub sfn: aws_sdk_sfn::Client,
+}
+
+/// A command to send for a step.
+struct Step<'a> {
+    /// The workflow step name (what `GET /clusters/{id}` shows, and a failure names).
+    name: &'static str,
+    document: Document,
+    targets: Vec<&'a Node>,
+    parameters: Vec<(&'static str, String)>,
+    /// Mutating steps are sent once per run and key: a retried task waits on the command
+    /// already sent instead of sending another. Reads (`None`) are simply sent again.
+    dedupe_key: Option<String>,
+}
+
+/// Live nodes of a tier with an instance to send commands to, in slot order.
+fn live(cluster: &Cluster, tier: Tier) -> Vec<&Node> {
+    let mut nodes: Vec<&Node> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.tier == tier && n.instance_id.is_some())
+        .filter(|n| {
+            !matches!(
+                n.state,
+                NodeState::Launching | NodeState::Terminating | NodeState::Terminated
+            )
+        })
+        .collect();
+    nodes.sort_by_key(|n| crate::model::Slot::parse(&n.slot).map(|s| s.index));
+    nodes
+}
+
+fn instance_of(node: &Node) -> String {
+    node.instance_id.clone().unwrap_or_default()
+}
+
+fn host_of(node: &Node) -> Result<String> {
+    node.host.clone().ok_or_else(|| {
+        Error::retryable(format!(
+            "{} ({}) has no private DNS name yet; waiting for EC2 to report it",
+            node.slot,
+            instance_of(node)
+        ))
+    })
+}
+
+/// Why a command failed, as the workflow and the API show it.
+fn failure_message(
+    document: Document,
+    instance: &str,
+    slot: &str,
+    status: CommandStatus,
+    code: i32,
+    stderr: &str,
+    details: &str,
+) -> String {
+    let excerpt = tail(stderr, STDERR_EXCERPT_CHARS);
+    let excerpt = if excerpt.is_empty() {
+        "(no stderr)".to_string()
+    } else {
+        excerpt
+    };
+    format!(
+        "{} {status:?} on {instance} ({slot}), exit code {code}{}: {excerpt}",
+        document.suffix(),
+        if details.is_empty() || details == format!("{status:?}") {
+            String::new()
+        } else {
+            format!(" ({details})")
+        }
+    )
+}
+
+/// Exit code 3 is the scripts' deliberate refusal (split-brain guard): retrying cannot help.
+/// A cancelled command was cancelled by a person. Anything else may be transient.
+fn failure_type(status: CommandStatus, code: i32) -> &'static str {
+    if code == 3 || status == CommandStatus::Cancelled {
+        ERROR_TYPE_TERMINAL
+    } else {
+        ERROR_TYPE_RETRYABLE
+    }
+}
+
+impl Replicator {
+    #[tracing::instrument(skip_all, fields(task = ?request.task, cluster_id = %request.ctx.cluster_id, generation = request.ctx.generation))]
+    pub async fn run(&self, request: TaskRequest) -> Result<()> {
+        let id = request.ctx.cluster_id.as_str();
+        let cluster = self
+            .store
+            .get_cluster(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "cluster",
+                id: id.to_string(),
+            })?;
+        if cluster.generation != request.ctx.generation {
+            return Err(Error::Superseded(format!(
+                "cluster {id} is at generation {}, this run is for {}",
+                cluster.generation, request.ctx.generation
+            )));
+        }
+        let fence = Fence {
+            token: request.lease_token.ok_or_else(|| {
+                Error::validation(
+                    "leaseToken",
+                    "is missing",
+                    "the state machine passes $.lease.token to every task after begin",
+                )
+            })?,
+            generation: request.ctx.generation,
+        };
+        let secret = crate::secrets::admin_secret_name(&cluster.id);
+        match request.task {
+            Task::DbInstall => {
+                let step = Step {
+                    name: "db-install",
+                    document: Document::DbInstall,
+                    targets: live(&cluster, Tier::Db),
+                    parameters: vec![("adminSecretId", secret)],
+                    dedupe_key: Some("install".into()),
+                };
+                self.send(&cluster, fence, &request, step).await
+            }
+            Task::DbInspect => {
+                let step = Step {
+                    name: "db-inspect",
+                    document: Document::DbReport,
+                    targets: live(&cluster, Tier::Db),
+                    parameters: vec![("adminSecretId", secret)],
+                    dedupe_key: None,
+                };
+                self.send(&cluster, fence, &request, step).await
+            }
+            Task::DbConverge => self.converge(&cluster, fence, &request, secret).await,
+            Task::WebRouter => {
+                let db = live(&cluster, Tier::Db);
+                let Some(primary) = db.iter().find(|n| n.role.as_deref() == Some("PRIMARY")) else {
+                    return self
+                        .answer_done(
+                            &request,
+                            "web-router",
+                            "no database tier: no router to bootstrap",
+                        )
+                        .await;
+                };
+                let step = Step {
+                    name: "web-router",
+                    document: Document::WebRouter,
+                    targets: live(&cluster, Tier::Web),
+                    parameters: vec![
+                        ("adminSecretId", secret),
+                        ("clusterName", cluster.spec.name.clone()),
+                        ("primaryHost", host_of(primary)?),
+                    ],
+                    dedupe_key: Some("router".into()),
+                };
+                self.send(&cluster, fence, &request, step).await
+            }
+        }
+    }
+
+    /// Record what every database node reported, then take the one next step.
+    async fn converge(
+        &self,
+        cluster: &Cluster,
+        fence: Fence,
+        request: &TaskRequest,
+        secret: String,
+    ) -> Result<()> {
+        let db = live(cluster, Tier::Db);
+        if db.is_empty() {
+            return self
+                .answer_done(request, "db-verify", "no database nodes")
+                .await;
+        }
+        let outputs = request
+            .previous
+            .as_ref()
+            .map(|p| p.outputs.as_slice())
+            .unwrap_or_default();
+        let mut reports: Vec<(&Node, NodeReport)> = Vec::new();
+        for node in &db {
+            let output = outputs
+                .iter()
+                .find(|o| Some(&o.instance_id) == node.instance_id.as_ref())
+                .ok_or_else(|| {
+                    Error::retryable(format!(
+                        "{} ({}) sent no report; inspecting again",
+                        node.slot,
+                        instance_of(node)
+                    ))
+                })?;
+            let report = NodeReport::from_output(&output.stdout).map_err(|e| {
+                Error::retryable(format!("{} ({}): {e}", node.slot, instance_of(node)))
+            })?;
+            let mut next = (*node).clone();
+            next.member_state = Some(report.member_state.clone());
+            next.group_name = Some(report.group_name.clone()).filter(|g| !g.is_empty());
+            next.role = Some(report.role.clone())
+                .filter(|r| !r.is_empty() && report.member_state == "ONLINE");
+            if next.member_state != node.member_state
+                || next.group_name != node.group_name
+                || next.role != node.role
+            {
+                next.updated_at = now_rfc3339();
+                self.store.put_node(&cluster.id, fence, &next).await?;
+            }
+            reports.push((node, report));
+        }
+
+        let by_host = reports
+            .iter()
+            .map(|(node, report)| Ok((host_of(node)?, report.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let node_at = |host: &str| -> Result<&Node> {
+            reports
+                .iter()
+                .zip(&by_host)
+                .find(|(_, (h, _))| h == host)
+                .map(|((node, _), _)| *node)
+                .ok_or_else(|| Error::retryable(format!("no node is {host}")))
+        };
+        let seed = by_host[0].0.clone();
+        let name = cluster.spec.name.clone();
+        let step = match decide(&by_host, &seed) {
+            GroupDecision::Conflict(why) => return Err(Error::terminal(why)),
+            GroupDecision::CreateOn(host) => Step {
+                name: "db-create",
+                document: Document::DbCreateCluster,
+                targets: vec![node_at(&host)?],
+                parameters: vec![("adminSecretId", secret), ("clusterName", name)],
+                dedupe_key: Some("create".into()),
+            },
+            GroupDecision::RebootFrom(host) => Step {
+                name: "db-reboot",
+                document: Document::DbRebootCluster,
+                targets: vec![node_at(&host)?],
+                parameters: vec![("adminSecretId", secret), ("clusterName", name)],
+                dedupe_key: Some("reboot".into()),
+            },
+            GroupDecision::JoinThrough(primary) => {
+                if let Some((node, report)) = reports
+                    .iter()
+                    .find(|(_, r)| r.in_group() && r.member_state != "ONLINE")
+                {
+                    return Err(Error::retryable(format!(
+                        "{} ({}) is {} in the group; waiting for it to come ONLINE",
+                        node.slot,
+                        instance_of(node),
+                        report.member_state
+                    )));
+                }
+                match reports.iter().find(|(_, r)| !r.in_group()) {
+                    Some((node, _)) => Step {
+                        name: "db-join",
+                        document: Document::DbAddInstance,
+                        targets: vec![node_at(&primary)?],
+                        parameters: vec![("adminSecretId", secret), ("node", host_of(node)?)],
+                        dedupe_key: Some(format!("join-{}", node.slot)),
+                    },
+                    None => {
+                        let primaries: Vec<&str> = reports
+                            .iter()
+                            .filter(|(_, r)| r.is_primary())
+                            .map(|(n, _)| n.slot.as_str())
+                            .collect();
+                        if primaries.len() != 1 {
+                            return Err(Error::retryable(format!(
+                                "the group reports {} primaries ({}); waiting for one",
+                                primaries.len(),
+                                primaries.join(", ")
+                            )));
+                        }
+                        let group = &reports[0].1.group_name;
+                        let detail = format!(
+                            "group {group}: PRIMARY {}, {} ONLINE",
+                            primaries[0],
+                            reports.len()
+                        );
+                        self.store
+                            .record_step(
+                                &cluster.id,
+                                fence,
+                                crate::provision::run_phase(request.ctx.reason),
+                                "db-verify",
+                            )
+                            .await?;
+                        self.store
+                            .append_action(
+                                &cluster.id,
+                                cluster.generation,
+                                "DatabaseVerified",
+                                &detail,
+                            )
+                            .await?;
+                        return self.answer_done(request, "db-verify", &detail).await;
+                    }
+                }
+            }
+        };
+        self.send(cluster, fence, request, step).await
+    }
+
+    /// Send a step's command (or wait on the one already sent), then check it at once in
+    /// case it finished before the token was recorded.
+    async fn send(
+        &self,
+        cluster: &Cluster,
+        fence: Fence,
+        request: &TaskRequest,
+        step: Step<'_>,
+    ) -> Result<()> {
+        self.store
+            .record_step(
+                &cluster.id,
+                fence,
+                crate::provision::run_phase(request.ctx.reason),
+                step.name,
+            )
+            .await?;
+        if step.targets.is_empty() {
+            return self
+                .answer_done(request, step.name, "no instances to run on")
+                .await;
+        }
+        let key = step
+            .dedupe_key
+            .as_ref()
+            .map(|k| format!("g{}#{k}", cluster.generation));
+        let mut sends = 1;
+        if let Some(key) = &key {
+            if let Some((command_id, sent)) = self.store.step_command(&cluster.id, key).await? {
+                let invocations = self.commands.invocations(&command_id).await?;
+                if invocations.iter().any(|i| !i.status.is_terminal()) {
+                    tracing::info!(%command_id, step = step.name, "waiting on the command already sent");
+                    self.store
+                        .arm_command(&command_id, &request.task_token)
+                        .await?;
+                    self.resolve(&command_id).await?;
+                    return Ok(());
+                }
+                if sent >= MAX_SENDS_PER_STEP {
+                    return Err(Error::terminal(format!(
+                        "{} was sent {sent} times in this run without taking effect; see the last command {command_id}",
+                        step.document.suffix()
+                    )));
+                }
+                sends = sent + 1;
+            }
+        }
+        let instance_ids: Vec<String> = step.targets.iter().map(|n| instance_of(n)).collect();
+        let parameters: Vec<(&str, &str)> = step
+            .parameters
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let command_id = self
+            .commands
+            .send(&cluster.id, step.document, &instance_ids, &parameters)
+            .await?;
+        let record = CommandRecord {
+            command_id: command_id.clone(),
+            cluster_id: cluster.id.clone(),
+            generation: cluster.generation,
+            step: step.name.to_string(),
+            document: step.document,
+            targets: step
+                .targets
+                .iter()
+                .map(|n| CommandTarget {
+                    instance_id: instance_of(n),
+                    slot: n.slot.clone(),
+                })
+                .collect(),
+            sent_at: now_rfc3339(),
+        };
+        self.store
+            .record_command(
+                fence,
+                &record,
+                key.as_deref().map(|k| (k, sends)),
+                &request.task_token,
+            )
+            .await?;
+        let targets: Vec<String> = record
+            .targets
+            .iter()
+            .map(|t| format!("{} ({})", t.instance_id, t.slot))
+            .collect();
+        self.store
+            .append_action(
+                &cluster.id,
+                cluster.generation,
+                "SendCommand",
+                &format!(
+                    "{} {command_id} to {}",
+                    step.document.suffix(),
+                    targets.join(", ")
+                ),
+            )
+            .await?;
+        tracing::info!(%command_id, step = step.name, document = step.document.suffix(), instances = instance_ids.len(), "command sent");
+        self.resolve(&command_id).await?;
+        Ok(())
+    }
+
+    async fn answer_done(&self, request: &TaskRequest, step: &str, detail: &str) -> Result<()> {
+        let result = CommandResult {
+            done: true,
+            step: step.to_string(),
+            detail: detail.to_string(),
+            outputs: Vec::new(),
+        };
+        self.answer(&request.task_token, Ok(result))
+            .await
+            .map(|_| ())
+    }
+
+    /// Answer the task waiting on `command_id` once every instance has finished; a no-op
+    /// for commands this orchestrator did not send, still running, or already answered.
+    /// Returns whether this call answered.
+    #[tracing::instrument(skip(self))]
+    pub async fn resolve(&self, command_id: &str) -> Result<bool> {
+        let Some((record, token)) = self.store.command(command_id).await? else {
+            tracing::info!("not a command of this orchestrator; ignored");
+            return Ok(false);
+        };
+        let invocations = self.commands.invocations(command_id).await?;
+        if invocations.is_empty() || invocations.iter().any(|i| !i.status.is_terminal()) {
+            return Ok(false);
+        }
+        if token.is_empty() || !self.store.claim_resolution(command_id, &token).await? {
+            tracing::info!("already answered");
+            return Ok(false);
+        }
+        let slot_of = |instance: &str| {
+            record
+                .targets
+                .iter()
+                .find(|t| t.instance_id == instance)
+                .map(|t| t.slot.clone())
+                .unwrap_or_default()
+        };
+        let mut outputs = Vec::new();
+        let mut failure = None;
+        for invocation in &invocations {
+            let (output, code) = self
+                .commands
+                .output(&record.cluster_id, command_id, &invocation.instance_id)
+                .await?;
+            let slot = slot_of(&invocation.instance_id);
+            if invocation.status != CommandStatus::Success && failure.is_none() {
+                failure = Some((
+                    failure_type(invocation.status, code),
+                    failure_message(
+                        record.document,
+                        &invocation.instance_id,
+                        &slot,
+                        invocation.status,
+                        code,
+                        &output.stderr,
+                        &invocation.status_details,
+                    ),
+                ));
+            }
+            outputs.push(InstanceOutput {
+                instance_id: invocation.instance_id.clone(),
+                slot,
+                stdout: tail(&output.stdout, STDOUT_TAIL_CHARS),
+            });
+        }
+        let outcome = match failure {
+            Some((error_type, message)) => {
+                tracing::warn!(step = %record.step, %message, "command failed");
+                Err((error_type, message))
+            }
+            None => Ok(CommandResult {
+                done: false,
+                step: record.step.clone(),
+                detail: format!(
+                    "{} succeeded on {} instance(s)",
+                    record.document.suffix(),
+                    outputs.len()
+                ),
+                outputs,
+            }),
+        };
+        self.answer(&token, outcome).await
+    }
+
+    /// `SendTaskSuccess` / `SendTaskFailure`. A token the workflow no longer waits on (the
+    /// state timed out and was retried with a new one, or the run ended) is not an error.
+    async fn answer(
+        &self,
+        token: &str,
+        outcome: std::result::Result<CommandResult, (&str, String)>,
+    ) -> Result<bool> {
+        let sent = match outcome {
+            Ok(result) => self
+                .sfn
+                .send_task_success()
+                .task_token(token)
+                .output(serde_json::to_string(&result).unwrap_or_default())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    let code = sdk_error_code(&e).map(str::to_string);
+                    (code, from_sdk("states", "SendTaskSuccess", e))
+                }),
+            Err((error_type, message)) => self
+                .sfn
+                .send_task_failure()
+                .task_token(token)
+                .error(error_type)
+                // The same shape as a failed Lambda's Cause, which RecordFailure reads.
+                .cause(
+                    serde_json::json!({"errorType": error_type, "errorMessage": message})
+                        .to_string(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    let code = sdk_error_code(&e).map(str::to_string);
+                    (code, from_sdk("states", "SendTaskFailure", e))
+                }),
+        };
+        match sent {
+            Ok(()) => Ok(true),
+            Err((Some(code), _))
+                if matches!(
+                    code.as_str(),
+                    "TaskTimedOut" | "InvalidToken" | "TaskDoesNotExist"
+                ) =>
+            {
+                tracing::info!(%code, "the workflow no longer waits on this token");
+                Ok(false)
+            }
+            Err((_, e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_and_cancellations_are_terminal_the_rest_retryable() {
+        assert_eq!(failure_type(CommandStatus::Failed, 3), ERROR_TYPE_TERMINAL);
+        assert_eq!(
+            failure_type(CommandStatus::Cancelled, -1),
+            ERROR_TYPE_TERMINAL
+        );
+        assert_eq!(failure_type(CommandStatus::Failed, 1), ERROR_TYPE_RETRYABLE);
+        assert_eq!(
+            failure_type(CommandStatus::TimedOut, -1),
+            ERROR_TYPE_RETRYABLE
+        );
+    }
+
+    #[test]
+    fn failure_messages_name_document_instance_slot_and_stderr() {
+        let message = failure_message(
+            Document::DbCreateCluster,
+            "i-0abc",
+            "db-0",
+            CommandStatus::Failed,
+            1,
+            "noise\nDba.createCluster: access denied\n",
+            "Failed",
+        );
+        assert_eq!(
+            message,
+            "DbCreateCluster Failed on i-0abc (db-0), exit code 1: noise\nDba.createCluster: access denied"
+        );
+        let quiet = failure_message(
+            Document::DbInstall,
+            "i-1",
+            "db-1",
+            CommandStatus::TimedOut,
+            -1,
+            "",
+            "Delivery Timed Out",
+        );
+        assert!(
+            quiet.ends_with("(Delivery Timed Out): (no stderr)"),
+            "{quiet}"
+        );
+    }
+}
