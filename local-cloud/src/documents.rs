@@ -37,6 +37,12 @@ const NODE: Parameter = Parameter {
     pattern: "^[A-Za-z0-9.-]{1,253}$",
 };
 
+const CLUSTER_NAME: Parameter = Parameter {
+    name: "clusterName",
+    description: "InnoDB Cluster name",
+    pattern: "^[a-z][a-z0-9-]{0,31}$",
+};
+
 const DOCUMENTS: &[Document] = &[
     Document {
         logical_id: "DbInstallDocument",
@@ -57,11 +63,7 @@ const DOCUMENTS: &[Document] = &[
         name: "DbCreateCluster",
         script: "db-create-cluster.sh",
         description: "Create the InnoDB Cluster on the seed node unless any group exists (split-brain guard)",
-        args: &[Parameter {
-            name: "clusterName",
-            description: "InnoDB Cluster name",
-            pattern: "^[a-z][a-z0-9-]{0,31}$",
-        }],
+        args: &[CLUSTER_NAME],
     },
     Document {
         logical_id: "DbAddInstanceDocument",
@@ -69,6 +71,27 @@ const DOCUMENTS: &[Document] = &[
         script: "db-add-instance.sh",
         description: "Add a node to the cluster with clone-based recovery (run on the primary)",
         args: &[NODE],
+    },
+    Document {
+        logical_id: "DbRebootClusterDocument",
+        name: "DbRebootCluster",
+        script: "db-reboot-cluster.sh",
+        description: "Reboot the InnoDB Cluster from complete outage on the node with the most complete GTID set",
+        args: &[CLUSTER_NAME],
+    },
+    Document {
+        logical_id: "WebRouterDocument",
+        name: "WebRouter",
+        script: "web-router.sh",
+        description: "Install MySQL Router on a web node and bootstrap it against the InnoDB Cluster (127.0.0.1:6446 read-write)",
+        args: &[
+            CLUSTER_NAME,
+            Parameter {
+                name: "primaryHost",
+                description: "Host name of a cluster member to bootstrap from (the primary)",
+                pattern: "^[A-Za-z0-9.-]{1,253}$",
+            },
+        ],
     },
     Document {
         logical_id: "DbRemoveInstanceDocument",
@@ -94,6 +117,53 @@ fn program(scripts: &Path, script: &str) -> std::io::Result<String> {
     let library = std::fs::read_to_string(scripts.join("db-lib.sh"))?;
     let body = std::fs::read_to_string(scripts.join(script))?;
     Ok(format!("{}\n{}", strip(&library), strip(&body)))
+}
+
+/// A document's one `runCommand` entry, before SSM interpolates `{{ parameter }}`: the
+/// script with its helpers inlined, fed to bash with the parameters as arguments.
+fn command_text(scripts: &Path, doc: &Document) -> std::io::Result<String> {
+    let args: String = doc
+        .args
+        .iter()
+        .map(|p| format!(" '{{{{ {} }}}}'", p.name))
+        .collect();
+    Ok(format!(
+        "ADMIN_SECRET_ID='{{{{ adminSecretId }}}}' bash -s --{args} <<'HA_ORCHESTRATOR_SCRIPT'\n{}\nHA_ORCHESTRATOR_SCRIPT\n",
+        program(scripts, doc.script)?
+    ))
+}
+
+/// The command a document runs with `parameters` interpolated the way SSM does, after
+/// checking each value against the document's `allowedPattern` (SSM refuses the command
+/// otherwise). `name` is the document's name without the stack prefix (`DbInstall`).
+pub fn interpolated_command(
+    project_root: &Path,
+    name: &str,
+    parameters: &[(String, String)],
+) -> Result<String, String> {
+    let doc = DOCUMENTS
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| format!("no document named {name} in template.yaml"))?;
+    let mut text = command_text(&project_root.join("scripts/ssm"), doc)
+        .map_err(|e| format!("read scripts/ssm: {e}"))?;
+    for parameter in std::iter::once(&ADMIN_SECRET).chain(doc.args.iter()) {
+        let value = parameters
+            .iter()
+            .find(|(n, _)| n == parameter.name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| format!("{name}: parameter {} is required", parameter.name))?;
+        let pattern = regex_lite::Regex::new(parameter.pattern)
+            .map_err(|e| format!("{name}: allowedPattern of {}: {e}", parameter.name))?;
+        if !pattern.is_match(value) {
+            return Err(format!(
+                "{name}: parameter {} value {value:?} fails allowedPattern {}",
+                parameter.name, parameter.pattern
+            ));
+        }
+        text = text.replace(&format!("{{{{ {} }}}}", parameter.name), value);
+    }
+    Ok(text)
 }
 
 /// The generated block, markers included.
@@ -133,23 +203,15 @@ pub fn render(project_root: &Path) -> std::io::Result<String> {
         out.push("              timeoutSeconds: \"1800\"".into());
         out.push("              runCommand:".into());
         out.push("                - |".into());
-        let args: String = doc
-            .args
-            .iter()
-            .map(|p| format!(" '{{{{ {} }}}}'", p.name))
-            .collect();
         let indent = "                  ";
-        out.push(format!(
-            "{indent}ADMIN_SECRET_ID='{{{{ adminSecretId }}}}' bash -s --{args} <<'HA_ORCHESTRATOR_SCRIPT'"
-        ));
-        for line in program(&scripts, doc.script)?.lines() {
+        for line in command_text(&scripts, doc)?.lines() {
             if line.is_empty() {
                 out.push(String::new());
             } else {
                 out.push(format!("{indent}{line}"));
             }
         }
-        out.push(format!("{indent}HA_ORCHESTRATOR_SCRIPT"));
+
         out.push(String::new());
     }
     out.push(END.to_string());

@@ -7,8 +7,8 @@ set -euo pipefail
 # shellcheck source=db-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 
-readonly REPO_RPM="https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm"
-readonly CONFIG=/etc/my.cnf.d/ha-orchestrator.cnf
+readonly CONFIG="${SYSROOT}/etc/my.cnf.d/ha-orchestrator.cnf"
+readonly DATADIR="${SYSROOT}/var/lib/mysql"
 
 if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
   dnf install -y "$REPO_RPM"
@@ -40,14 +40,15 @@ plugin-load-add=auth_socket.so
 CNF
 )"
 if [[ "$(cat "$CONFIG" 2>/dev/null || true)" != "$desired" ]]; then
+  mkdir -p "$(dirname "$CONFIG")"
   printf '%s\n' "$desired" >"$CONFIG"
   systemctl restart mysqld 2>/dev/null || true
 fi
 # Initialise the data directory ourselves before the first start: the packaged service
 # would give root a random, expired password. Root then logs in only over the socket.
 first_start=false
-if [[ ! -d /var/lib/mysql/mysql ]]; then
-  mysqld --initialize-insecure --user=mysql
+if [[ ! -d "$DATADIR/mysql" ]]; then
+  mysqld --initialize-insecure --user=mysql --datadir="$DATADIR"
   first_start=true
 fi
 systemctl enable --now mysqld

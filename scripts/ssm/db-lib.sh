@@ -5,6 +5,11 @@
 set -euo pipefail
 
 readonly ADMIN_USER="clusteradmin"
+# MySQL 8.4 LTS packages for Amazon Linux 2023 (EL9).
+readonly REPO_RPM="https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm"
+# Prefix of every file path the scripts write: empty on an instance; the tests point it at
+# a temp dir so the scripts run unprivileged against the recording fakes.
+readonly SYSROOT="${HA_SYSROOT:-}"
 
 # The cluster admin password, from the secret named by $ADMIN_SECRET_ID.
 admin_password() {

@@ -133,7 +133,7 @@ pub fn tail(text: &str, chars: usize) -> String {
 #[derive(Debug, Clone)]
 pub struct Commands {
     ssm: aws_sdk_ssm::Client,
-    s3: aws_sdk_s3::Client,
+    output: CommandOutput,
     settings: CommandSettings,
 }
 
@@ -143,7 +143,11 @@ impl Commands {
         s3: aws_sdk_s3::Client,
         settings: CommandSettings,
     ) -> Self {
-        Self { ssm, s3, settings }
+        Self {
+            ssm,
+            output: CommandOutput::new(s3, settings.output_bucket.clone()),
+            settings,
+        }
     }
 
     pub fn settings(&self) -> &CommandSettings {
@@ -248,10 +252,37 @@ impl Commands {
     }
 
     async fn object(&self, key: &str) -> Result<Option<String>> {
+        self.output.read(key).await
+    }
+}
+
+/// The command-output bucket: read one stream, or delete a cluster's prefix at purge.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl CommandOutput {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            s3,
+            bucket: bucket.into(),
+        }
+    }
+
+    pub fn from_env(s3: aws_sdk_s3::Client) -> Result<Self> {
+        Ok(Self::new(
+            s3,
+            crate::config::required(CommandSettings::OUTPUT_BUCKET)?,
+        ))
+    }
+
+    pub async fn read(&self, key: &str) -> Result<Option<String>> {
         match self
             .s3
             .get_object()
-            .bucket(&self.settings.output_bucket)
+            .bucket(&self.bucket)
             .key(key)
             .send()
             .await
@@ -271,6 +302,35 @@ impl Commands {
             Err(e) if matches!(sdk_error_code(&e), Some("NoSuchKey" | "NotFound")) => Ok(None),
             Err(e) => Err(from_sdk("s3", "GetObject", e)),
         }
+    }
+
+    /// Delete every object of a cluster's command output; returns how many.
+    pub async fn delete_cluster_output(&self, cluster_id: &str) -> Result<usize> {
+        let prefix = format!("{}/", output_prefix(cluster_id));
+        let mut deleted = 0;
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("s3", "ListObjectsV2", e))?;
+            // One DeleteObject per key: DeleteObjects needs a Content-MD5 that not every
+            // S3 implementation accepts, and a cluster has a few dozen objects at most.
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                self.s3
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("s3", "DeleteObject", e))?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }
 

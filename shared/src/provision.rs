@@ -102,6 +102,7 @@ pub struct Provisioner {
     pub fleet: Fleet,
     pub targets: WebTargets,
     pub secrets: crate::secrets::ClusterSecrets,
+    pub command_output: crate::commands::CommandOutput,
 }
 
 fn seconds_since(rfc3339: &str) -> i64 {
@@ -657,6 +658,11 @@ impl Provisioner {
     async fn purge(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
         self.targets.delete(&cluster.id).await?;
         self.secrets.delete_admin_secret(&cluster.id).await?;
+        let objects = self
+            .command_output
+            .delete_cluster_output(&cluster.id)
+            .await?;
+        tracing::info!(objects, "command output deleted");
         self.store.purge(&cluster.id, fence).await?;
         Ok(TaskOutcome {
             ready: true,
@@ -924,6 +930,10 @@ mod tests {
                     web_port: 80,
                     health_check_path: "/healthz".into(),
                 },
+            ),
+            command_output: crate::commands::CommandOutput::new(
+                mocked_client!(aws_sdk_s3, []),
+                "bucket",
             ),
         };
         let request: TaskRequest = serde_json::from_value(serde_json::json!({

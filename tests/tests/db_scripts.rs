@@ -43,6 +43,7 @@ impl Nodes {
             .env("FAKE_MYSQL_ROOT", self.root.path())
             .env("FAKE_MYSQL_PASSWORD", PASSWORD)
             .env("FAKE_NODE_HOST", host)
+            .env("HA_SYSROOT", self.root.path().join(host).join("sysroot"))
             .env(
                 "ADMIN_SECRET_ID",
                 "ha-orchestrator/c-0123456789ab/cluster-admin",
@@ -219,4 +220,96 @@ fn the_password_travels_only_on_stdin_and_in_a_private_file() {
         .expect("bash");
     assert!(!output.status.success(), "a wrong secret was accepted");
     assert!(String::from_utf8_lossy(&output.stderr).contains("Access denied"));
+}
+
+#[test]
+fn install_configures_mysql_and_the_admin_account_once() {
+    let nodes = Nodes::new();
+    let first = nodes.run("db-0", "db-install.sh", &[]);
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert!(
+        first.stdout.contains("MySQL 8.4.3 ready on db-0"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(
+        nodes.calls("dnf install"),
+        2,
+        "release package, then server and shell"
+    );
+    assert_eq!(nodes.calls("mysqld --initialize-insecure"), 1);
+    assert_eq!(nodes.attr("db-0", "admin_user"), "clusteradmin");
+    assert_eq!(nodes.attr("db-0", "root_auth"), "socket");
+    let config = nodes.attr("db-0", "sysroot/etc/my.cnf.d/ha-orchestrator.cnf");
+    for line in [
+        "gtid_mode=ON",
+        "enforce_gtid_consistency=ON",
+        "report_host=db-0",
+        "server_id=",
+    ] {
+        assert!(config.contains(line), "{line} missing from\n{config}");
+    }
+
+    // Idempotent: nothing installed, initialised, restarted or created a second time.
+    let second = nodes.run("db-0", "db-install.sh", &[]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(nodes.calls("dnf install"), 2);
+    assert_eq!(nodes.calls("mysqld --initialize-insecure"), 1);
+    assert_eq!(nodes.calls("systemctl restart mysqld"), 1);
+    assert!(
+        !nodes.log().contains(PASSWORD),
+        "password in argv:\n{}",
+        nodes.log()
+    );
+}
+
+#[test]
+fn a_full_outage_is_rebooted_only_on_a_node_of_that_cluster() {
+    let nodes = Nodes::new();
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    // Complete outage: the member is OFFLINE, the metadata survives.
+    std::fs::write(nodes.root.path().join("db-0/state"), "OFFLINE").unwrap();
+    let refused = nodes.run("db-0", "db-reboot-cluster.sh", &["other"]);
+    assert_eq!(refused.code, 3, "{}", refused.stdout);
+    assert!(refused.stderr.contains("'shop'"), "{}", refused.stderr);
+
+    let rebooted = nodes.run("db-0", "db-reboot-cluster.sh", &["shop"]);
+    assert_eq!(rebooted.code, 0, "{}", rebooted.stderr);
+    assert_eq!(nodes.report("db-0")["memberState"], "ONLINE");
+    let again = nodes.run("db-0", "db-reboot-cluster.sh", &["shop"]);
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    assert_eq!(nodes.calls("dba reboot-cluster-from-complete-outage"), 1);
+}
+
+#[test]
+fn routers_bootstrap_against_an_online_member_once() {
+    let nodes = Nodes::new();
+    let early = nodes.run("web-0", "web-router.sh", &["shop", "db-0"]);
+    assert_ne!(early.code, 0, "bootstrapped against a node with no cluster");
+    assert!(
+        early.stderr.contains("not an ONLINE member"),
+        "{}",
+        early.stderr
+    );
+
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    let first = nodes.run("web-0", "web-router.sh", &["shop", "db-0"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stdout.contains("6446"), "{}", first.stdout);
+    let config = nodes.attr("web-0", "sysroot/etc/mysqlrouter/mysqlrouter.conf");
+    assert!(config.contains("cluster_name=shop"), "{config}");
+
+    let second = nodes.run("web-0", "web-router.sh", &["shop", "db-0"]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.stdout.contains("already bootstrapped"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(
+        nodes.calls("mysqlrouter --bootstrap"),
+        2,
+        "one refused, one done"
+    );
+    assert!(!nodes.log().contains(PASSWORD));
 }

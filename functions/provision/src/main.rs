@@ -3,6 +3,7 @@
 //! The tasks live in `orchestrator::provision`; this binary builds the clients once.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
+use orchestrator::commands::CommandOutput;
 use orchestrator::config::StoreSettings;
 use orchestrator::fleet::{Fleet, FleetSettings};
 use orchestrator::provision::{Provisioner, TaskOutcome, TaskRequest};
@@ -18,6 +19,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let fleet = require("read configuration", FleetSettings::from_env())?;
     let targets = require("read configuration", TargetSettings::from_env())?;
     let sdk = orchestrator::aws::load_sdk_config().await;
+    let command_output = require(
+        "read configuration",
+        CommandOutput::from_env(orchestrator::aws::s3_client(&sdk)),
+    )?;
     let provisioner = Provisioner {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
         fleet: Fleet::new(
@@ -27,6 +32,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         ),
         targets: WebTargets::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk), targets),
         secrets: ClusterSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+        command_output,
     };
     run(service_fn(|event: LambdaEvent<TaskRequest>| {
         let provisioner = &provisioner;
