@@ -6,6 +6,7 @@
 //! function process ends with it (the runner watches its owner). fakecloud itself is
 //! started under `setpriv --pdeathsig KILL`, so even a killed test process leaks nothing.
 
+pub mod agent;
 pub mod documents;
 pub mod runner;
 

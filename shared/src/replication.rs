@@ -5,7 +5,8 @@
 //! (or answers at once when there is nothing to do), records the command id with the task
 //! token in DynamoDB and returns; no Lambda sleeps. The SSM "EC2 Command Invocation
 //! Status-change Notification" events (rule in template.yaml) call [`Replicator::resolve`],
-//! which answers the waiting token once every instance of the command has finished. The slow
+//! which answers the waiting token once every instance of the command has reported its
+//! final status. The slow
 //! poll is only the fallback: a waiting state that times out is retried, and the retried task
 //! re-arms the token and checks the command itself.
 //!
@@ -420,7 +421,7 @@ impl Replicator {
                     self.store
                         .arm_command(&command_id, &request.task_token)
                         .await?;
-                    self.resolve(&command_id).await?;
+                    self.resolve(&command_id, None).await?;
                     return Ok(());
                 }
                 if sent >= MAX_SENDS_PER_STEP {
@@ -484,7 +485,7 @@ impl Replicator {
             )
             .await?;
         tracing::info!(%command_id, step = step.name, document = step.document.suffix(), instances = instance_ids.len(), "command sent");
-        self.resolve(&command_id).await?;
+        self.resolve(&command_id, None).await?;
         Ok(())
     }
 
@@ -502,13 +503,29 @@ impl Replicator {
 
     /// Answer the task waiting on `command_id` once every instance has finished; a no-op
     /// for commands this orchestrator did not send, still running, or already answered.
+    /// `finished` is the instance whose final status event arrived: completion is counted
+    /// from the events (one per target), then the API gives statuses and output. Without
+    /// it (the task's own check, the fallback poll) the API alone decides.
     /// Returns whether this call answered.
     #[tracing::instrument(skip(self))]
-    pub async fn resolve(&self, command_id: &str) -> Result<bool> {
+    pub async fn resolve(&self, command_id: &str, finished: Option<&str>) -> Result<bool> {
         let Some((record, token)) = self.store.command(command_id).await? else {
             tracing::info!("not a command of this orchestrator; ignored");
             return Ok(false);
         };
+        if let Some(instance) = finished {
+            let reported = self.store.note_finished(command_id, instance).await?;
+            let waiting: Vec<&str> = record
+                .targets
+                .iter()
+                .map(|t| t.instance_id.as_str())
+                .filter(|i| !reported.iter().any(|r| r == i))
+                .collect();
+            if !waiting.is_empty() {
+                tracing::info!(?waiting, "waiting for the other instances");
+                return Ok(false);
+            }
+        }
         let invocations = self.commands.invocations(command_id).await?;
         if invocations.is_empty() || invocations.iter().any(|i| !i.status.is_terminal()) {
             return Ok(false);

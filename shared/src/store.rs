@@ -713,6 +713,36 @@ impl ClusterStore {
         Ok(Some((record, token)))
     }
 
+    /// Note that `instance_id` reported a final status for a command; returns every
+    /// instance that has so far (the event handler answers once all targets have).
+    pub async fn note_finished(&self, command_id: &str, instance_id: &str) -> Result<Vec<String>> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::command_key(command_id)))
+            .key("sk", s("COMMAND"))
+            .update_expression("ADD finished :instance")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(
+                ":instance",
+                AttributeValue::Ss(vec![instance_id.to_string()]),
+            )
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output
+                .attributes()
+                .and_then(|a| a.get("finished"))
+                .and_then(|v| v.as_ss().ok())
+                .cloned()
+                .unwrap_or_default()),
+            Err(e) if is_condition_failure(&e) => Ok(Vec::new()),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
     /// Claim the right to answer `task_token` for this command: true once per token, so an
     /// event delivered twice (or an event racing the fallback poll) answers the workflow once.
     pub async fn claim_resolution(&self, command_id: &str, task_token: &str) -> Result<bool> {

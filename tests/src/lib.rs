@@ -25,6 +25,16 @@ pub async fn deployed(stack: &str) -> (LocalCloud, Stack) {
     (cloud, deployed)
 }
 
+/// [`deployed`], plus the stand-in SSM agent that runs the database documents on the
+/// instances (see `local_cloud::agent`): every test that creates a cluster needs it.
+pub async fn deployed_with_agent(stack: &str) -> (LocalCloud, Stack, local_cloud::agent::SsmAgent) {
+    let (cloud, deployed) = deployed(stack).await;
+    let agent = local_cloud::agent::SsmAgent::start(&cloud, &deployed.name)
+        .await
+        .unwrap_or_else(|e| panic!("start the SSM agent: {e}"));
+    (cloud, deployed, agent)
+}
+
 /// `GET url`, returning the status and the body parsed as JSON (panics with the raw body
 /// when it is not JSON: every answer of the API must be).
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {

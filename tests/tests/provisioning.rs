@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::Filter;
-use e2e_tests::{deployed, send_json, wait_for_phase};
+use e2e_tests::{deployed_with_agent, send_json, wait_for_phase};
 use reqwest::Method;
 
 const CREATE: &str = r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
@@ -53,7 +53,7 @@ async fn delete_and_wait(api: &str, id: &str, timeout: Duration) {
 
 #[tokio::test]
 async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
-    let (cloud, stack) = deployed("provisioning").await;
+    let (cloud, stack, _agent) = deployed_with_agent("provisioning").await;
     let api = stack.api_url.clone().expect("ApiId output");
     let sdk = cloud.sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
@@ -325,7 +325,7 @@ async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
 
 #[tokio::test]
 async fn a_terminal_error_fails_the_cluster_with_its_phase_and_delete_still_cleans_up() {
-    let (_cloud, stack) = deployed("failing").await;
+    let (_cloud, stack, _agent) = deployed_with_agent("failing").await;
     let api = stack.api_url.clone().expect("ApiId output");
     // A well-formed subnet id that does not exist: only the launch step can tell.
     let body = r#"{"name":"broken","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"},"subnets":["subnet-0000000000dead00"]}"#;
@@ -355,7 +355,7 @@ async fn a_terminal_error_fails_the_cluster_with_its_phase_and_delete_still_clea
 
 #[tokio::test]
 async fn a_delete_racing_the_create_wins_and_leaves_nothing() {
-    let (cloud, stack) = deployed("racing").await;
+    let (cloud, stack, _agent) = deployed_with_agent("racing").await;
     let api = stack.api_url.clone().expect("ApiId output");
     let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
     let (status, created) =

@@ -67,12 +67,13 @@ async fn handle(
             }
             // A failed resolution is retried by EventBridge's async invoke; the fallback poll
             // of the waiting state covers an event lost for good.
-            let answered = Box::pin(replicator.resolve(&detail.command_id))
-                .await
-                .map_err(|error| {
-                    tracing::warn!(error = %error, "could not answer the waiting task");
-                    Diagnostic::from(error)
-                })?;
+            let answered =
+                Box::pin(replicator.resolve(&detail.command_id, Some(&detail.instance_id)))
+                    .await
+                    .map_err(|error| {
+                        tracing::warn!(error = %error, "could not answer the waiting task");
+                        Diagnostic::from(error)
+                    })?;
             Ok(serde_json::json!({"answered": answered}))
         }
         Err(error) => {

@@ -70,6 +70,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("[2/5] deploying template.yaml as stack {stack_name} (sam deploy) ...");
     let stack = cloud.deploy(&stack_name).await?;
     print_stack(&stack);
+    // The instances' SSM agent: runs the database documents (see local_cloud::agent).
+    let _agent = local_cloud::agent::SsmAgent::start(&cloud, &stack.name).await?;
     let api = stack
         .api_url
         .clone()
@@ -103,6 +105,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     ])?;
     clusterctl(&["list"])?;
     let id = demo_cluster_id(&cloud, &api).await?;
+    clusterctl(&["status", &id])?;
     eprintln!("[4/5] deleting the demo cluster ...");
     clusterctl(&["delete", &id, "--wait"])?;
     clusterctl(&["list"])?;
