@@ -13,6 +13,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const ERROR_TYPE_RETRYABLE: &str = "Orchestrator.Retryable";
 /// `errorType` of failures that will not go away by retrying (bad input, missing config).
 pub const ERROR_TYPE_TERMINAL: &str = "Orchestrator.Terminal";
+/// A command failed on an instance in a way that may pass on a second try (a package
+/// mirror down, a timeout): the state machine waits and enters the step again, which sends
+/// a new command; the task turns it terminal after a few failures.
+pub const ERROR_TYPE_COMMAND_FAILED: &str = "Orchestrator.CommandFailed";
 /// `errorType` of a run that a newer run replaced: the workflow ends quietly.
 pub const ERROR_TYPE_SUPERSEDED: &str = "Orchestrator.Superseded";
 

@@ -19,16 +19,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::commands::{Commands, Document, STDERR_EXCERPT_CHARS, tail};
 use crate::error::{
-    ERROR_TYPE_RETRYABLE, ERROR_TYPE_TERMINAL, Error, Result, from_sdk, sdk_error_code,
+    ERROR_TYPE_COMMAND_FAILED, ERROR_TYPE_TERMINAL, Error, Result, from_sdk, sdk_error_code,
 };
 use crate::events::{CommandStatus, WorkflowInput};
 use crate::model::{Cluster, Node, NodeState, Tier, now_rfc3339};
 use crate::report::{GroupDecision, NodeReport, decide};
 use crate::store::{ClusterStore, CommandRecord, CommandTarget, Fence};
 
-/// How often one mutating step may be sent in one run (the state machine's retries of a
-/// failed command included) before the run fails instead of trying again.
-pub const MAX_SENDS_PER_STEP: u32 = 4;
+/// How often a step's command may fail in one run before the run fails with its stderr.
+pub const MAX_COMMAND_FAILURES: u32 = 3;
+/// How often one step may be sent in one run at all (a command that succeeds without
+/// taking effect is sent again) before the run fails instead of looping.
+pub const MAX_SENDS_PER_STEP: u32 = 6;
 /// How much of each instance's stdout travels back to the workflow (the report is one line).
 const STDOUT_TAIL_CHARS: usize = 4000;
 
@@ -93,9 +95,9 @@ struct Step<'a> {
     document: Document,
     targets: Vec<&'a Node>,
     parameters: Vec<(&'static str, String)>,
-    /// Mutating steps are sent once per run and key: a retried task waits on the command
-    /// already sent instead of sending another. Reads (`None`) are simply sent again.
-    dedupe_key: Option<String>,
+    /// A step is sent once per run and key while its command runs: a retried task waits on
+    /// the command already sent instead of sending another; failures count per key.
+    key: String,
 }
 
 /// Live nodes of a tier with an instance to send commands to, in slot order.
@@ -162,7 +164,7 @@ fn failure_type(status: CommandStatus, code: i32) -> &'static str {
     if code == 3 || status == CommandStatus::Cancelled {
         ERROR_TYPE_TERMINAL
     } else {
-        ERROR_TYPE_RETRYABLE
+        ERROR_TYPE_COMMAND_FAILED
     }
 }
 
@@ -202,7 +204,7 @@ impl Replicator {
                     document: Document::DbInstall,
                     targets: live(&cluster, Tier::Db),
                     parameters: vec![("adminSecretId", secret)],
-                    dedupe_key: Some("install".into()),
+                    key: "install".into(),
                 };
                 self.send(&cluster, fence, &request, step).await
             }
@@ -212,7 +214,7 @@ impl Replicator {
                     document: Document::DbReport,
                     targets: live(&cluster, Tier::Db),
                     parameters: vec![("adminSecretId", secret)],
-                    dedupe_key: None,
+                    key: "inspect".into(),
                 };
                 self.send(&cluster, fence, &request, step).await
             }
@@ -237,7 +239,7 @@ impl Replicator {
                         ("clusterName", cluster.spec.name.clone()),
                         ("primaryHost", host_of(primary)?),
                     ],
-                    dedupe_key: Some("router".into()),
+                    key: "router".into(),
                 };
                 self.send(&cluster, fence, &request, step).await
             }
@@ -314,14 +316,14 @@ impl Replicator {
                 document: Document::DbCreateCluster,
                 targets: vec![node_at(&host)?],
                 parameters: vec![("adminSecretId", secret), ("clusterName", name)],
-                dedupe_key: Some("create".into()),
+                key: "create".into(),
             },
             GroupDecision::RebootFrom(host) => Step {
                 name: "db-reboot",
                 document: Document::DbRebootCluster,
                 targets: vec![node_at(&host)?],
                 parameters: vec![("adminSecretId", secret), ("clusterName", name)],
-                dedupe_key: Some("reboot".into()),
+                key: "reboot".into(),
             },
             GroupDecision::JoinThrough(primary) => {
                 if let Some((node, report)) = reports
@@ -341,7 +343,7 @@ impl Replicator {
                         document: Document::DbAddInstance,
                         targets: vec![node_at(&primary)?],
                         parameters: vec![("adminSecretId", secret), ("node", host_of(node)?)],
-                        dedupe_key: Some(format!("join-{}", node.slot)),
+                        key: format!("join-{}", node.slot),
                     },
                     None => {
                         let primaries: Vec<&str> = reports
@@ -408,30 +410,35 @@ impl Replicator {
                 .answer_done(request, step.name, "no instances to run on")
                 .await;
         }
-        let key = step
-            .dedupe_key
-            .as_ref()
-            .map(|k| format!("g{}#{k}", cluster.generation));
+        let key = format!("g{}#{}", cluster.generation, step.key);
         let mut sends = 1;
-        if let Some(key) = &key {
-            if let Some((command_id, sent)) = self.store.step_command(&cluster.id, key).await? {
-                let invocations = self.commands.invocations(&command_id).await?;
-                if invocations.iter().any(|i| !i.status.is_terminal()) {
-                    tracing::info!(%command_id, step = step.name, "waiting on the command already sent");
-                    self.store
-                        .arm_command(&command_id, &request.task_token)
-                        .await?;
-                    self.resolve(&command_id, None).await?;
-                    return Ok(());
-                }
-                if sent >= MAX_SENDS_PER_STEP {
-                    return Err(Error::terminal(format!(
-                        "{} was sent {sent} times in this run without taking effect; see the last command {command_id}",
-                        step.document.suffix()
-                    )));
-                }
-                sends = sent + 1;
+        if let Some(previous) = self.store.step_record(&cluster.id, &key).await? {
+            let command_id = previous.command_id.as_str();
+            let invocations = self.commands.invocations(command_id).await?;
+            if invocations.iter().any(|i| !i.status.is_terminal()) {
+                tracing::info!(%command_id, step = step.name, "waiting on the command already sent");
+                self.store
+                    .arm_command(command_id, &request.task_token)
+                    .await?;
+                self.resolve(command_id, None).await?;
+                return Ok(());
             }
+            if previous.failures >= MAX_COMMAND_FAILURES {
+                return Err(Error::terminal(format!(
+                    "{} failed {} times in this run; the last failure: {}",
+                    step.document.suffix(),
+                    previous.failures,
+                    previous.last_failure.as_deref().unwrap_or("(not recorded)")
+                )));
+            }
+            if previous.sends >= MAX_SENDS_PER_STEP {
+                return Err(Error::terminal(format!(
+                    "{} was sent {} times in this run without taking effect; see the last command {command_id}",
+                    step.document.suffix(),
+                    previous.sends
+                )));
+            }
+            sends = previous.sends + 1;
         }
         let instance_ids: Vec<String> = step.targets.iter().map(|n| instance_of(n)).collect();
         let parameters: Vec<(&str, &str)> = step
@@ -457,15 +464,11 @@ impl Replicator {
                     slot: n.slot.clone(),
                 })
                 .collect(),
+            step_key: Some(key.clone()),
             sent_at: now_rfc3339(),
         };
         self.store
-            .record_command(
-                fence,
-                &record,
-                key.as_deref().map(|k| (k, sends)),
-                &request.task_token,
-            )
+            .record_command(fence, &record, Some((&key, sends)), &request.task_token)
             .await?;
         let targets: Vec<String> = record
             .targets
@@ -573,6 +576,11 @@ impl Replicator {
         let outcome = match failure {
             Some((error_type, message)) => {
                 tracing::warn!(step = %record.step, %message, "command failed");
+                if let Some(key) = &record.step_key {
+                    self.store
+                        .record_step_failure(&record.cluster_id, key, &message)
+                        .await?;
+                }
                 Err((error_type, message))
             }
             None => Ok(CommandResult {
@@ -654,10 +662,13 @@ mod tests {
             failure_type(CommandStatus::Cancelled, -1),
             ERROR_TYPE_TERMINAL
         );
-        assert_eq!(failure_type(CommandStatus::Failed, 1), ERROR_TYPE_RETRYABLE);
+        assert_eq!(
+            failure_type(CommandStatus::Failed, 1),
+            ERROR_TYPE_COMMAND_FAILED
+        );
         assert_eq!(
             failure_type(CommandStatus::TimedOut, -1),
-            ERROR_TYPE_RETRYABLE
+            ERROR_TYPE_COMMAND_FAILED
         );
     }
 

@@ -110,7 +110,19 @@ pub struct CommandRecord {
     pub document: crate::commands::Document,
     /// The instances it went to, with their slots.
     pub targets: Vec<CommandTarget>,
+    /// The `STEP#` record it counts against (failures are added there).
+    #[serde(default)]
+    pub step_key: Option<String>,
     pub sent_at: String,
+}
+
+/// What a run sent for one step so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub command_id: String,
+    pub sends: u32,
+    pub failures: u32,
+    pub last_failure: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -597,9 +609,9 @@ impl ClusterStore {
         .await
     }
 
-    /// The command a run sent for a mutating step (`STEP#<key>` in the cluster partition),
-    /// and how many times the step has been sent.
-    pub async fn step_command(&self, id: &str, step_key: &str) -> Result<Option<(String, u32)>> {
+    /// What a run sent for a step (`STEP#<key>` in the cluster partition): the last command,
+    /// how often the step was sent and how often its command failed.
+    pub async fn step_record(&self, id: &str, step_key: &str) -> Result<Option<StepRecord>> {
         let item = self
             .client
             .get_item()
@@ -611,10 +623,38 @@ impl ClusterStore {
             .await
             .map_err(|e| from_sdk("dynamodb", "GetItem", e))?;
         Ok(item.item().and_then(|item| {
-            let command = item.get("command_id")?.as_s().ok()?.clone();
-            let sends = number_attr(item, "sends").unwrap_or(1) as u32;
-            Some((command, sends))
+            Some(StepRecord {
+                command_id: item.get("command_id")?.as_s().ok()?.clone(),
+                sends: number_attr(item, "sends").unwrap_or(1) as u32,
+                failures: number_attr(item, "failures").unwrap_or(0) as u32,
+                last_failure: item
+                    .get("last_failure")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned(),
+            })
         }))
+    }
+
+    /// Count a failed command against its step (the event handler calls this). Refused
+    /// quietly once the cluster is purged, so a late event creates nothing.
+    pub async fn record_step_failure(&self, id: &str, step_key: &str, message: &str) -> Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s(format!("STEP#{step_key}")))
+            .update_expression("ADD failures :one SET last_failure = :message")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":message", s(message))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
     }
 
     /// Record a command the workflow now waits on, under the run's fence: the command item
@@ -655,12 +695,20 @@ impl ClusterStore {
             ),
         ]))?];
         if let Some((key, sends)) = step {
-            writes.push(put(HashMap::from([
-                ("pk".to_string(), s(Self::cluster_key(id))),
-                ("sk".to_string(), s(format!("STEP#{key}"))),
-                ("command_id".to_string(), s(&record.command_id)),
-                ("sends".to_string(), n(sends)),
-            ]))?);
+            // An update, not a put: the failure count of earlier sends stays.
+            let update = aws_sdk_dynamodb::types::Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(Self::cluster_key(id)))
+                .key("sk", s(format!("STEP#{key}")))
+                .update_expression("SET command_id = :command, sends = :sends")
+                .expression_attribute_values(":command", s(&record.command_id))
+                .expression_attribute_values(":sends", n(sends))
+                .build()
+                .map_err(|e| Error::CorruptRecord {
+                    key: format!("STEP#{key}"),
+                    problem: e.to_string(),
+                })?;
+            writes.push(TransactWriteItem::builder().update(update).build());
         }
         self.fenced_transact(id, fence, writes).await
     }
