@@ -5,10 +5,12 @@
 set -euo pipefail
 
 readonly ADMIN_USER="clusteradmin"
-# MySQL 8.4 LTS packages for Amazon Linux 2023 (EL9).
+# MySQL 8.4 LTS packages for Amazon Linux 2023 (EL9). Used by the scripts that source this.
+# shellcheck disable=SC2034
 readonly REPO_RPM="https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm"
 # Prefix of every file path the scripts write: empty on an instance; the tests point it at
 # a temp dir so the scripts run unprivileged against the recording fakes.
+# shellcheck disable=SC2034
 readonly SYSROOT="${HA_SYSROOT:-}"
 
 # The cluster admin password, from the secret named by $ADMIN_SECRET_ID.
