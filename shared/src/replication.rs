@@ -534,7 +534,7 @@ impl Replicator {
             return Ok(false);
         }
         if token.is_empty() || !self.store.claim_resolution(command_id, &token).await? {
-            tracing::info!("already answered");
+            tracing::info!(%command_id, "already answered");
             return Ok(false);
         }
         let slot_of = |instance: &str| {

@@ -281,6 +281,38 @@ async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
         )
         .await;
     assert!(answered.is_ok(), "{answered:?}");
+
+    // EventBridge delivers at least once: the create command's final event, delivered
+    // again, answers nothing and changes nothing.
+    let duplicate = serde_json::json!({
+        "command-id": creates[0].command_id,
+        "document-name": "replication-DbCreateCluster",
+        "instance-id": seed,
+        "requested-date-time": "2026-11-24T00:00:00Z",
+        "status": "Success",
+    });
+    cloud
+        .publish_event(
+            "aws.ssm",
+            "EC2 Command Invocation Status-change Notification",
+            &duplicate,
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ignored = cloud
+        .wait_for_log_line(
+            &["already answered", &creates[0].command_id],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(ignored.is_ok(), "{ignored:?}");
+    let (_, after) = send_json(Method::GET, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(after["phase"], "READY");
+    assert_eq!(
+        after["version"], cluster["version"],
+        "a duplicate event changed the cluster"
+    );
     let actions: Vec<String> = cluster["recentActions"]
         .as_array()
         .expect("recentActions")
