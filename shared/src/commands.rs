@@ -125,7 +125,7 @@ pub fn tail(text: &str, chars: usize) -> String {
     }
     let cut: String = text.chars().skip(count - chars).collect();
     match cut.find('\n') {
-        Some(i) if i < chars / 4 => cut[i + 1..].trim().to_string(),
+        Some(i) if i < chars / 2 => cut[i + 1..].trim().to_string(),
         _ => format!("...{}", cut.trim()),
     }
 }
