@@ -361,30 +361,37 @@ async fn execute(
         // SSM itself refuses such a command; the invocation fails with the reason.
         Err(reason) => return Ok((1, String::new(), reason)),
     };
-    let secret_id = parameters
-        .iter()
-        .find(|(n, _)| n == "adminSecretId")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    // The instance role reads the secret; a missing secret fails the script as it would.
-    let password = match context
-        .secrets
-        .get_secret_value()
-        .secret_id(&secret_id)
-        .send()
-        .await
-    {
-        Ok(secret) => secret.secret_string().unwrap_or_default().to_string(),
-        Err(e) => {
-            return Ok((
-                255,
-                String::new(),
-                format!(
-                    "An error occurred (ResourceNotFoundException) when calling the GetSecretValue operation: {e:?}"
-                ),
-            ));
+    // The instance role reads the secrets; a missing secret fails the script as it would.
+    let mut passwords = Vec::new();
+    for (parameter, variable) in [
+        ("adminSecretId", "FAKE_MYSQL_PASSWORD"),
+        ("appSecretId", "FAKE_APP_PASSWORD"),
+    ] {
+        let Some((_, secret_id)) = parameters.iter().find(|(n, _)| n == parameter) else {
+            continue;
+        };
+        match context
+            .secrets
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+        {
+            Ok(secret) => passwords.push((
+                variable,
+                secret.secret_string().unwrap_or_default().to_string(),
+            )),
+            Err(e) => {
+                return Ok((
+                    255,
+                    String::new(),
+                    format!(
+                        "An error occurred when calling the GetSecretValue operation for {secret_id}: {e:?}"
+                    ),
+                ));
+            }
         }
-    };
+    }
     let cluster_dir = context.state_dir.join(&instance.cluster_id);
     let sysroot = cluster_dir.join(&instance.host).join("sysroot");
     std::fs::create_dir_all(&sysroot).map_err(|e| format!("{}: {e}", sysroot.display()))?;
@@ -399,7 +406,7 @@ async fn execute(
         .current_dir(&cluster_dir)
         .env("PATH", path)
         .env("FAKE_MYSQL_ROOT", &cluster_dir)
-        .env("FAKE_MYSQL_PASSWORD", password)
+        .envs(passwords)
         .env("FAKE_NODE_HOST", &instance.host)
         .env("FAKE_NODE_IP", &instance.address)
         .env("HA_SYSROOT", &sysroot)

@@ -12,6 +12,8 @@ pub const END: &str = "  # END GENERATED SSM DOCUMENTS";
 /// `allowedPattern` that admits no quote, space or shell metacharacter.
 struct Parameter {
     name: &'static str,
+    /// Passed as this environment variable instead of a positional argument.
+    env: Option<&'static str>,
     description: &'static str,
     pattern: &'static str,
 }
@@ -27,18 +29,28 @@ struct Document {
 
 const ADMIN_SECRET: Parameter = Parameter {
     name: "adminSecretId",
+    env: Some("ADMIN_SECRET_ID"),
     description: "Name of the Secrets Manager secret holding the cluster admin password (never the password)",
+    pattern: "^[A-Za-z0-9/_+=.@-]{1,512}$",
+};
+
+const APP_SECRET: Parameter = Parameter {
+    name: "appSecretId",
+    env: Some("APP_SECRET_ID"),
+    description: "Name of the Secrets Manager secret holding the application user's password (never the password)",
     pattern: "^[A-Za-z0-9/_+=.@-]{1,512}$",
 };
 
 const NODE: Parameter = Parameter {
     name: "node",
+    env: None,
     description: "Host name of the node (its report_host)",
     pattern: "^[A-Za-z0-9.-]{1,253}$",
 };
 
 const CLUSTER_NAME: Parameter = Parameter {
     name: "clusterName",
+    env: None,
     description: "InnoDB Cluster name",
     pattern: "^[a-z][a-z0-9-]{0,31}$",
 };
@@ -62,8 +74,8 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbCreateClusterDocument",
         name: "DbCreateCluster",
         script: "db-create-cluster.sh",
-        description: "Create the InnoDB Cluster on the seed node unless any group exists (split-brain guard)",
-        args: &[CLUSTER_NAME],
+        description: "Create the InnoDB Cluster on the seed node unless any group exists (split-brain guard), then the application account",
+        args: &[CLUSTER_NAME, APP_SECRET],
     },
     Document {
         logical_id: "DbAddInstanceDocument",
@@ -86,8 +98,10 @@ const DOCUMENTS: &[Document] = &[
         description: "Install MySQL Router on a web node and bootstrap it against the InnoDB Cluster (127.0.0.1:6446 read-write)",
         args: &[
             CLUSTER_NAME,
+            APP_SECRET,
             Parameter {
                 name: "primaryHost",
+                env: None,
                 description: "Host name of a cluster member to bootstrap from (the primary)",
                 pattern: "^[A-Za-z0-9.-]{1,253}$",
             },
@@ -122,13 +136,16 @@ fn program(scripts: &Path, script: &str) -> std::io::Result<String> {
 /// A document's one `runCommand` entry, before SSM interpolates `{{ parameter }}`: the
 /// script with its helpers inlined, fed to bash with the parameters as arguments.
 fn command_text(scripts: &Path, doc: &Document) -> std::io::Result<String> {
-    let args: String = doc
-        .args
-        .iter()
+    let all = || std::iter::once(&ADMIN_SECRET).chain(doc.args.iter());
+    let env: String = all()
+        .filter_map(|p| p.env.map(|var| format!("{var}='{{{{ {} }}}}' ", p.name)))
+        .collect();
+    let args: String = all()
+        .filter(|p| p.env.is_none())
         .map(|p| format!(" '{{{{ {} }}}}'", p.name))
         .collect();
     Ok(format!(
-        "ADMIN_SECRET_ID='{{{{ adminSecretId }}}}' bash -s --{args} <<'HA_ORCHESTRATOR_SCRIPT'\n{}\nHA_ORCHESTRATOR_SCRIPT\n",
+        "{env}bash -s --{args} <<'HA_ORCHESTRATOR_SCRIPT'\n{}\nHA_ORCHESTRATOR_SCRIPT\n",
         program(scripts, doc.script)?
     ))
 }

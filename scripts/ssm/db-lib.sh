@@ -5,6 +5,10 @@
 set -euo pipefail
 
 readonly ADMIN_USER="clusteradmin"
+# The application's account and schema (WordPress on the web tier). Used by the scripts
+# that source this file.
+# shellcheck disable=SC2034
+readonly APP_USER="wordpress" APP_DATABASE="wordpress"
 # MySQL 8.4 LTS packages for Amazon Linux 2023 (EL9). Used by the scripts that source this.
 # shellcheck disable=SC2034
 readonly REPO_RPM="https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm"
@@ -13,10 +17,19 @@ readonly REPO_RPM="https://repo.mysql.com/mysql84-community-release-el9-1.noarch
 # shellcheck disable=SC2034
 readonly SYSROOT="${HA_SYSROOT:-}"
 
+# A secret's value, read with the instance role.
+secret_value() {
+  aws secretsmanager get-secret-value --secret-id "$1" --query SecretString --output text
+}
+
 # The cluster admin password, from the secret named by $ADMIN_SECRET_ID.
 admin_password() {
-  aws secretsmanager get-secret-value --secret-id "${ADMIN_SECRET_ID:?ADMIN_SECRET_ID is not set}" \
-    --query SecretString --output text
+  secret_value "${ADMIN_SECRET_ID:?ADMIN_SECRET_ID is not set}"
+}
+
+# The application user's password, from the secret named by $APP_SECRET_ID.
+app_password() {
+  secret_value "${APP_SECRET_ID:?APP_SECRET_ID is not set}"
 }
 
 # Run `mysqlsh <target> -- <object> <method> [args]`, the password on stdin.
@@ -26,15 +39,22 @@ shell_api() {
   admin_password | mysqlsh --passwords-from-stdin --uri "${ADMIN_USER}@${target}" -- "$@"
 }
 
-# Run one SQL statement on HOST; the password goes in a 0600 options file, not argv.
-sql_on() {
-  local host="$1" statement="$2" options status=0
+# Run the mysql client on HOST as the cluster admin with extra arguments; the password goes
+# in a 0600 options file, not argv. SQL comes from the arguments or from stdin.
+mysql_as_admin() {
+  local host="$1" options status=0
+  shift
   options="$(mktemp)"
   chmod 600 "$options"
   printf '[client]\nuser=%s\npassword=%s\nhost=%s\n' "$ADMIN_USER" "$(admin_password)" "$host" >"$options"
-  mysql --defaults-extra-file="$options" --batch --skip-column-names -e "$statement" || status=$?
+  mysql --defaults-extra-file="$options" --batch "$@" || status=$?
   rm -f "$options"
   return "$status"
+}
+
+# Run one SQL statement on HOST.
+sql_on() {
+  mysql_as_admin "$1" --skip-column-names -e "$2"
 }
 
 local_sql() {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install MySQL Router on a web node and bootstrap it against the InnoDB Cluster, so the
 # application writes to 127.0.0.1:6446 (read-write, follows the primary) and reads from
-# 127.0.0.1:6447. Safe to run again: a router already bootstrapped for the cluster is only
-# (re)started.
-# Usage: web-router.sh CLUSTER_NAME PRIMARY_HOST     (ADMIN_SECRET_ID names the secret)
+# 127.0.0.1:6447; then points WordPress at 127.0.0.1:6446 with the application account.
+# Safe to run again: a router already bootstrapped for the cluster is only (re)started, and
+# a WordPress configuration that already matches is left as it is.
+# Usage: web-router.sh CLUSTER_NAME PRIMARY_HOST  (ADMIN_SECRET_ID, APP_SECRET_ID: secrets)
 set -euo pipefail
 # shellcheck source=db-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
@@ -11,6 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 readonly name="${1:?usage: web-router.sh CLUSTER_NAME PRIMARY_HOST}"
 readonly primary="${2:?usage: web-router.sh CLUSTER_NAME PRIMARY_HOST}"
 readonly CONFIG="${SYSROOT}/etc/mysqlrouter/mysqlrouter.conf"
+readonly WP_DIR="${SYSROOT}/usr/share/nginx/wordpress"
 
 if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
   dnf install -y "$REPO_RPM"
@@ -29,3 +31,29 @@ fi
 systemctl enable --now mysqlrouter
 systemctl restart mysqlrouter
 echo "MySQL Router for cluster $name listening on 127.0.0.1:6446 (read-write) and 6447 (read-only)"
+
+# WordPress (installed by the web user data) writes through the router. Its configuration
+# is written from the sample with bash alone: the password never reaches a command line.
+if [[ -f "$WP_DIR/wp-config-sample.php" ]]; then
+  password="$(app_password)"
+  current="$(cat "$WP_DIR/wp-config.php" 2>/dev/null || true)"
+  if [[ "$current" != *"'127.0.0.1:6446'"* || "$current" != *"'${password}'"* ]]; then
+    config="$(<"$WP_DIR/wp-config-sample.php")"
+    config="${config//database_name_here/$APP_DATABASE}"
+    config="${config//username_here/$APP_USER}"
+    config="${config//password_here/$password}"
+    config="${config//\'localhost\'/\'127.0.0.1:6446\'}"
+    # Unique keys and salts, one per install (kept on later runs: sessions survive).
+    while [[ "$config" == *"put your unique phrase here"* ]]; do
+      config="${config/put your unique phrase here/$(head -c 48 /dev/urandom | base64 -w0)}"
+    done
+    (umask 027 && printf '%s\n' "$config" >"$WP_DIR/wp-config.php")
+    if [[ -z "$SYSROOT" ]]; then
+      chown root:nginx "$WP_DIR/wp-config.php"
+    fi
+    echo "WordPress configured: ${APP_USER}@127.0.0.1:6446, schema ${APP_DATABASE}"
+  else
+    echo "WordPress already uses 127.0.0.1:6446"
+  fi
+  unset password
+fi

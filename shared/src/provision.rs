@@ -286,13 +286,17 @@ impl Provisioner {
             }
         }
         // The database nodes read their admin password at install: it must exist first.
-        if cluster.spec.db.count > 0 && self.secrets.ensure_admin_secret(&cluster.id).await? {
-            self.record(
-                cluster,
-                "CreateSecret",
-                &crate::secrets::admin_secret_name(&cluster.id),
-            )
-            .await?;
+        if cluster.spec.db.count > 0 {
+            for kind in crate::secrets::SecretKind::ALL {
+                if self.secrets.ensure_secret(&cluster.id, kind).await? {
+                    self.record(
+                        cluster,
+                        "CreateSecret",
+                        &crate::secrets::secret_name(&cluster.id, kind),
+                    )
+                    .await?;
+                }
+            }
         }
         let image_id = if plan.launch.is_empty() {
             String::new()
@@ -657,7 +661,9 @@ impl Provisioner {
 
     async fn purge(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
         self.targets.delete(&cluster.id).await?;
-        self.secrets.delete_admin_secret(&cluster.id).await?;
+        for kind in crate::secrets::SecretKind::ALL {
+            self.secrets.delete_secret(&cluster.id, kind).await?;
+        }
         let objects = self
             .command_output
             .delete_cluster_output(&cluster.id)

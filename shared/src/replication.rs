@@ -237,6 +237,7 @@ impl Replicator {
                     parameters: vec![
                         ("adminSecretId", secret),
                         ("clusterName", cluster.spec.name.clone()),
+                        ("appSecretId", crate::secrets::app_secret_name(&cluster.id)),
                         ("primaryHost", host_of(primary)?),
                     ],
                     key: "router".into(),
@@ -315,7 +316,11 @@ impl Replicator {
                 name: "db-create",
                 document: Document::DbCreateCluster,
                 targets: vec![node_at(&host)?],
-                parameters: vec![("adminSecretId", secret), ("clusterName", name)],
+                parameters: vec![
+                    ("adminSecretId", secret),
+                    ("clusterName", name),
+                    ("appSecretId", crate::secrets::app_secret_name(&cluster.id)),
+                ],
                 key: "create".into(),
             },
             GroupDecision::RebootFrom(host) => Step {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PASSWORD: &str = "s3cr3t-Test-Passw0rd";
+const APP_PASSWORD: &str = "App-s3cr3t-Passw0rd";
 
 struct Nodes {
     root: tempfile::TempDir,
@@ -47,7 +48,9 @@ impl Nodes {
             .env(
                 "ADMIN_SECRET_ID",
                 "ha-orchestrator/c-0123456789ab/cluster-admin",
-            );
+            )
+            .env("APP_SECRET_ID", "ha-orchestrator/c-0123456789ab/app")
+            .env("FAKE_APP_PASSWORD", APP_PASSWORD);
         command
     }
 
@@ -102,6 +105,11 @@ fn a_fresh_node_creates_the_cluster_once() {
             .unwrap_or_default()
             .ends_with(":1-12")
     );
+
+    // The application's account exists on the primary, with the app secret's password,
+    // which never appeared on a command line.
+    assert_eq!(nodes.attr("db-0", "app_password"), APP_PASSWORD);
+    assert!(!nodes.log().contains(APP_PASSWORD), "{}", nodes.log());
 
     // Idempotent: the second run sees the cluster and changes nothing.
     let second = nodes.run("db-0", "db-create-cluster.sh", &["shop"]);
@@ -293,6 +301,16 @@ fn routers_bootstrap_against_an_online_member_once() {
     );
 
     assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    let wordpress = nodes
+        .root
+        .path()
+        .join("web-0/sysroot/usr/share/nginx/wordpress");
+    std::fs::create_dir_all(&wordpress).unwrap();
+    std::fs::write(
+        wordpress.join("wp-config-sample.php"),
+        "<?php\ndefine( 'DB_NAME', 'database_name_here' );\ndefine( 'DB_USER', 'username_here' );\ndefine( 'DB_PASSWORD', 'password_here' );\ndefine( 'DB_HOST', 'localhost' );\ndefine( 'AUTH_KEY', 'put your unique phrase here' );\ndefine( 'AUTH_SALT', 'put your unique phrase here' );\n",
+    )
+    .unwrap();
     let first = nodes.run("web-0", "web-router.sh", &["shop", "db-0"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert!(first.stdout.contains("6446"), "{}", first.stdout);

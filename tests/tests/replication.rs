@@ -336,19 +336,23 @@ async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
         "{actions:#?}"
     );
 
-    // The generated password is in Secrets Manager and nowhere else.
+    // The generated passwords are in Secrets Manager and nowhere else.
     let sdk = cloud.sdk_config().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    let password = secrets
-        .get_secret_value()
-        .secret_id(format!("ha-orchestrator/{id}/cluster-admin"))
-        .send()
-        .await
-        .expect("the admin secret")
-        .secret_string()
-        .expect("a string secret")
-        .to_string();
-    assert!(password.len() >= 32);
+    let mut passwords = Vec::new();
+    for kind in ["cluster-admin", "app"] {
+        let password = secrets
+            .get_secret_value()
+            .secret_id(format!("ha-orchestrator/{id}/{kind}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the {kind} secret: {e:?}"))
+            .secret_string()
+            .expect("a string secret")
+            .to_string();
+        assert!(password.len() >= 32);
+        passwords.push((kind, password));
+    }
     let (_, listing) = send_json(Method::GET, &format!("{api}/clusters"), None, &[]).await;
     let visible = everything_visible(
         &cloud,
@@ -369,10 +373,12 @@ async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
         "the instances' command lines were not captured"
     );
     for (what, text) in &visible {
-        assert!(
-            !text.contains(&password),
-            "the admin password appears in {what}"
-        );
+        for (kind, password) in &passwords {
+            assert!(
+                !text.contains(password),
+                "the {kind} password appears in {what}"
+            );
+        }
     }
 
     // DELETE removes the command output with everything else.
