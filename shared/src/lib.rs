@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod fleet;
+pub mod healing;
 pub mod model;
 pub mod plan;
 pub mod provision;

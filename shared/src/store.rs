@@ -11,6 +11,7 @@
 //!   database step, so a retried task waits on it instead of sending it again.
 //! - `pk = COMMAND#<command id>`, `sk = COMMAND`: what an SSM status event resolves: the
 //!   cluster, the step and the Step Functions task token waiting for it (TTL a week).
+//! - `pk = EVENT#<event id>`, `sk = EVENT`: an EventBridge event already handled (TTL a day).
 //! - `pk = NAME#<name>`, `sk = NAME`: the claim that keeps names unique among live clusters.
 //! - The sparse GSI `clusters` (`list_pk = CLUSTER`, `list_sk = <created_at>#<id>`) lists
 //!   clusters newest first without a Scan; only META items carry `list_pk`.
@@ -26,6 +27,9 @@ use crate::model::{Action, Cluster, ClusterSummary, LastError, Node, Page, Phase
 use crate::spec::ClusterSpec;
 
 pub const CLUSTERS_INDEX: &str = "clusters";
+pub const INSTANCE_INDEX: &str = "by-instance";
+/// How long a handled event's id is remembered for de-duplication.
+pub const EVENT_RECORD_SECONDS: i64 = 24 * 3600;
 pub const CLUSTER_LIST_PARTITION: &str = "CLUSTER";
 pub const MAX_PAGE_SIZE: u32 = 100;
 /// How long a workflow run holds a cluster without renewing (every task renews).
@@ -438,7 +442,7 @@ impl ClusterStore {
             }
             None => {
                 "SET phase = :phase, updated_at = :at, version = version + :one \
-                     REMOVE lease_holder, lease_expires, last_error"
+                     REMOVE lease_holder, lease_expires, last_error, lost_instances"
             }
         };
         self.fenced_update(id, fence, expression, values).await
@@ -503,6 +507,96 @@ impl ClusterStore {
             },
             Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
         }
+    }
+
+    /// Ask for a healing run because `instance_id` was lost: bumps the generation (a newer
+    /// run supersedes whatever runs) and remembers the instance, once. `None` when the loss
+    /// is already being healed or the cluster is being deleted: nothing to start.
+    pub async fn request_heal(&self, id: &str, instance_id: &str) -> Result<Option<u64>> {
+        let result = self
+            .update_meta(id)
+            .update_expression(
+                "SET phase = :healing, generation = generation + :one, version = version + :one, \
+                 updated_at = :at ADD lost_instances :lost",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND NOT phase IN (:deleting, :deleted) \
+                 AND NOT contains(lost_instances, :instance)",
+            )
+            .expression_attribute_values(":healing", s(Phase::Healing.as_str()))
+            .expression_attribute_values(":deleting", s(Phase::Deleting.as_str()))
+            .expression_attribute_values(":deleted", s(Phase::Deleted.as_str()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":at", s(now_rfc3339()))
+            .expression_attribute_values(":lost", AttributeValue::Ss(vec![instance_id.to_string()]))
+            .expression_attribute_values(":instance", s(instance_id))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(number_attr(
+                output.attributes().unwrap_or(&HashMap::new()),
+                "generation",
+            )),
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// The cluster and node an instance belongs to (the `by-instance` index), if any.
+    pub async fn node_of_instance(&self, instance_id: &str) -> Result<Option<(String, Node)>> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(INSTANCE_INDEX)
+            .key_condition_expression("instance_id = :instance")
+            .expression_attribute_values(":instance", s(instance_id))
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "Query", e))?;
+        let Some(item) = output.items().iter().find(|i| sk_of(i).starts_with("NODE#")) else {
+            return Ok(None);
+        };
+        let cluster_id = item
+            .get("cluster_id")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        Ok(Some((cluster_id, data_of(item)?)))
+    }
+
+    /// Record that an event was handled; false when it already was (EventBridge delivers
+    /// at least once). Kept a day.
+    pub async fn claim_event(&self, event_id: &str) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("EVENT#{event_id}")))
+            .item("sk", s("EVENT"))
+            .item("expires_at", n(epoch_seconds() + EVENT_RECORD_SECONDS))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb", "PutItem", e)),
+        }
+    }
+
+    /// Forget an event claim (its handling failed; EventBridge will deliver it again).
+    pub async fn release_event(&self, event_id: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("EVENT#{event_id}")))
+            .key("sk", s("EVENT"))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("dynamodb", "DeleteItem", e))
     }
 
     /// One write, made only while `fence` still holds the cluster: a transaction of a

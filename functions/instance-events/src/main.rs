@@ -1,33 +1,55 @@
-//! `instance-events`: EC2 "Instance State-change Notification" events for cluster nodes and
-//! the scheduled health sweep. This release records what arrived; healing and the sweep come
-//! with the healing issue. Foreign or malformed events are logged and dropped: failing them
-//! would only make EventBridge retry an event that can never succeed.
+//! `instance-events`: EC2 "Instance State-change Notification" events for cluster nodes
+//! (a lost node starts a healing run; see `orchestrator::healing`) and the scheduled health
+//! sweep (logged until the sweep lands). Foreign or malformed events are logged and dropped:
+//! failing them would only make EventBridge retry an event that can never succeed.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::config::StoreSettings;
+use orchestrator::config::{StoreSettings, WorkflowSettings};
 use orchestrator::events::HealingTrigger;
+use orchestrator::healing::Healer;
 use orchestrator::startup::require;
+use orchestrator::store::ClusterStore;
+use orchestrator::workflow::Workflow;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     orchestrator::telemetry::init();
-    require("read configuration", StoreSettings::from_env())?;
-    run(service_fn(handle)).await
+    let store = require("read configuration", StoreSettings::from_env())?;
+    let workflow = require("read configuration", WorkflowSettings::from_env())?;
+    let sdk = orchestrator::aws::load_sdk_config().await;
+    let healer = Healer {
+        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
+        workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
+    };
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let healer = &healer;
+        async move { handle(healer, event).await }
+    }))
+    .await
 }
 
 #[tracing::instrument(skip_all, fields(request_id = %event.context.request_id))]
-async fn handle(event: LambdaEvent<serde_json::Value>) -> Result<(), Diagnostic> {
+async fn handle(healer: &Healer, event: LambdaEvent<serde_json::Value>) -> Result<(), Diagnostic> {
     match HealingTrigger::from_json(event.payload) {
-        Ok(HealingTrigger::InstanceStateChange(change)) => tracing::info!(
-            instance_id = %change.detail.instance_id,
-            state = ?change.detail.state,
-            lost = change.detail.state.is_lost(),
-            "instance state change received"
-        ),
-        Ok(HealingTrigger::Sweep(tick)) => {
-            tracing::info!(time = ?tick.time, "sweep tick received")
+        Ok(HealingTrigger::InstanceStateChange(change)) => {
+            match Box::pin(healer.on_state_change(&change)).await {
+                Ok(reaction) => {
+                    tracing::info!(instance_id = %change.detail.instance_id, ?reaction, "instance state change handled");
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::warn!(instance_id = %change.detail.instance_id, error = %error, "instance state change failed; EventBridge retries it");
+                    Err(error.into())
+                }
+            }
         }
-        Err(error) => tracing::warn!(error = %error, "event dropped"),
+        Ok(HealingTrigger::Sweep(tick)) => {
+            tracing::info!(time = ?tick.time, "sweep tick received");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "event dropped");
+            Ok(())
+        }
     }
-    Ok(())
 }
