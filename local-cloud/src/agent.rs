@@ -129,6 +129,33 @@ impl SsmAgent {
         self.state_dir.path()
     }
 
+    /// What Group Replication does when a member's instance dies (the local cloud's EC2
+    /// runs nothing, so the harness plays it): the others see the member UNREACHABLE and,
+    /// when it was the primary, elect the first ONLINE secondary (by host name) instead.
+    pub fn lose_member(&self, cluster_id: &str, host: &str) -> std::io::Result<()> {
+        let cluster = self.state_dir.path().join(cluster_id);
+        let lost = cluster.join(host);
+        let attr = |dir: &std::path::Path, name: &str| {
+            std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+        };
+        let was_primary = attr(&lost, "role") == "PRIMARY";
+        let group = attr(&lost, "group");
+        std::fs::write(lost.join("state"), "UNREACHABLE")?;
+        if was_primary {
+            std::fs::write(lost.join("role"), "SECONDARY")?;
+            let mut survivors: Vec<std::path::PathBuf> = std::fs::read_dir(&cluster)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|dir| dir.is_dir() && *dir != lost)
+                .filter(|dir| attr(dir, "group") == group && attr(dir, "state") == "ONLINE")
+                .collect();
+            survivors.sort();
+            if let Some(elected) = survivors.first() {
+                std::fs::write(elected.join("role"), "PRIMARY")?;
+            }
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -230,11 +257,12 @@ async fn describe(context: &Context, instance_id: &str) -> Result<Instance, Stri
     };
     Ok(Instance {
         account: reservation.owner_id().unwrap_or("000000000000").to_string(),
-        host: instance
-            .private_dns_name()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(instance_id)
-            .to_string(),
+        // The resource-name host name, derived as `orchestrator::fleet::resource_host_name`
+        // does (the stack's subnets use resource names; fakecloud reports IP-based names).
+        host: match instance.private_dns_name().and_then(|n| n.split_once('.')) {
+            Some((_, domain)) => format!("{instance_id}.{domain}"),
+            None => instance_id.to_string(),
+        },
         address: instance
             .private_ip_address()
             .unwrap_or("10.0.0.10")

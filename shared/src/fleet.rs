@@ -159,7 +159,7 @@ impl Fleet {
                     private_dns_name: instance
                         .private_dns_name()
                         .filter(|name| !name.is_empty())
-                        .map(str::to_string),
+                        .map(|name| resource_host_name(instance_id, name)),
                     launched_at: instance
                         .launch_time()
                         .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
@@ -276,4 +276,34 @@ impl Fleet {
 
 fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
+}
+
+/// The instance's resource-name host name (`i-0abc….ec2.internal`), which the stack's
+/// subnets give every instance: unlike an IP-based name (`ip-10-0-1-5.ec2.internal`) a
+/// replacement never inherits it, so Group Replication never mistakes a new node for a lost
+/// one. Derived from whichever private DNS name EC2 reports (an emulator may report only
+/// the IP-based one); `local-cloud`'s SSM agent derives it the same way.
+pub fn resource_host_name(instance_id: &str, private_dns_name: &str) -> String {
+    match private_dns_name.split_once('.') {
+        Some((_, domain)) => format!("{instance_id}.{domain}"),
+        None => instance_id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod host_name_tests {
+    use super::resource_host_name;
+
+    #[test]
+    fn host_names_are_the_instances_resource_names() {
+        assert_eq!(
+            resource_host_name("i-0abc", "ip-10-0-1-5.ec2.internal"),
+            "i-0abc.ec2.internal"
+        );
+        assert_eq!(
+            resource_host_name("i-0abc", "i-0abc.eu-west-1.compute.internal"),
+            "i-0abc.eu-west-1.compute.internal"
+        );
+        assert_eq!(resource_host_name("i-0abc", "localhost"), "i-0abc");
+    }
 }

@@ -23,8 +23,13 @@ pub enum Reaction {
     /// No node has this instance: another application's, or already replaced.
     UnknownInstance,
     /// The loss is already being healed, or the cluster is being deleted.
-    AlreadyHandled { cluster_id: String },
-    Started { cluster_id: String, generation: u64 },
+    AlreadyHandled {
+        cluster_id: String,
+    },
+    Started {
+        cluster_id: String,
+        generation: u64,
+    },
 }
 
 #[derive(Debug, Clone)]

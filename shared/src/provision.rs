@@ -487,6 +487,21 @@ impl Provisioner {
             .collect();
         let ids: Vec<String> = web.iter().filter_map(|n| n.instance_id.clone()).collect();
         self.targets.register(&arn, &ids).await?;
+        // Targets of instances that are no node's any more (lost and replaced, or scaled
+        // in): deregister them; the target group drains their connections.
+        let stale: Vec<String> = self
+            .targets
+            .health(&arn)
+            .await?
+            .into_iter()
+            .map(|t| t.instance_id)
+            .filter(|id| !ids.contains(id))
+            .collect();
+        if !stale.is_empty() {
+            self.targets.deregister(&arn, &stale).await?;
+            self.record(cluster, "DeregisterTargets", &stale.join(", "))
+                .await?;
+        }
         for node in web {
             if node.state == NodeState::Running {
                 let next = Node {

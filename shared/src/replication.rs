@@ -342,6 +342,25 @@ impl Replicator {
                         report.member_state
                     )));
                 }
+                // A member the group still lists that is no live node (its instance was
+                // lost and replaced): remove it through the primary before adding others.
+                let live_hosts: Vec<&str> = by_host.iter().map(|(h, _)| h.as_str()).collect();
+                let stale = reports
+                    .iter()
+                    .find(|(_, r)| r.is_primary())
+                    .and_then(|(_, r)| {
+                        r.members.iter().find(|m| !live_hosts.contains(&m.as_str()))
+                    });
+                if let Some(stale) = stale {
+                    let step = Step {
+                        name: "db-remove",
+                        document: Document::DbRemoveInstance,
+                        targets: vec![node_at(&primary)?],
+                        parameters: vec![("adminSecretId", secret), ("node", stale.clone())],
+                        key: format!("remove-{stale}"),
+                    };
+                    return self.send(cluster, fence, request, step).await;
+                }
                 match reports.iter().find(|(_, r)| !r.in_group()) {
                     Some((node, _)) => Step {
                         name: "db-join",

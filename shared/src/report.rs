@@ -16,6 +16,9 @@ pub struct NodeReport {
     pub group_name: String,
     pub cluster_name: String,
     pub gtid_executed: String,
+    /// The hosts this node sees as group members (a lost node stays until removed).
+    #[serde(default)]
+    pub members: Vec<String>,
 }
 
 impl NodeReport {
@@ -118,6 +121,7 @@ mod tests {
             group_name: group.into(),
             cluster_name: cluster.into(),
             gtid_executed: gtid.into(),
+            members: Vec::new(),
         }
     }
 

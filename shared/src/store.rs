@@ -555,7 +555,11 @@ impl ClusterStore {
             .send()
             .await
             .map_err(|e| from_sdk("dynamodb", "Query", e))?;
-        let Some(item) = output.items().iter().find(|i| sk_of(i).starts_with("NODE#")) else {
+        let Some(item) = output
+            .items()
+            .iter()
+            .find(|i| sk_of(i).starts_with("NODE#"))
+        else {
             return Ok(None);
         };
         let cluster_id = item

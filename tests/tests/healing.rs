@@ -1,0 +1,221 @@
+//! Healing end to end in the local cloud: EC2 state-change events, published as EC2
+//! publishes them, replace a lost web node, a lost database SECONDARY and the lost PRIMARY;
+//! a duplicated event changes nothing; the group stays one group throughout.
+//!
+//! fakecloud's EC2 runs nothing and emits no events: the test terminates the instance
+//! through the API, publishes the event, and lets the stand-in SSM agent play what Group
+//! Replication does when a member dies (`SsmAgent::lose_member`).
+
+use std::time::Duration;
+
+use e2e_tests::{deployed_with_agent, send_json};
+use local_cloud::LocalCloud;
+use reqwest::Method;
+
+const CREATE: &str = r#"{"name":"heal","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
+
+/// Poll until the cluster is READY at `generation` or later (or FAILED).
+async fn wait_for_ready_at(api: &str, id: &str, generation: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut last = String::new();
+    loop {
+        let (status, cluster) =
+            send_json(Method::GET, &format!("{api}/clusters/{id}"), None, &[]).await;
+        assert_eq!(status, 200, "{cluster}");
+        let now = format!(
+            "{}/{} g{}",
+            cluster["phase"].as_str().unwrap_or_default(),
+            cluster["step"].as_str().unwrap_or("-"),
+            cluster["generation"]
+        );
+        if now != last {
+            eprintln!("[e2e] {id}: {now}");
+            last = now;
+        }
+        let at = cluster["generation"].as_u64().unwrap_or_default();
+        if cluster["phase"] == "FAILED" || (cluster["phase"] == "READY" && at >= generation) {
+            return cluster;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not READY at g{generation}: {cluster:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn node<'a>(cluster: &'a serde_json::Value, slot: &str) -> &'a serde_json::Value {
+    cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["slot"] == slot)
+        .unwrap_or_else(|| panic!("no {slot} in {cluster:#}"))
+}
+
+fn field(node: &serde_json::Value, name: &str) -> String {
+    node[name].as_str().unwrap_or_default().to_string()
+}
+
+/// Terminate an instance and publish the event EC2 would.
+async fn lose(cloud: &LocalCloud, instance_id: &str) {
+    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
+    ec2.terminate_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .expect("TerminateInstances");
+    cloud
+        .publish_event(
+            "aws.ec2",
+            "EC2 Instance State-change Notification",
+            &serde_json::json!({"instance-id": instance_id, "state": "terminated"}),
+            &[format!(
+                "arn:aws:ec2:us-east-1:000000000000:instance/{instance_id}"
+            )],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn one_group(cluster: &serde_json::Value) {
+    let db: Vec<&serde_json::Value> = cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["tier"] == "db")
+        .collect();
+    assert_eq!(db.len(), 3, "{cluster:#}");
+    let group = field(db[0], "groupName");
+    assert!(!group.is_empty(), "{cluster:#}");
+    for n in &db {
+        assert_eq!(field(n, "groupName"), group, "two groups: {cluster:#}");
+        assert_eq!(field(n, "memberState"), "ONLINE", "{cluster:#}");
+    }
+    let primaries = db.iter().filter(|n| n["role"] == "PRIMARY").count();
+    let secondaries = db.iter().filter(|n| n["role"] == "SECONDARY").count();
+    assert_eq!((primaries, secondaries), (1, 2), "{cluster:#}");
+}
+
+#[tokio::test]
+async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
+    let (cloud, stack, agent) = deployed_with_agent("healing").await;
+    let api = stack.api_url.clone().expect("ApiId output");
+    let (status, created) = send_json(
+        Method::POST,
+        &format!("{api}/clusters"),
+        Some(CREATE),
+        &[("idempotency-key", "e2e-heal-1")],
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let ready = wait_for_ready_at(&api, &id, 1).await;
+    assert_eq!(ready["phase"], "READY", "{ready:#}");
+    let sdk = cloud.sdk_config().await;
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+
+    // 1. A web node: one replacement, registered; the lost target deregistered.
+    let old_web = field(node(&ready, "web-0"), "instanceId");
+    lose(&cloud, &old_web).await;
+    // The same event delivered twice (one id), and again: nothing more happens.
+    let mut event = e2e_tests::sample_event("ec2-instance-terminated.json");
+    event["id"] = "e2e-duplicated-delivery".into();
+    event["detail"]["instance-id"] = old_web.clone().into();
+    for _ in 0..2 {
+        let answer = cloud
+            .invoke(&stack, "InstanceEventsFunction", &event)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer.function_error, None, "{:?}", answer.payload);
+    }
+    cloud
+        .wait_for_log_line(
+            &["instance state change handled", "Duplicate"],
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let healed = wait_for_ready_at(&api, &id, 2).await;
+    assert_eq!(healed["phase"], "READY", "{healed:#}");
+    assert_eq!(healed["generation"], 2, "one healing run: {healed:#}");
+    let new_web = field(node(&healed, "web-0"), "instanceId");
+    assert_ne!(new_web, old_web);
+    let targets = elbv2
+        .describe_target_health()
+        .target_group_arn(healed["targetGroupArn"].as_str().expect("target group"))
+        .send()
+        .await
+        .expect("DescribeTargetHealth");
+    let registered: Vec<&str> = targets
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|t| t.target().and_then(|t| t.id()))
+        .collect();
+    assert!(registered.contains(&new_web.as_str()), "{registered:?}");
+    assert!(!registered.contains(&old_web.as_str()), "{registered:?}");
+    let lost_actions = healed["recentActions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter(|a| a["action"] == "InstanceLost")
+        .count();
+    assert_eq!(lost_actions, 1, "{healed:#}");
+    one_group(&healed);
+
+    // 2. A database SECONDARY: removed from the group, its replacement added.
+    let secondary = ["db-1", "db-2"]
+        .into_iter()
+        .find(|s| node(&healed, s)["role"] == "SECONDARY")
+        .expect("a secondary");
+    let old = node(&healed, secondary);
+    let (old_id, old_host) = (field(old, "instanceId"), field(old, "host"));
+    agent.lose_member(&id, &old_host).expect("lose member");
+    lose(&cloud, &old_id).await;
+    let healed = wait_for_ready_at(&api, &id, 3).await;
+    assert_eq!(healed["phase"], "READY", "{healed:#}");
+    assert_ne!(field(node(&healed, secondary), "instanceId"), old_id);
+    assert_eq!(node(&healed, secondary)["role"], "SECONDARY");
+    one_group(&healed);
+    let removed: Vec<_> = agent
+        .ran()
+        .into_iter()
+        .filter(|r| r.cluster_id == id && r.document == "DbRemoveInstance")
+        .collect();
+    assert_eq!(removed.len(), 1, "{removed:#?}");
+    assert!(
+        removed[0]
+            .parameters
+            .contains(&("node".into(), old_host.clone()))
+    );
+
+    // 3. The PRIMARY: the group elects another; the orchestrator records it, removes the
+    // lost member and adds the replacement as a SECONDARY.
+    let primary = ["db-0", "db-1", "db-2"]
+        .into_iter()
+        .find(|s| node(&healed, s)["role"] == "PRIMARY")
+        .expect("a primary");
+    let old = node(&healed, primary);
+    let (old_id, old_host) = (field(old, "instanceId"), field(old, "host"));
+    agent.lose_member(&id, &old_host).expect("lose member");
+    lose(&cloud, &old_id).await;
+    let healed = wait_for_ready_at(&api, &id, 4).await;
+    assert_eq!(healed["phase"], "READY", "{healed:#}");
+    assert_ne!(field(node(&healed, primary), "instanceId"), old_id);
+    assert_eq!(node(&healed, primary)["role"], "SECONDARY", "{healed:#}");
+    one_group(&healed);
+    let new_primary = ["db-0", "db-1", "db-2"]
+        .into_iter()
+        .find(|s| node(&healed, s)["role"] == "PRIMARY")
+        .expect("a primary");
+    assert_ne!(new_primary, primary);
+    assert!(agent.errors().is_empty(), "{:?}", agent.errors());
+
+    // DELETE still cleans up.
+    let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(status, 202);
+    let gone =
+        e2e_tests::wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(180))
+            .await;
+    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+}
