@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::events::{RunReason, WorkflowInput};
-use crate::model::{Cluster, NodeState, Tier};
+use crate::model::{Cluster, NodeState, Phase, Tier};
 use crate::spec::ClusterSpec;
 use crate::store::{ClusterStore, Created, MAX_PAGE_SIZE, unique_u32};
 use crate::workflow::Workflow;
@@ -88,11 +88,19 @@ pub async fn handle(ctx: &ApiContext, request: ApiRequest) -> ApiResponse {
             "/clusters/{id}",
             "GET, DELETE",
         )),
+        ("POST", ["clusters", id, "nodes", instance, "replace"]) => {
+            replace_node(ctx, id, instance).await
+        }
+        (_, ["clusters", _, "nodes", _, "replace"]) => Ok(method_not_allowed(
+            &request.method,
+            "/clusters/{id}/nodes/{instanceId}/replace",
+            "POST",
+        )),
         _ => Ok(ApiResponse::error(
             404,
             "NotFound",
             format!(
-                "no route for {} {}; the API serves /clusters and /clusters/{{id}} (see openapi.yaml)",
+                "no route for {} {}; the API serves /clusters, /clusters/{{id}} and /clusters/{{id}}/nodes/{{instanceId}}/replace (see openapi.yaml)",
                 request.method, request.path
             ),
         )),
@@ -259,6 +267,75 @@ async fn delete_cluster(ctx: &ApiContext, id: &str) -> Result<ApiResponse, Error
     Ok(ApiResponse::json(
         202,
         json!({ "id": id, "phase": "DELETING", "statusUrl": format!("/clusters/{id}") }),
+    ))
+}
+
+/// An operator's replacement of one node: a healing run launches its successor in the same
+/// slot, registers it or adds it to the group, then retires the old instance.
+async fn replace_node(ctx: &ApiContext, id: &str, instance: &str) -> Result<ApiResponse, Error> {
+    if !valid_cluster_id(id) {
+        return Err(not_found(id));
+    }
+    let cluster = ctx
+        .store
+        .get_cluster(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    if matches!(cluster.phase, Phase::Deleting | Phase::Deleted) {
+        return Err(Error::Conflict(format!(
+            "cluster {id} is {}; nothing of it is replaced any more",
+            cluster.phase.as_str()
+        )));
+    }
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|n| n.instance_id.as_deref() == Some(instance))
+        .ok_or_else(|| Error::NotFound {
+            kind: "node",
+            id: format!("{instance} of cluster {id} (see GET /clusters/{id} for its nodes)"),
+        })?;
+    if node.role.as_deref() == Some("PRIMARY") {
+        return Err(Error::Conflict(format!(
+            "{instance} ({}) is the PRIMARY of the group; make another member primary first \
+             (MySQL Shell: cluster.setPrimaryInstance), or stop the instance and let the group \
+             fail over, then replace it",
+            node.slot
+        )));
+    }
+    let Some(generation) = ctx.store.request_heal(id, instance, true).await? else {
+        return Err(Error::Conflict(format!(
+            "{instance} is already being replaced or healed; follow GET /clusters/{id}"
+        )));
+    };
+    ctx.store
+        .append_action(
+            id,
+            generation,
+            "ReplaceRequested",
+            &format!(
+                "{instance} ({}) by the API; healing run, generation {generation}",
+                node.slot
+            ),
+        )
+        .await?;
+    ctx.workflow
+        .start(&WorkflowInput {
+            cluster_id: id.to_string(),
+            generation,
+            reason: RunReason::Heal,
+        })
+        .await?;
+    Ok(ApiResponse::json(
+        202,
+        json!({
+            "id": id,
+            "replacing": instance,
+            "slot": node.slot,
+            "generation": generation,
+            "phase": "HEALING",
+            "statusUrl": format!("/clusters/{id}"),
+        }),
     ))
 }
 

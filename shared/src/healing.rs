@@ -69,7 +69,7 @@ impl Healer {
         };
         let Some(generation) = self
             .store
-            .request_heal(&cluster_id, &detail.instance_id)
+            .request_heal(&cluster_id, &detail.instance_id, false)
             .await?
         else {
             return Ok(Reaction::AlreadyHandled { cluster_id });

@@ -210,6 +210,10 @@ pub struct Cluster {
     pub updated_at: String,
     pub last_error: Option<LastError>,
     pub target_group_arn: Option<String>,
+    /// Instances an operator (or the sweep) asked to replace; the running heal run launches
+    /// their successors and retires them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replacing: Vec<String>,
     pub nodes: Vec<Node>,
     /// The most recent actions (the store keeps the full log).
     #[serde(rename = "recentActions")]

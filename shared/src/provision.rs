@@ -275,7 +275,15 @@ impl Provisioner {
     async fn launch(&self, cluster: &Cluster, request: &TaskRequest) -> Result<TaskOutcome> {
         let fence = fence_of(request)?;
         let subnets = self.fleet.subnets(&cluster.spec.subnets).await?;
-        let observed = self.fleet.observe(&cluster.id).await?;
+        // Instances being replaced do not fill their slots: a successor is launched, and
+        // `finish` retires them once it serves.
+        let observed: Vec<ObservedInstance> = self
+            .fleet
+            .observe(&cluster.id)
+            .await?
+            .into_iter()
+            .filter(|i| !cluster.replacing.contains(&i.instance_id))
+            .collect();
         let plan = plan_launches(&cluster.spec, &subnets, &observed);
         let recorded = |slot: Slot| cluster.nodes.iter().find(|n| n.slot == slot.name());
 
@@ -583,6 +591,26 @@ impl Provisioner {
     }
 
     async fn finish(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
+        // Instances of the cluster that are no node's (replaced ones, now that their
+        // successors serve and a replaced member has left the group): retire them.
+        let recorded: Vec<&str> = cluster
+            .nodes
+            .iter()
+            .filter_map(|n| n.instance_id.as_deref())
+            .collect();
+        let retired: Vec<String> = self
+            .fleet
+            .observe(&cluster.id)
+            .await?
+            .into_iter()
+            .filter(|i| i.state.is_alive() && !recorded.contains(&i.instance_id.as_str()))
+            .map(|i| i.instance_id)
+            .collect();
+        if !retired.is_empty() {
+            self.fleet.terminate(&retired).await?;
+            self.record(cluster, "TerminateRetired", &retired.join(", "))
+                .await?;
+        }
         self.store
             .finish_run(&cluster.id, fence, Phase::Ready, None)
             .await?;

@@ -442,7 +442,7 @@ impl ClusterStore {
             }
             None => {
                 "SET phase = :phase, updated_at = :at, version = version + :one \
-                     REMOVE lease_holder, lease_expires, last_error, lost_instances"
+                     REMOVE lease_holder, lease_expires, last_error, lost_instances, replace_instances"
             }
         };
         self.fenced_update(id, fence, expression, values).await
@@ -512,13 +512,24 @@ impl ClusterStore {
     /// Ask for a healing run because `instance_id` was lost: bumps the generation (a newer
     /// run supersedes whatever runs) and remembers the instance, once. `None` when the loss
     /// is already being healed or the cluster is being deleted: nothing to start.
-    pub async fn request_heal(&self, id: &str, instance_id: &str) -> Result<Option<u64>> {
+    /// With `replace`, the instance is alive and is to be retired once its successor serves
+    /// (an operator's or the sweep's decision) rather than already lost.
+    pub async fn request_heal(
+        &self,
+        id: &str,
+        instance_id: &str,
+        replace: bool,
+    ) -> Result<Option<u64>> {
+        let expression = if replace {
+            "SET phase = :healing, generation = generation + :one, version = version + :one, \
+             updated_at = :at ADD lost_instances :lost, replace_instances :lost"
+        } else {
+            "SET phase = :healing, generation = generation + :one, version = version + :one, \
+             updated_at = :at ADD lost_instances :lost"
+        };
         let result = self
             .update_meta(id)
-            .update_expression(
-                "SET phase = :healing, generation = generation + :one, version = version + :one, \
-                 updated_at = :at ADD lost_instances :lost",
-            )
+            .update_expression(expression)
             .condition_expression(
                 "attribute_exists(pk) AND NOT phase IN (:deleting, :deleted) \
                  AND NOT contains(lost_instances, :instance)",
@@ -1133,6 +1144,11 @@ fn cluster_from_meta(item: &Item) -> Result<Cluster> {
         updated_at: required("updated_at")?,
         last_error,
         target_group_arn: text("target_group_arn"),
+        replacing: item
+            .get("replace_instances")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
         nodes: Vec::new(),
         actions: Vec::new(),
     })

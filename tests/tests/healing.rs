@@ -211,6 +211,54 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
     assert_ne!(new_primary, primary);
     assert!(agent.errors().is_empty(), "{:?}", agent.errors());
 
+    // 4. An operator's replacement: the PRIMARY is refused with what to do; a web node
+    // and a database SECONDARY get successors, and the old instances are retired.
+    let replace = |instance: &str| format!("{api}/clusters/{id}/nodes/{instance}/replace");
+    let old_primary = field(node(&healed, new_primary), "instanceId");
+    let (status, refused) = send_json(Method::POST, &replace(&old_primary), None, &[]).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused.to_string().contains("setPrimaryInstance"),
+        "{refused}"
+    );
+    let (status, unknown) =
+        send_json(Method::POST, &replace("i-0000000000000000f"), None, &[]).await;
+    assert_eq!(status, 404, "{unknown}");
+    let mut generation = 4;
+    for slot in ["web-1", primary] {
+        let before = field(node(&healed, slot), "instanceId");
+        let (status, accepted) = send_json(Method::POST, &replace(&before), None, &[]).await;
+        assert_eq!(status, 202, "{accepted}");
+        generation += 1;
+        assert_eq!(accepted["generation"], generation, "{accepted}");
+        let replaced = wait_for_ready_at(&api, &id, generation).await;
+        assert_eq!(replaced["phase"], "READY", "{replaced:#}");
+        assert_ne!(field(node(&replaced, slot), "instanceId"), before);
+        one_group(&replaced);
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let old = ec2
+            .describe_instances()
+            .instance_ids(&before)
+            .send()
+            .await
+            .expect("DescribeInstances");
+        let state = old
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| {
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+            })
+            .next()
+            .unwrap_or_default();
+        assert!(
+            ["shutting-down", "terminated"].contains(&state.as_str()),
+            "{before} ({slot}) was not retired: {state}"
+        );
+    }
+
     // DELETE still cleans up.
     let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
     assert_eq!(status, 202);
