@@ -18,6 +18,7 @@ pub mod report;
 pub mod secrets;
 pub mod spec;
 pub mod startup;
+pub mod status;
 pub mod store;
 pub mod targets;
 pub mod telemetry;

@@ -170,15 +170,20 @@ fn required_str(object: &serde_json::Map<String, Value>, field: &str) -> Result<
     }
 }
 
-fn validate_name(name: &str) -> Result<()> {
-    let fix = "use 1 to 32 lowercase letters, digits and hyphens, starting with a letter";
-    let ok = (1..=32).contains(&name.len())
+/// 1 to 32 lowercase letters, digits and hyphens, starting with a letter, not ending with
+/// a hyphen: a DNS label, an InnoDB Cluster name and part of AWS resource names.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
         && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let fix = "use 1 to 32 lowercase letters, digits and hyphens, starting with a letter";
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(Error::validation(

@@ -294,6 +294,24 @@ impl ClusterStore {
         Ok(Some(cluster))
     }
 
+    /// The live cluster that holds `name`, if any (the name claim).
+    pub async fn cluster_id_by_name(&self, name: &str) -> Result<Option<String>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::name_key(name)))
+            .key("sk", s("NAME"))
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "GetItem", e))?;
+        Ok(output
+            .item()
+            .and_then(|i| i.get("cluster_id"))
+            .and_then(|v| v.as_s().ok())
+            .cloned())
+    }
+
     /// The newest actions (one page, newest first from DynamoDB), in time order. Kept out
     /// of `get_cluster`: every workflow task reads the cluster, only people read the log.
     pub async fn recent_actions(&self, id: &str) -> Result<Vec<Action>> {

@@ -336,6 +336,35 @@ async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
         "{actions:#?}"
     );
 
+    // The ALB's Lambda target shows the cluster named by the host: nodes and the primary.
+    let mut request = e2e_tests::sample_event("alb-status-page.json");
+    request["headers"]["host"] = "shop.example.com".into();
+    let page = cloud
+        .invoke(&stack, "AlbTargetFunction", &request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.payload["statusCode"], 200, "{:?}", page.payload);
+    let html = page.payload["body"].as_str().unwrap_or_default();
+    let primary_slot = db
+        .iter()
+        .find(|n| n["role"] == "PRIMARY")
+        .and_then(|n| n["slot"].as_str())
+        .unwrap_or_default();
+    assert!(
+        html.contains(&format!("Primary: <b>{primary_slot} ({seed})</b>")),
+        "{html}"
+    );
+    request["path"] = "/".into();
+    let maintenance = cloud
+        .invoke(&stack, "AlbTargetFunction", &request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        maintenance.payload["statusCode"], 503,
+        "{:?}",
+        maintenance.payload
+    );
+
     // The generated passwords are in Secrets Manager and nowhere else.
     let sdk = cloud.sdk_config().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);

@@ -1,42 +1,65 @@
-//! `alb-target`: the Lambda target of the cluster's ALB. It answers ALB health checks; the
-//! status and maintenance pages come with the healing issue.
+//! `alb-target`: the Lambda target behind the stack's ALB: health checks, each cluster's
+//! status page (JSON or HTML, by host name) and the maintenance page the listener falls back
+//! to. Rendering lives in `orchestrator::status`; this binary looks the cluster up.
 
 use aws_lambda_events::alb::{AlbTargetGroupRequest, AlbTargetGroupResponse};
-use aws_lambda_events::encodings::Body;
-use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
 use orchestrator::config::StoreSettings;
+use orchestrator::model::Cluster;
 use orchestrator::startup::require;
+use orchestrator::status::{self, Wanted};
+use orchestrator::store::ClusterStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     orchestrator::telemetry::init();
-    require("read configuration", StoreSettings::from_env())?;
-    run(service_fn(handle)).await
+    let settings = require("read configuration", StoreSettings::from_env())?;
+    let sdk = orchestrator::aws::load_sdk_config().await;
+    let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table_name);
+    run(service_fn(|event: LambdaEvent<AlbTargetGroupRequest>| {
+        let store = &store;
+        async move { handle(store, event.payload).await }
+    }))
+    .await
 }
 
-async fn handle(
-    event: LambdaEvent<AlbTargetGroupRequest>,
-) -> Result<AlbTargetGroupResponse, Diagnostic> {
-    let path = event.payload.path.as_deref().unwrap_or("/");
-    let (status, body) = match path {
-        "/_health" => (200, r#"{"status":"ok"}"#.to_string()),
-        other => (
-            404,
-            serde_json::json!({ "error": format!("{other} is not served by the orchestrator target; try /_health") })
-                .to_string(),
-        ),
+/// The cluster a name stands for, with its recent actions; a failed lookup is logged and
+/// answered as "no such cluster" rather than an error page from the load balancer.
+async fn lookup(store: &ClusterStore, name: Option<&str>) -> Option<Cluster> {
+    let name = name?;
+    let found = async {
+        let Some(id) = store.cluster_id_by_name(name).await? else {
+            return Ok(None);
+        };
+        let Some(mut cluster) = store.get_cluster(&id).await? else {
+            return Ok(None);
+        };
+        cluster.actions = store.recent_actions(&id).await?;
+        Ok::<_, orchestrator::Error>(Some(cluster))
     };
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    let mut response = AlbTargetGroupResponse::default();
-    response.status_code = status;
-    response.status_description = Some(format!(
-        "{status} {}",
-        if status == 200 { "OK" } else { "Not Found" }
-    ));
-    response.headers = headers;
-    response.body = Some(Body::Text(body));
-    response.is_base64_encoded = false;
-    Ok(response)
+    match found.await {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            tracing::warn!(cluster = name, error = %error, "cluster lookup failed");
+            None
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(path = request.path.as_deref().unwrap_or("/")))]
+async fn handle(
+    store: &ClusterStore,
+    request: AlbTargetGroupRequest,
+) -> Result<AlbTargetGroupResponse, Diagnostic> {
+    Ok(match status::wanted(&request) {
+        Wanted::Health => status::health(),
+        Wanted::Status { cluster_name, html } => {
+            let cluster = lookup(store, cluster_name.as_deref()).await;
+            status::status(cluster_name.as_deref(), cluster.as_ref(), html)
+        }
+        Wanted::Maintenance { cluster_name } => {
+            let cluster = lookup(store, cluster_name.as_deref()).await;
+            status::maintenance(cluster_name.as_deref(), cluster.as_ref())
+        }
+    })
 }
