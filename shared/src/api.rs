@@ -83,10 +83,11 @@ pub async fn handle(ctx: &ApiContext, request: ApiRequest) -> ApiResponse {
         )),
         ("GET", ["clusters", id]) => get_cluster(ctx, id).await,
         ("DELETE", ["clusters", id]) => delete_cluster(ctx, id).await,
+        ("PATCH", ["clusters", id]) => patch_cluster(ctx, id, &request).await,
         (_, ["clusters", _]) => Ok(method_not_allowed(
             &request.method,
             "/clusters/{id}",
-            "GET, DELETE",
+            "GET, PATCH, DELETE",
         )),
         ("POST", ["clusters", id, "nodes", instance, "replace"]) => {
             replace_node(ctx, id, instance).await
@@ -268,6 +269,61 @@ async fn delete_cluster(ctx: &ApiContext, id: &str) -> Result<ApiResponse, Error
         202,
         json!({ "id": id, "phase": "DELETING", "statusUrl": format!("/clusters/{id}") }),
     ))
+}
+
+/// `PATCH /clusters/{id}` `{"web": {"count": N}}`: scale the web tier by hand, within the
+/// cluster's bounds (no cooldown: a person decided).
+async fn patch_cluster(
+    ctx: &ApiContext,
+    id: &str,
+    request: &ApiRequest,
+) -> Result<ApiResponse, Error> {
+    if !valid_cluster_id(id) {
+        return Err(not_found(id));
+    }
+    let count =
+        crate::spec::ClusterSpec::patched_web_count(request.body.as_deref().unwrap_or_default())?;
+    match ctx
+        .store
+        .request_scale(id, crate::store::ScaleTarget::Count(count), None)
+        .await?
+    {
+        crate::store::Scaled::Unchanged(why) => Ok(ApiResponse::json(
+            200,
+            json!({ "id": id, "unchanged": why }),
+        )),
+        crate::store::Scaled::Started {
+            generation,
+            from,
+            to,
+        } => {
+            ctx.store
+                .append_action(
+                    id,
+                    generation,
+                    "ScaleRequested",
+                    &format!("web {from} -> {to} by the API; scaling run, generation {generation}"),
+                )
+                .await?;
+            ctx.workflow
+                .start(&WorkflowInput {
+                    cluster_id: id.to_string(),
+                    generation,
+                    reason: RunReason::Scale,
+                })
+                .await?;
+            Ok(ApiResponse::json(
+                202,
+                json!({
+                    "id": id,
+                    "phase": "SCALING",
+                    "generation": generation,
+                    "web": { "from": from, "to": to },
+                    "statusUrl": format!("/clusters/{id}"),
+                }),
+            ))
+        }
+    }
 }
 
 /// An operator's replacement of one node: a healing run launches its successor in the same

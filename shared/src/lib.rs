@@ -15,6 +15,7 @@ pub mod plan;
 pub mod provision;
 pub mod replication;
 pub mod report;
+pub mod scaling;
 pub mod secrets;
 pub mod spec;
 pub mod startup;

@@ -133,6 +133,7 @@ mod tests {
                 instance_type: "r6i.large".into(),
             },
             subnets: vec![],
+            scaling: None,
         }
     }
 

@@ -375,17 +375,19 @@ impl Provisioner {
             )
             .await?;
         }
+        // Surplus instances (a slot beyond the spec after a scale-in, or a duplicate from a
+        // crashed launch) stop taking traffic now; `check-healthy` waits until their
+        // connections have drained and `finish` terminates them.
         if !plan.surplus.is_empty() {
             let ids: Vec<String> = plan.surplus.iter().map(|i| i.instance_id.clone()).collect();
             if let Some(arn) = &cluster.target_group_arn {
                 self.targets.deregister(arn, &ids).await?;
             }
-            self.fleet.terminate(&ids).await?;
             self.record(
                 cluster,
-                "TerminateInstances",
+                "DeregisterTargets",
                 &format!(
-                    "surplus instances (duplicates or beyond the spec): {}",
+                    "surplus instances (beyond the spec, or duplicates), to be retired: {}",
                     ids.join(", ")
                 ),
             )
@@ -582,11 +584,16 @@ impl Provisioner {
                 waiting.push(format!("{instance_id} ({state})"));
             }
         }
+        // Deregistered targets (scale-in, replaced nodes) finish draining before `finish`
+        // terminates their instances.
+        for target in health.iter().filter(|h| h.state == "draining") {
+            waiting.push(format!("{} (draining)", target.instance_id));
+        }
         wait_outcome(
             waiting,
             request,
             HEALTHY_TIMEOUT_SECS,
-            "to pass the target group's health check",
+            "to pass the target group's health check (and deregistered ones to drain)",
         )
     }
 
@@ -792,6 +799,7 @@ mod tests {
                 instance_type: "r6i.large".into(),
             },
             subnets: vec![],
+            scaling: None,
         }
     }
 

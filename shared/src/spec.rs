@@ -20,6 +20,25 @@ pub struct TierSpec {
     pub instance_type: String,
 }
 
+/// How far the web tier may scale, by alarm or by `PATCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingSpec {
+    pub min_web: u32,
+    pub max_web: u32,
+}
+
+impl ScalingSpec {
+    /// Never below two web instances (one zone may fail) unless fewer were asked for, and up
+    /// to the maximum a cluster may have.
+    pub fn default_for(web_count: u32) -> Self {
+        Self {
+            min_web: web_count.min(2),
+            max_web: MAX_WEB,
+        }
+    }
+}
+
 /// The desired state of a cluster, as recorded in DynamoDB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSpec {
@@ -29,6 +48,9 @@ pub struct ClusterSpec {
     /// Subnets to spread over, in order; empty means the stack's default subnets.
     #[serde(default)]
     pub subnets: Vec<String>,
+    /// Absent in records written before scaling existed: the defaults apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingSpec>,
 }
 
 impl ClusterSpec {
@@ -62,7 +84,7 @@ impl ClusterSpec {
                 "send a JSON object with name, web and db",
             )
         })?;
-        reject_unknown(object, "", &["name", "web", "db", "subnets"])?;
+        reject_unknown(object, "", &["name", "web", "db", "subnets", "scaling"])?;
         let name = required_str(object, "name")?;
         validate_name(&name)?;
         let web = tier(object, "web", 2, "t3.small")?;
@@ -127,18 +149,124 @@ impl ClusterSpec {
                 ));
             }
         };
+        let scaling = match object.get("scaling") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(scaling(value, web.count)?),
+        };
         Ok(Self {
             name,
             web,
             db,
             subnets,
+            scaling,
         })
+    }
+
+    pub fn scaling(&self) -> ScalingSpec {
+        self.scaling
+            .unwrap_or_else(|| ScalingSpec::default_for(self.web.count))
+    }
+
+    /// The spec with `count` web instances, if the scaling bounds allow it.
+    pub fn with_web_count(&self, count: u32) -> Result<Self> {
+        let bounds = self.scaling();
+        if !(bounds.min_web..=bounds.max_web).contains(&count) {
+            return Err(Error::validation(
+                "web.count",
+                format!(
+                    "{count} is outside the cluster's scaling bounds {}-{}",
+                    bounds.min_web, bounds.max_web
+                ),
+                format!(
+                    "ask for {} to {} web instances",
+                    bounds.min_web, bounds.max_web
+                ),
+            ));
+        }
+        let mut next = self.clone();
+        next.web.count = count;
+        Ok(next)
+    }
+
+    /// The web count a `PATCH /clusters/{id}` body asks for: `{"web": {"count": N}}`.
+    pub fn patched_web_count(body: &[u8]) -> Result<u32> {
+        let example = r#"send {"web": {"count": 3}}"#;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Error::validation(
+                "body",
+                format!("{} bytes is too large", body.len()),
+                example,
+            ));
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| Error::validation("body", format!("is not valid JSON ({e})"), example))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| Error::validation("body", "is not a JSON object", example))?;
+        reject_unknown(object, "", &["web"])?;
+        let web = object
+            .get("web")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::validation("web", "is missing or not an object", example))?;
+        reject_unknown(web, "web.", &["count"])?;
+        web.get("count")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::validation("web.count", "is missing or not a whole number", example)
+            })
     }
 
     /// Total instances the spec asks for.
     pub fn instance_count(&self) -> u32 {
         self.web.count + self.db.count
     }
+}
+
+fn scaling(value: &Value, web_count: u32) -> Result<ScalingSpec> {
+    let example = format!(
+        r#"send {{"minWeb": {}, "maxWeb": {MAX_WEB}}}"#,
+        web_count.min(2)
+    );
+    let object = value
+        .as_object()
+        .ok_or_else(|| Error::validation("scaling", "is not an object", &example))?;
+    reject_unknown(object, "scaling.", &["minWeb", "maxWeb"])?;
+    let defaults = ScalingSpec::default_for(web_count);
+    let bound = |field: &str, default: u32| -> Result<u32> {
+        match object.get(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    Error::validation(
+                        format!("scaling.{field}"),
+                        "is not a whole number",
+                        &example,
+                    )
+                }),
+        }
+    };
+    let spec = ScalingSpec {
+        min_web: bound("minWeb", defaults.min_web)?,
+        max_web: bound("maxWeb", defaults.max_web)?,
+    };
+    if !(1 <= spec.min_web
+        && spec.min_web <= web_count
+        && web_count <= spec.max_web
+        && spec.max_web <= MAX_WEB)
+    {
+        return Err(Error::validation(
+            "scaling",
+            format!(
+                "minWeb {} and maxWeb {} must hold web.count {web_count} within 1-{MAX_WEB}",
+                spec.min_web, spec.max_web
+            ),
+            format!("use 1 <= minWeb <= {web_count} <= maxWeb <= {MAX_WEB}"),
+        ));
+    }
+    Ok(spec)
 }
 
 fn reject_unknown(

@@ -136,6 +136,22 @@ pub struct CommandTarget {
     pub slot: String,
 }
 
+/// What a scaling request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleTarget {
+    /// An operator's count (`PATCH`): refused outside the bounds.
+    Count(u32),
+    /// An alarm's step: clamped to the bounds.
+    Step(i32),
+}
+
+/// What a scaling request led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scaled {
+    Started { generation: u64, from: u32, to: u32 },
+    Unchanged(String),
+}
+
 /// What `create_cluster` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -568,6 +584,95 @@ impl ClusterStore {
                 "generation",
             )),
             Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Change the web count (to a count, or by a step within the scaling bounds) and bump
+    /// the generation so a scaling run converges to it. With `cooldown_seconds`, a change
+    /// within that time of the last one is refused (`Unchanged`): alarms must not flap.
+    pub async fn request_scale(
+        &self,
+        id: &str,
+        target: ScaleTarget,
+        cooldown_seconds: Option<i64>,
+    ) -> Result<Scaled> {
+        let cluster = self.get_cluster(id).await?.ok_or_else(|| Error::NotFound {
+            kind: "cluster",
+            id: id.to_string(),
+        })?;
+        if matches!(cluster.phase, Phase::Deleting | Phase::Deleted) {
+            return Err(Error::Conflict(format!(
+                "cluster {id} is {}; it is not scaled any more",
+                cluster.phase.as_str()
+            )));
+        }
+        let from = cluster.spec.web.count;
+        let bounds = cluster.spec.scaling();
+        let to = match target {
+            ScaleTarget::Count(count) => {
+                cluster.spec.with_web_count(count)?;
+                count
+            }
+            ScaleTarget::Step(step) => {
+                let wanted = i64::from(from) + i64::from(step);
+                wanted.clamp(i64::from(bounds.min_web), i64::from(bounds.max_web)) as u32
+            }
+        };
+        if to == from {
+            return Ok(Scaled::Unchanged(format!(
+                "the web tier already has {from} (bounds {}-{})",
+                bounds.min_web, bounds.max_web
+            )));
+        }
+        let spec = cluster.spec.with_web_count(to)?;
+        let now = epoch_seconds();
+        let mut condition = "version = :version AND NOT phase IN (:deleting, :deleted)".to_string();
+        if cooldown_seconds.is_some() {
+            condition.push_str(
+                " AND (attribute_not_exists(last_scaled_at) OR last_scaled_at <= :cutoff)",
+            );
+        }
+        let mut update = self
+            .update_meta(id)
+            .update_expression(
+                "SET spec = :spec, phase = :scaling, generation = generation + :one, \
+                 version = version + :one, updated_at = :at, last_scaled_at = :now",
+            )
+            .condition_expression(condition)
+            .expression_attribute_values(
+                ":spec",
+                s(serde_json::to_string(&spec).unwrap_or_default()),
+            )
+            .expression_attribute_values(":scaling", s(Phase::Scaling.as_str()))
+            .expression_attribute_values(":deleting", s(Phase::Deleting.as_str()))
+            .expression_attribute_values(":deleted", s(Phase::Deleted.as_str()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":at", s(now_rfc3339()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":version", n(cluster.version));
+        if let Some(cooldown) = cooldown_seconds {
+            update = update.expression_attribute_values(":cutoff", n(now - cooldown));
+        }
+        match update.send().await {
+            Ok(_) => Ok(Scaled::Started {
+                generation: cluster.generation + 1,
+                from,
+                to,
+            }),
+            Err(e) if is_condition_failure(&e) => {
+                let again = self.get_cluster(id).await?;
+                if again.as_ref().map(|c| c.version) != Some(cluster.version) {
+                    Err(Error::Conflict(format!(
+                        "cluster {id} changed while scaling it; send the request again"
+                    )))
+                } else {
+                    Ok(Scaled::Unchanged(format!(
+                        "the last scaling of cluster {id} is less than {}s ago (cooldown)",
+                        cooldown_seconds.unwrap_or_default()
+                    )))
+                }
+            }
             Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
         }
     }

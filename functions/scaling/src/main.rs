@@ -1,29 +1,67 @@
-//! `scaling`: CloudWatch "Alarm State Change" events on the stack's ALB alarms. This release
-//! records what arrived; resizing comes with the scaling issue. Foreign or malformed events
-//! are logged and dropped (EventBridge would only retry them).
+//! `scaling`: CloudWatch "Alarm State Change" events of the clusters' web alarms
+//! (`ha-<cluster>-web-high` / `-web-low`): one step out or in, within the cluster's bounds
+//! and outside the cooldown (see `orchestrator::scaling`). Foreign or malformed events are
+//! logged and dropped (EventBridge would only retry them).
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::config::StoreSettings;
+use orchestrator::config::{StoreSettings, WorkflowSettings};
 use orchestrator::events::alarm_from_json;
+use orchestrator::scaling::{DEFAULT_COOLDOWN_SECONDS, Scaler};
 use orchestrator::startup::require;
+use orchestrator::store::ClusterStore;
+use orchestrator::workflow::Workflow;
+
+/// `SCALE_COOLDOWN_SECONDS` (template.yaml sets it), else the default.
+fn cooldown() -> Result<i64, orchestrator::Error> {
+    match std::env::var("SCALE_COOLDOWN_SECONDS") {
+        Err(_) => Ok(DEFAULT_COOLDOWN_SECONDS),
+        Ok(value) => value
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| orchestrator::Error::InvalidConfig {
+                name: "SCALE_COOLDOWN_SECONDS",
+                value,
+                reason: "not a whole number of seconds".into(),
+            }),
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     orchestrator::telemetry::init();
-    require("read configuration", StoreSettings::from_env())?;
-    run(service_fn(handle)).await
+    let store = require("read configuration", StoreSettings::from_env())?;
+    let workflow = require("read configuration", WorkflowSettings::from_env())?;
+    let cooldown_seconds = require("read configuration", cooldown())?;
+    let sdk = orchestrator::aws::load_sdk_config().await;
+    let scaler = Scaler {
+        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
+        workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
+        cooldown_seconds,
+    };
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let scaler = &scaler;
+        async move { handle(scaler, event).await }
+    }))
+    .await
 }
 
 #[tracing::instrument(skip_all, fields(request_id = %event.context.request_id))]
-async fn handle(event: LambdaEvent<serde_json::Value>) -> Result<(), Diagnostic> {
+async fn handle(scaler: &Scaler, event: LambdaEvent<serde_json::Value>) -> Result<(), Diagnostic> {
     match alarm_from_json(event.payload) {
-        Ok(alarm) => tracing::info!(
-            alarm = %alarm.detail.alarm_name,
-            from = ?alarm.detail.previous_state.value,
-            to = ?alarm.detail.state.value,
-            "alarm state change received"
-        ),
-        Err(error) => tracing::warn!(error = %error, "event dropped"),
+        Ok(alarm) => match Box::pin(scaler.on_alarm(&alarm)).await {
+            Ok(reaction) => {
+                tracing::info!(alarm = %alarm.detail.alarm_name, ?reaction, "alarm state change handled");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(alarm = %alarm.detail.alarm_name, error = %error, "alarm state change failed; EventBridge retries it");
+                Err(error.into())
+            }
+        },
+        Err(error) => {
+            tracing::warn!(error = %error, "event dropped");
+            Ok(())
+        }
     }
-    Ok(())
 }

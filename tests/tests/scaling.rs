@@ -1,0 +1,173 @@
+//! Scaling end to end in the local cloud: a cluster's web alarm going to ALARM (published
+//! as CloudWatch publishes it) adds one web node; a second alarm inside the cooldown changes
+//! nothing; `PATCH /clusters/{id}` scales in, deregistering before terminating; counts
+//! outside the bounds are refused with the bounds.
+
+use std::time::Duration;
+
+use e2e_tests::{deployed_with_agent, send_json};
+use local_cloud::LocalCloud;
+use reqwest::Method;
+
+const CREATE: &str = r#"{"name":"scale","web":{"count":2,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#;
+
+async fn wait_for_ready_at(api: &str, id: &str, generation: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let (_, cluster) = send_json(Method::GET, &format!("{api}/clusters/{id}"), None, &[]).await;
+        let at = cluster["generation"].as_u64().unwrap_or_default();
+        if cluster["phase"] == "FAILED" || (cluster["phase"] == "READY" && at >= generation) {
+            return cluster;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not READY at g{generation}: {cluster:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn alarm(cloud: &LocalCloud, id: &str, which: &str) {
+    let name = format!("ha-{id}-web-{which}");
+    cloud
+        .publish_event(
+            "aws.cloudwatch",
+            "CloudWatch Alarm State Change",
+            &serde_json::json!({
+                "alarmName": name,
+                "state": {"value": "ALARM", "reason": "Threshold Crossed", "timestamp": "2026-11-24T04:00:00.000+0000"},
+                "previousState": {"value": "OK", "reason": "", "timestamp": "2026-11-24T03:55:00.000+0000"},
+            }),
+            &[format!("arn:aws:cloudwatch:us-east-1:000000000000:alarm:{name}")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn web_ids(cluster: &serde_json::Value) -> Vec<String> {
+    cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["tier"] == "web")
+        .filter_map(|n| n["instanceId"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn alarms_and_patch_scale_the_web_tier_within_bounds_and_cooldown() {
+    let (cloud, stack, _agent) = deployed_with_agent("scaling").await;
+    let api = stack.api_url.clone().expect("ApiId output");
+    let (status, created) = send_json(
+        Method::POST,
+        &format!("{api}/clusters"),
+        Some(CREATE),
+        &[("idempotency-key", "e2e-scale-1")],
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let ready = wait_for_ready_at(&api, &id, 1).await;
+    assert_eq!(ready["phase"], "READY", "{ready:#}");
+
+    // The high alarm adds one web node.
+    alarm(&cloud, &id, "high").await;
+    let out = wait_for_ready_at(&api, &id, 2).await;
+    assert_eq!(out["phase"], "READY", "{out:#}");
+    assert_eq!(out["spec"]["web"]["count"], 3, "{out:#}");
+    assert_eq!(web_ids(&out).len(), 3, "{out:#}");
+    assert_eq!(out["conditions"]["webTargetsHealthy"], "3/3", "{out:#}");
+
+    // Again inside the cooldown: nothing changes.
+    alarm(&cloud, &id, "high").await;
+    cloud
+        .wait_for_log_line(
+            &["alarm state change handled", "cooldown"],
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, same) = send_json(Method::GET, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(same["generation"], 2, "{same:#}");
+    assert_eq!(same["spec"]["web"]["count"], 3);
+
+    // Out of bounds and malformed: refused with what to send.
+    let patch = |body: &'static str| {
+        let url = format!("{api}/clusters/{id}");
+        async move { send_json(Method::PATCH, &url, Some(body), &[]).await }
+    };
+    let (status, low) = patch(r#"{"web":{"count":1}}"#).await;
+    assert_eq!(status, 400, "{low}");
+    assert_eq!(low["error"]["field"], "web.count", "{low}");
+    assert!(low.to_string().contains("2 to 20"), "{low}");
+    let (status, unknown) = patch(r#"{"web":{"count":2},"db":{"count":5}}"#).await;
+    assert_eq!(status, 400, "{unknown}");
+    assert_eq!(unknown["error"]["field"], "db", "{unknown}");
+
+    // Scale in by hand: the newest slot is deregistered, drained, then terminated.
+    let newest = out["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["slot"] == "web-2")
+        .and_then(|n| n["instanceId"].as_str())
+        .expect("web-2")
+        .to_string();
+    let (status, accepted) = patch(r#"{"web":{"count":2}}"#).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["web"], serde_json::json!({"from": 3, "to": 2}));
+    let scaled_in = wait_for_ready_at(&api, &id, 3).await;
+    assert_eq!(scaled_in["phase"], "READY", "{scaled_in:#}");
+    assert_eq!(web_ids(&scaled_in).len(), 2);
+    assert!(!web_ids(&scaled_in).contains(&newest));
+    let actions: Vec<String> = scaled_in["recentActions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["action"].as_str().unwrap_or_default(),
+                a["detail"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    let deregistered = actions
+        .iter()
+        .position(|a| a.starts_with("DeregisterTargets") && a.contains(&newest));
+    let terminated = actions
+        .iter()
+        .position(|a| a.starts_with("TerminateRetired") && a.contains(&newest));
+    assert!(
+        deregistered.is_some() && deregistered < terminated,
+        "deregistration must come before termination: {actions:#?}"
+    );
+    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
+    let state = ec2
+        .describe_instances()
+        .instance_ids(&newest)
+        .send()
+        .await
+        .expect("DescribeInstances")
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            i.state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+        })
+        .next()
+        .unwrap_or_default();
+    assert!(
+        ["shutting-down", "terminated"].contains(&state.as_str()),
+        "{state}"
+    );
+
+    let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(status, 202);
+    let gone =
+        e2e_tests::wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(180))
+            .await;
+    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+}
