@@ -278,6 +278,44 @@ fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
 }
 
+/// The EC2 state of every instance of every cluster (tagged `ha-orchestrator:cluster`), in
+/// as few calls as EC2 allows (1,000 instances a page): the sweep's view of the fleet.
+/// Returns the states and how many DescribeInstances calls it took.
+pub async fn observe_all(
+    ec2: &aws_sdk_ec2::Client,
+) -> Result<(std::collections::HashMap<String, InstanceState>, usize)> {
+    let mut states = std::collections::HashMap::new();
+    let mut calls = 0;
+    let mut pages = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag-key")
+                .values(TAG_CLUSTER)
+                .build(),
+        )
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        calls += 1;
+        let page = page.map_err(|e| from_sdk("ec2", "DescribeInstances", e))?;
+        for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+            let (Some(id), Some(state)) = (
+                instance.instance_id(),
+                instance
+                    .state()
+                    .and_then(|s| s.name())
+                    .and_then(|n| InstanceState::parse(n.as_str())),
+            ) else {
+                continue;
+            };
+            states.insert(id.to_string(), state);
+        }
+    }
+    Ok((states, calls))
+}
+
 /// The instance's resource-name host name (`i-0abc….ec2.internal`), which the stack's
 /// subnets give every instance: unlike an IP-based name (`ip-10-0-1-5.ec2.internal`) a
 /// replacement never inherits it, so Group Replication never mistakes a new node for a lost

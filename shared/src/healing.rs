@@ -36,9 +36,115 @@ pub enum Reaction {
 pub struct Healer {
     pub store: ClusterStore,
     pub workflow: Workflow,
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+/// What one sweep saw and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub clusters_checked: usize,
+    pub describe_calls: usize,
+    pub heals_started: Vec<(String, String)>,
 }
 
 impl Healer {
+    /// Start one healing run for a lost instance; `None` when its loss is already being
+    /// healed or the cluster is being deleted.
+    async fn start_heal(
+        &self,
+        cluster_id: &str,
+        instance_id: &str,
+        slot: &str,
+        why: &str,
+    ) -> Result<Option<u64>> {
+        let Some(generation) = self
+            .store
+            .request_heal(cluster_id, instance_id, false)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.store
+            .append_action(
+                cluster_id,
+                generation,
+                "InstanceLost",
+                &format!("{instance_id} ({slot}) is {why}; healing run, generation {generation}"),
+            )
+            .await?;
+        self.workflow
+            .start(&WorkflowInput {
+                cluster_id: cluster_id.to_string(),
+                generation,
+                reason: RunReason::Heal,
+            })
+            .await?;
+        Ok(Some(generation))
+    }
+
+    /// The scheduled sweep: every READY cluster's nodes against one fleet-wide view of EC2
+    /// (a page per 1,000 instances, not a call per cluster). A node whose instance is lost
+    /// without its event having arrived (EventBridge delivery is not guaranteed) starts a
+    /// healing run, exactly as the event would have.
+    #[tracing::instrument(skip_all)]
+    pub async fn sweep(&self) -> Result<SweepReport> {
+        let (states, describe_calls) = crate::fleet::observe_all(&self.ec2).await?;
+        let mut report = SweepReport {
+            describe_calls,
+            ..SweepReport::default()
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list_clusters(crate::store::MAX_PAGE_SIZE, after.as_deref())
+                .await?;
+            for summary in page
+                .items
+                .iter()
+                .filter(|c| c.phase == crate::model::Phase::Ready)
+            {
+                let Some(cluster) = self.store.get_cluster(&summary.id).await? else {
+                    continue;
+                };
+                report.clusters_checked += 1;
+                for node in &cluster.nodes {
+                    let Some(instance_id) = &node.instance_id else {
+                        continue;
+                    };
+                    let state = states.get(instance_id).copied();
+                    if state.is_some_and(crate::model::InstanceState::is_alive) {
+                        continue;
+                    }
+                    let why = match state {
+                        Some(state) => format!(
+                            "{} (found by the sweep)",
+                            serde_json::to_value(state)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        ),
+                        None => "gone (found by the sweep)".into(),
+                    };
+                    if self
+                        .start_heal(&cluster.id, instance_id, &node.slot, &why)
+                        .await?
+                        .is_some()
+                    {
+                        report
+                            .heals_started
+                            .push((cluster.id.clone(), instance_id.clone()));
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(report)
+    }
+
     #[tracing::instrument(skip_all, fields(event_id = %event.id.as_deref().unwrap_or_default(), instance_id = %event.detail.instance_id, state = ?event.detail.state))]
     pub async fn on_state_change(&self, event: &InstanceStateChangeEvent) -> Result<Reaction> {
         let detail = &event.detail;
@@ -67,36 +173,16 @@ impl Healer {
         else {
             return Ok(Reaction::UnknownInstance);
         };
+        let state = serde_json::to_value(detail.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         let Some(generation) = self
-            .store
-            .request_heal(&cluster_id, &detail.instance_id, false)
+            .start_heal(&cluster_id, &detail.instance_id, &node.slot, &state)
             .await?
         else {
             return Ok(Reaction::AlreadyHandled { cluster_id });
         };
-        self.store
-            .append_action(
-                &cluster_id,
-                generation,
-                "InstanceLost",
-                &format!(
-                    "{} ({}) is {}; healing run, generation {generation}",
-                    detail.instance_id,
-                    node.slot,
-                    serde_json::to_value(detail.state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ),
-            )
-            .await?;
-        self.workflow
-            .start(&WorkflowInput {
-                cluster_id: cluster_id.clone(),
-                generation,
-                reason: RunReason::Heal,
-            })
-            .await?;
         Ok(Reaction::Started {
             cluster_id,
             generation,

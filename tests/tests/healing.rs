@@ -1,6 +1,7 @@
 //! Healing end to end in the local cloud: EC2 state-change events, published as EC2
 //! publishes them, replace a lost web node, a lost database SECONDARY and the lost PRIMARY;
-//! a duplicated event changes nothing; the group stays one group throughout.
+//! a duplicated event changes nothing; the sweep finds a loss whose event never came; an
+//! operator replaces live nodes; the group stays one group throughout.
 //!
 //! fakecloud's EC2 runs nothing and emits no events: the test terminates the instance
 //! through the API, publishes the event, and lets the stand-in SSM agent play what Group
@@ -211,7 +212,40 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
     assert_ne!(new_primary, primary);
     assert!(agent.errors().is_empty(), "{:?}", agent.errors());
 
-    // 4. An operator's replacement: the PRIMARY is refused with what to do; a web node
+    // 4. A loss whose event never arrives: the scheduled sweep finds it.
+    let missed = field(node(&healed, "web-1"), "instanceId");
+    aws_sdk_ec2::Client::new(&sdk)
+        .terminate_instances()
+        .instance_ids(&missed)
+        .send()
+        .await
+        .expect("TerminateInstances");
+    let tick = cloud
+        .invoke(
+            &stack,
+            "InstanceEventsFunction",
+            &e2e_tests::sample_event("schedule-sweep.json"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tick.function_error, None, "{:?}", tick.payload);
+    let healed = wait_for_ready_at(&api, &id, 5).await;
+    assert_eq!(healed["phase"], "READY", "{healed:#}");
+    assert_ne!(field(node(&healed, "web-1"), "instanceId"), missed);
+    assert!(
+        healed["recentActions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .any(|a| a["action"] == "InstanceLost"
+                && a["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("found by the sweep")),
+        "{healed:#}"
+    );
+
+    // 5. An operator's replacement: the PRIMARY is refused with what to do; a web node
     // and a database SECONDARY get successors, and the old instances are retired.
     let replace = |instance: &str| format!("{api}/clusters/{id}/nodes/{instance}/replace");
     let old_primary = field(node(&healed, new_primary), "instanceId");
@@ -224,7 +258,7 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
     let (status, unknown) =
         send_json(Method::POST, &replace("i-0000000000000000f"), None, &[]).await;
     assert_eq!(status, 404, "{unknown}");
-    let mut generation = 4;
+    let mut generation = 5;
     for slot in ["web-1", primary] {
         let before = field(node(&healed, slot), "instanceId");
         let (status, accepted) = send_json(Method::POST, &replace(&before), None, &[]).await;

@@ -1,6 +1,6 @@
 //! `instance-events`: EC2 "Instance State-change Notification" events for cluster nodes
-//! (a lost node starts a healing run; see `orchestrator::healing`) and the scheduled health
-//! sweep (logged until the sweep lands). Foreign or malformed events are logged and dropped:
+//! (a lost node starts a healing run; see `orchestrator::healing`) and the scheduled sweep,
+//! which finds lost instances whose events never arrived. Foreign or malformed events are logged and dropped:
 //! failing them would only make EventBridge retry an event that can never succeed.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
@@ -20,6 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let healer = Healer {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
         workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
+        ec2: aws_sdk_ec2::Client::new(&sdk),
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let healer = &healer;
@@ -43,10 +44,16 @@ async fn handle(healer: &Healer, event: LambdaEvent<serde_json::Value>) -> Resul
                 }
             }
         }
-        Ok(HealingTrigger::Sweep(tick)) => {
-            tracing::info!(time = ?tick.time, "sweep tick received");
-            Ok(())
-        }
+        Ok(HealingTrigger::Sweep(tick)) => match Box::pin(healer.sweep()).await {
+            Ok(report) => {
+                tracing::info!(time = ?tick.time, clusters = report.clusters_checked, describe_calls = report.describe_calls, heals = ?report.heals_started, "sweep done");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "sweep failed; the next tick sweeps again");
+                Err(error.into())
+            }
+        },
         Err(error) => {
             tracing::warn!(error = %error, "event dropped");
             Ok(())
