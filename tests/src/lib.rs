@@ -118,3 +118,39 @@ pub async fn wait_for_phase(
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// Poll `GET /clusters/{id}` until the cluster is READY at `generation` or later (a run
+/// started by an event, an alarm or the API has finished), or FAILED; returns the cluster.
+pub async fn wait_for_ready_at(api: &str, id: &str, generation: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let mut last = String::new();
+    loop {
+        let (status, cluster) = send_json(
+            reqwest::Method::GET,
+            &format!("{api}/clusters/{id}"),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200, "{cluster}");
+        let now = format!(
+            "{}/{} g{}",
+            cluster["phase"].as_str().unwrap_or_default(),
+            cluster["step"].as_str().unwrap_or("-"),
+            cluster["generation"]
+        );
+        if now != last {
+            eprintln!("[e2e] {id}: {now}");
+            last = now;
+        }
+        let at = cluster["generation"].as_u64().unwrap_or_default();
+        if cluster["phase"] == "FAILED" || (cluster["phase"] == "READY" && at >= generation) {
+            return cluster;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not READY at g{generation}: {cluster:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -9,41 +9,11 @@
 
 use std::time::Duration;
 
-use e2e_tests::{deployed_with_agent, send_json};
+use e2e_tests::{deployed_with_agent, send_json, wait_for_ready_at};
 use local_cloud::LocalCloud;
 use reqwest::Method;
 
 const CREATE: &str = r#"{"name":"heal","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
-
-/// Poll until the cluster is READY at `generation` or later (or FAILED).
-async fn wait_for_ready_at(api: &str, id: &str, generation: u64) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
-    let mut last = String::new();
-    loop {
-        let (status, cluster) =
-            send_json(Method::GET, &format!("{api}/clusters/{id}"), None, &[]).await;
-        assert_eq!(status, 200, "{cluster}");
-        let now = format!(
-            "{}/{} g{}",
-            cluster["phase"].as_str().unwrap_or_default(),
-            cluster["step"].as_str().unwrap_or("-"),
-            cluster["generation"]
-        );
-        if now != last {
-            eprintln!("[e2e] {id}: {now}");
-            last = now;
-        }
-        let at = cluster["generation"].as_u64().unwrap_or_default();
-        if cluster["phase"] == "FAILED" || (cluster["phase"] == "READY" && at >= generation) {
-            return cluster;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not READY at g{generation}: {cluster:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 fn node<'a>(cluster: &'a serde_json::Value, slot: &str) -> &'a serde_json::Value {
     cluster["nodes"]

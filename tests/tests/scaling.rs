@@ -5,27 +5,11 @@
 
 use std::time::Duration;
 
-use e2e_tests::{deployed_with_agent, send_json};
+use e2e_tests::{deployed_with_agent, send_json, wait_for_ready_at};
 use local_cloud::LocalCloud;
 use reqwest::Method;
 
 const CREATE: &str = r#"{"name":"scale","web":{"count":2,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#;
-
-async fn wait_for_ready_at(api: &str, id: &str, generation: u64) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
-    loop {
-        let (_, cluster) = send_json(Method::GET, &format!("{api}/clusters/{id}"), None, &[]).await;
-        let at = cluster["generation"].as_u64().unwrap_or_default();
-        if cluster["phase"] == "FAILED" || (cluster["phase"] == "READY" && at >= generation) {
-            return cluster;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not READY at g{generation}: {cluster:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 async fn alarm(cloud: &LocalCloud, id: &str, which: &str) {
     let name = format!("ha-{id}-web-{which}");
