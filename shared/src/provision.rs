@@ -118,20 +118,7 @@ fn seconds_since(rfc3339: &str) -> i64 {
 
 /// The fence a task writes under: its run's lease token and generation.
 fn fence_of(request: &TaskRequest) -> Result<Fence> {
-    Ok(Fence {
-        token: token_of(request)?,
-        generation: request.ctx.generation,
-    })
-}
-
-fn token_of(request: &TaskRequest) -> Result<u64> {
-    request.lease_token.ok_or_else(|| {
-        Error::validation(
-            "leaseToken",
-            "is missing",
-            "the state machine passes $.lease.token to every task after begin",
-        )
-    })
+    Fence::of_task(request.lease_token, request.ctx.generation)
 }
 
 fn node_state(state: InstanceState) -> NodeState {
@@ -198,20 +185,13 @@ impl Provisioner {
     #[tracing::instrument(skip_all, fields(task = ?request.task, cluster_id = %request.ctx.cluster_id, generation = request.ctx.generation))]
     pub async fn run(&self, request: TaskRequest) -> Result<TaskOutcome> {
         let id = request.ctx.cluster_id.as_str();
-        let cluster = self
-            .store
-            .get_cluster(id)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                kind: "cluster",
-                id: id.to_string(),
-            })?;
-        if request.task != Task::RecordFailure && cluster.generation != request.ctx.generation {
-            return Err(Error::Superseded(format!(
-                "cluster {id} is at generation {}, this run is for {}",
-                cluster.generation, request.ctx.generation
-            )));
-        }
+        // Recording a failure must work for whichever run failed; everything else only for
+        // the current generation.
+        let cluster = if request.task == Task::RecordFailure {
+            self.store.require_cluster(id).await?
+        } else {
+            self.store.cluster_of_run(&request.ctx).await?
+        };
         match request.task {
             Task::Begin => self.begin(&cluster, &request).await,
             Task::RecordFailure => self.record_failure(&cluster, &request).await,

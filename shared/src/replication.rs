@@ -171,31 +171,8 @@ fn failure_type(status: CommandStatus, code: i32) -> &'static str {
 impl Replicator {
     #[tracing::instrument(skip_all, fields(task = ?request.task, cluster_id = %request.ctx.cluster_id, generation = request.ctx.generation))]
     pub async fn run(&self, request: TaskRequest) -> Result<()> {
-        let id = request.ctx.cluster_id.as_str();
-        let cluster = self
-            .store
-            .get_cluster(id)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                kind: "cluster",
-                id: id.to_string(),
-            })?;
-        if cluster.generation != request.ctx.generation {
-            return Err(Error::Superseded(format!(
-                "cluster {id} is at generation {}, this run is for {}",
-                cluster.generation, request.ctx.generation
-            )));
-        }
-        let fence = Fence {
-            token: request.lease_token.ok_or_else(|| {
-                Error::validation(
-                    "leaseToken",
-                    "is missing",
-                    "the state machine passes $.lease.token to every task after begin",
-                )
-            })?,
-            generation: request.ctx.generation,
-        };
+        let cluster = self.store.cluster_of_run(&request.ctx).await?;
+        let fence = Fence::of_task(request.lease_token, request.ctx.generation)?;
         let secret = crate::secrets::admin_secret_name(&cluster.id);
         match request.task {
             Task::DbInstall => {

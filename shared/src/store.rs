@@ -102,6 +102,21 @@ pub struct Fence {
     pub generation: u64,
 }
 
+impl Fence {
+    /// The fence of a workflow task: the lease token `begin` returned (the state machine
+    /// passes it to every later task) and the run's generation.
+    pub fn of_task(lease_token: Option<u64>, generation: u64) -> Result<Self> {
+        let token = lease_token.ok_or_else(|| {
+            Error::validation(
+                "leaseToken",
+                "is missing",
+                "the state machine passes $.lease.token to every task after begin",
+            )
+        })?;
+        Ok(Self { token, generation })
+    }
+}
+
 /// An SSM command a workflow task waits on.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -308,6 +323,27 @@ impl ClusterStore {
             cluster.nodes.push(data_of(item)?);
         }
         Ok(Some(cluster))
+    }
+
+    /// The cluster a workflow run works on, refused (`Superseded`) when a newer generation
+    /// was requested since the run began.
+    pub async fn cluster_of_run(&self, ctx: &crate::events::WorkflowInput) -> Result<Cluster> {
+        let cluster = self.require_cluster(&ctx.cluster_id).await?;
+        if cluster.generation != ctx.generation {
+            return Err(Error::Superseded(format!(
+                "cluster {} is at generation {}, this run is for {}",
+                cluster.id, cluster.generation, ctx.generation
+            )));
+        }
+        Ok(cluster)
+    }
+
+    /// [`Self::get_cluster`], with a missing cluster as `NotFound`.
+    pub async fn require_cluster(&self, id: &str) -> Result<Cluster> {
+        self.get_cluster(id).await?.ok_or_else(|| Error::NotFound {
+            kind: "cluster",
+            id: id.to_string(),
+        })
     }
 
     /// The live cluster that holds `name`, if any (the name claim).
@@ -597,10 +633,7 @@ impl ClusterStore {
         target: ScaleTarget,
         cooldown_seconds: Option<i64>,
     ) -> Result<Scaled> {
-        let cluster = self.get_cluster(id).await?.ok_or_else(|| Error::NotFound {
-            kind: "cluster",
-            id: id.to_string(),
-        })?;
+        let cluster = self.require_cluster(id).await?;
         if matches!(cluster.phase, Phase::Deleting | Phase::Deleted) {
             return Err(Error::Conflict(format!(
                 "cluster {id} is {}; it is not scaled any more",
