@@ -297,20 +297,17 @@ async fn patch_cluster(
             from,
             to,
         } => {
-            ctx.store
-                .append_action(
-                    id,
-                    generation,
-                    "ScaleRequested",
-                    &format!("web {from} -> {to} by the API; scaling run, generation {generation}"),
-                )
-                .await?;
             ctx.workflow
-                .start(&WorkflowInput {
-                    cluster_id: id.to_string(),
-                    generation,
-                    reason: RunReason::Scale,
-                })
+                .start_explained(
+                    &ctx.store,
+                    WorkflowInput {
+                        cluster_id: id.to_string(),
+                        generation,
+                        reason: RunReason::Scale,
+                    },
+                    "ScaleRequested",
+                    &format!("web {from} -> {to} by the API"),
+                )
                 .await?;
             Ok(ApiResponse::json(
                 202,
@@ -364,23 +361,17 @@ async fn replace_node(ctx: &ApiContext, id: &str, instance: &str) -> Result<ApiR
             "{instance} is already being replaced or healed; follow GET /clusters/{id}"
         )));
     };
-    ctx.store
-        .append_action(
-            id,
-            generation,
-            "ReplaceRequested",
-            &format!(
-                "{instance} ({}) by the API; healing run, generation {generation}",
-                node.slot
-            ),
-        )
-        .await?;
     ctx.workflow
-        .start(&WorkflowInput {
-            cluster_id: id.to_string(),
-            generation,
-            reason: RunReason::Heal,
-        })
+        .start_explained(
+            &ctx.store,
+            WorkflowInput {
+                cluster_id: id.to_string(),
+                generation,
+                reason: RunReason::Heal,
+            },
+            "ReplaceRequested",
+            &format!("{instance} ({}) by the API", node.slot),
+        )
         .await?;
     Ok(ApiResponse::json(
         202,

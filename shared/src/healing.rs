@@ -64,20 +64,17 @@ impl Healer {
         else {
             return Ok(None);
         };
-        self.store
-            .append_action(
-                cluster_id,
-                generation,
-                "InstanceLost",
-                &format!("{instance_id} ({slot}) is {why}; healing run, generation {generation}"),
-            )
-            .await?;
         self.workflow
-            .start(&WorkflowInput {
-                cluster_id: cluster_id.to_string(),
-                generation,
-                reason: RunReason::Heal,
-            })
+            .start_explained(
+                &self.store,
+                WorkflowInput {
+                    cluster_id: cluster_id.to_string(),
+                    generation,
+                    reason: RunReason::Heal,
+                },
+                "InstanceLost",
+                &format!("{instance_id} ({slot}) is {why}"),
+            )
             .await?;
         Ok(Some(generation))
     }

@@ -113,23 +113,17 @@ impl Scaler {
                 from,
                 to,
             } => {
-                self.store
-                    .append_action(
-                        &cluster_id,
-                        generation,
-                        "ScaleRequested",
-                        &format!(
-                            "web {from} -> {to} by alarm {}; scaling run, generation {generation}",
-                            event.detail.alarm_name
-                        ),
-                    )
-                    .await?;
                 self.workflow
-                    .start(&WorkflowInput {
-                        cluster_id: cluster_id.clone(),
-                        generation,
-                        reason: RunReason::Scale,
-                    })
+                    .start_explained(
+                        &self.store,
+                        WorkflowInput {
+                            cluster_id: cluster_id.clone(),
+                            generation,
+                            reason: RunReason::Scale,
+                        },
+                        "ScaleRequested",
+                        &format!("web {from} -> {to} by alarm {}", event.detail.alarm_name),
+                    )
                     .await?;
                 Ok(ScaleReaction::Started {
                     cluster_id,

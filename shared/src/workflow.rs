@@ -31,6 +31,34 @@ impl Workflow {
         }
     }
 
+    /// Start the run a request just asked for (its generation already bumped), after noting
+    /// in the cluster's action log why it runs: `<why>; <healing|scaling|…> run, generation N`.
+    pub async fn start_explained(
+        &self,
+        store: &crate::store::ClusterStore,
+        input: WorkflowInput,
+        action: &str,
+        why: &str,
+    ) -> Result<()> {
+        let run = match input.reason {
+            RunReason::Create => "create",
+            RunReason::Heal => "healing",
+            RunReason::Scale => "scaling",
+            RunReason::Delete => "delete",
+            RunReason::Sweep => "sweep",
+        };
+        store
+            .append_action(
+                &input.cluster_id,
+                input.generation,
+                action,
+                &format!("{why}; {run} run, generation {}", input.generation),
+            )
+            .await?;
+        self.start(&input).await?;
+        Ok(())
+    }
+
     /// Start the run for `input`; `Ok(false)` when that run was already started.
     pub async fn start(&self, input: &WorkflowInput) -> Result<bool> {
         let name = execution_name(input);
