@@ -241,18 +241,16 @@ impl Commands {
             .map_err(|e| from_sdk("ssm", "GetCommandInvocation", e))?;
         let prefix = output_prefix(cluster_id);
         let stdout = self
-            .object(&output_key(&prefix, command_id, instance_id, "stdout"))
+            .output
+            .read(&output_key(&prefix, command_id, instance_id, "stdout"))
             .await?
             .unwrap_or_else(|| detail.standard_output_content().unwrap_or_default().into());
         let stderr = self
-            .object(&output_key(&prefix, command_id, instance_id, "stderr"))
+            .output
+            .read(&output_key(&prefix, command_id, instance_id, "stderr"))
             .await?
             .unwrap_or_else(|| detail.standard_error_content().unwrap_or_default().into());
         Ok((Output { stdout, stderr }, detail.response_code()))
-    }
-
-    async fn object(&self, key: &str) -> Result<Option<String>> {
-        self.output.read(key).await
     }
 }
 

@@ -114,13 +114,7 @@ impl Healer {
                         continue;
                     }
                     let why = match state {
-                        Some(state) => format!(
-                            "{} (found by the sweep)",
-                            serde_json::to_value(state)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_string))
-                                .unwrap_or_default()
-                        ),
+                        Some(state) => format!("{} (found by the sweep)", state.as_str()),
                         None => "gone (found by the sweep)".into(),
                     };
                     if self
@@ -170,12 +164,13 @@ impl Healer {
         else {
             return Ok(Reaction::UnknownInstance);
         };
-        let state = serde_json::to_value(detail.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
         let Some(generation) = self
-            .start_heal(&cluster_id, &detail.instance_id, &node.slot, &state)
+            .start_heal(
+                &cluster_id,
+                &detail.instance_id,
+                &node.slot,
+                detail.state.as_str(),
+            )
             .await?
         else {
             return Ok(Reaction::AlreadyHandled { cluster_id });

@@ -61,6 +61,18 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// EC2's name for the state (`shutting-down`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::ShuttingDown => "shutting-down",
+            Self::Terminated => "terminated",
+        }
+    }
+
     pub fn parse(value: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(value.to_string())).ok()
     }
@@ -270,6 +282,16 @@ mod tests {
             Some(InstanceState::Running)
         );
         assert_eq!(InstanceState::parse("exploded"), None);
+        for state in [
+            InstanceState::Pending,
+            InstanceState::Running,
+            InstanceState::Stopping,
+            InstanceState::Stopped,
+            InstanceState::ShuttingDown,
+            InstanceState::Terminated,
+        ] {
+            assert_eq!(InstanceState::parse(state.as_str()), Some(state));
+        }
         assert!(InstanceState::Stopped.is_lost() && !InstanceState::Pending.is_lost());
     }
 

@@ -465,11 +465,11 @@ impl Replicator {
                     slot: n.slot.clone(),
                 })
                 .collect(),
-            step_key: Some(key.clone()),
+            step_key: key.clone(),
             sent_at: now_rfc3339(),
         };
         self.store
-            .record_command(fence, &record, Some((&key, sends)), &request.task_token)
+            .record_command(fence, &record, sends, &request.task_token)
             .await?;
         let targets: Vec<String> = record
             .targets
@@ -577,11 +577,9 @@ impl Replicator {
         let outcome = match failure {
             Some((error_type, message)) => {
                 tracing::warn!(step = %record.step, %message, "command failed");
-                if let Some(key) = &record.step_key {
-                    self.store
-                        .record_step_failure(&record.cluster_id, key, &message)
-                        .await?;
-                }
+                self.store
+                    .record_step_failure(&record.cluster_id, &record.step_key, &message)
+                    .await?;
                 Err((error_type, message))
             }
             None => Ok(CommandResult {

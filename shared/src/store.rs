@@ -130,8 +130,7 @@ pub struct CommandRecord {
     /// The instances it went to, with their slots.
     pub targets: Vec<CommandTarget>,
     /// The `STEP#` record it counts against (failures are added there).
-    #[serde(default)]
-    pub step_key: Option<String>,
+    pub step_key: String,
     pub sent_at: String,
 }
 
@@ -923,59 +922,53 @@ impl ClusterStore {
     }
 
     /// Record a command the workflow now waits on, under the run's fence: the command item
-    /// (what a status event resolves: the task token to answer) and, for a mutating step,
-    /// the step's pointer to it. Command items expire a week after they are sent.
+    /// (what a status event resolves: the task token to answer) and its step's pointer to
+    /// it, now sent `sends` times. Command items expire a week after they are sent.
     pub async fn record_command(
         &self,
         fence: Fence,
         record: &CommandRecord,
-        step: Option<(&str, u32)>,
+        sends: u32,
         task_token: &str,
     ) -> Result<()> {
-        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
         let id = record.cluster_id.as_str();
-        let put = |item: Item| {
-            Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .build()
-                .map(|put| TransactWriteItem::builder().put(put).build())
-                .map_err(|e| Error::CorruptRecord {
-                    key: Self::command_key(&record.command_id),
-                    problem: e.to_string(),
-                })
+        let step_key = format!("STEP#{}", record.step_key);
+        let corrupt = |key: String| {
+            move |e: aws_sdk_dynamodb::error::BuildError| Error::CorruptRecord {
+                key,
+                problem: e.to_string(),
+            }
         };
-        let mut writes = vec![put(HashMap::from([
-            ("pk".to_string(), s(Self::command_key(&record.command_id))),
-            ("sk".to_string(), s("COMMAND")),
-            ("cluster_id".to_string(), s(id)),
-            ("task_token".to_string(), s(task_token)),
-            (
-                "data".to_string(),
-                s(serde_json::to_string(record).unwrap_or_default()),
-            ),
-            (
-                "expires_at".to_string(),
-                n(epoch_seconds() + COMMAND_RECORD_SECONDS),
-            ),
-        ]))?];
-        if let Some((key, sends)) = step {
-            // An update, not a put: the failure count of earlier sends stays.
-            let update = aws_sdk_dynamodb::types::Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(Self::cluster_key(id)))
-                .key("sk", s(format!("STEP#{key}")))
-                .update_expression("SET command_id = :command, sends = :sends")
-                .expression_attribute_values(":command", s(&record.command_id))
-                .expression_attribute_values(":sends", n(sends))
-                .build()
-                .map_err(|e| Error::CorruptRecord {
-                    key: format!("STEP#{key}"),
-                    problem: e.to_string(),
-                })?;
-            writes.push(TransactWriteItem::builder().update(update).build());
-        }
-        self.fenced_transact(id, fence, writes).await
+        let command = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(Self::command_key(&record.command_id)))
+            .item("sk", s("COMMAND"))
+            .item("cluster_id", s(id))
+            .item("task_token", s(task_token))
+            .item("data", s(serde_json::to_string(record).unwrap_or_default()))
+            .item("expires_at", n(epoch_seconds() + COMMAND_RECORD_SECONDS))
+            .build()
+            .map_err(corrupt(Self::command_key(&record.command_id)))?;
+        // An update, not a put: the failure count of earlier sends stays.
+        let step = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s(&step_key))
+            .update_expression("SET command_id = :command, sends = :sends")
+            .expression_attribute_values(":command", s(&record.command_id))
+            .expression_attribute_values(":sends", n(sends))
+            .build()
+            .map_err(corrupt(step_key.clone()))?;
+        self.fenced_transact(
+            id,
+            fence,
+            vec![
+                TransactWriteItem::builder().put(command).build(),
+                TransactWriteItem::builder().update(step).build(),
+            ],
+        )
+        .await
     }
 
     /// Point a command at the task token now waiting for it (a retried or re-armed task).
