@@ -83,11 +83,7 @@ impl SsmAgent {
     /// Start serving the commands of `stack`'s documents.
     pub async fn start(cloud: &LocalCloud, stack: &str) -> std::io::Result<Self> {
         let sdk = cloud.sdk_config().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
+        let s3 = orchestrator::aws::s3_client(&sdk);
         let state_dir = tempfile::Builder::new().prefix("ssm-agent-").tempdir()?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let context = Context {
@@ -257,12 +253,12 @@ async fn describe(context: &Context, instance_id: &str) -> Result<Instance, Stri
     };
     Ok(Instance {
         account: reservation.owner_id().unwrap_or("000000000000").to_string(),
-        // The resource-name host name, derived as `orchestrator::fleet::resource_host_name`
-        // does (the stack's subnets use resource names; fakecloud reports IP-based names).
-        host: match instance.private_dns_name().and_then(|n| n.split_once('.')) {
-            Some((_, domain)) => format!("{instance_id}.{domain}"),
-            None => instance_id.to_string(),
-        },
+        // The resource-name host name the orchestrator records (the stack's subnets use
+        // resource names; fakecloud reports IP-based ones).
+        host: orchestrator::fleet::resource_host_name(
+            instance_id,
+            instance.private_dns_name().unwrap_or_default(),
+        ),
         address: instance
             .private_ip_address()
             .unwrap_or("10.0.0.10")
@@ -315,7 +311,8 @@ async fn run_invocation(
     if !bucket.is_empty() {
         let prefix = command.output_s3_key_prefix().unwrap_or_default();
         for (stream, text) in [("stdout", &stdout), ("stderr", &stderr)] {
-            let key = format!("{prefix}/{command_id}/{instance_id}/awsrunShellScript/run/{stream}");
+            // Where the real agent writes it, and where the orchestrator reads it.
+            let key = orchestrator::commands::output_key(prefix, command_id, instance_id, stream);
             context
                 .s3
                 .put_object()

@@ -320,7 +320,7 @@ pub async fn observe_all(
 /// subnets give every instance: unlike an IP-based name (`ip-10-0-1-5.ec2.internal`) a
 /// replacement never inherits it, so Group Replication never mistakes a new node for a lost
 /// one. Derived from whichever private DNS name EC2 reports (an emulator may report only
-/// the IP-based one); `local-cloud`'s SSM agent derives it the same way.
+/// the IP-based one). `local-cloud`'s SSM agent calls it too, so both name a node alike.
 pub fn resource_host_name(instance_id: &str, private_dns_name: &str) -> String {
     match private_dns_name.split_once('.') {
         Some((_, domain)) => format!("{instance_id}.{domain}"),
