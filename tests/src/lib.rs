@@ -154,3 +154,87 @@ pub async fn wait_for_ready_at(api: &str, id: &str, generation: u64) -> serde_js
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// The cluster's instances (by its tag) in any of `states`.
+pub async fn cluster_instances(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    states: &[&str],
+) -> Vec<aws_sdk_ec2::types::Instance> {
+    use aws_sdk_ec2::types::Filter;
+    let output = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag:ha-orchestrator:cluster")
+                .values(id)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeInstances");
+    output
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances().iter().cloned())
+        .collect()
+}
+
+/// Every EC2 state but `terminated`: an instance in one of these still exists.
+pub const NOT_TERMINATED: [&str; 5] =
+    ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+/// One instance's EC2 state name (empty when EC2 does not know it).
+pub async fn instance_state(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> String {
+    ec2.describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .expect("DescribeInstances")
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            i.state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+        })
+        .next()
+        .unwrap_or_default()
+}
+
+/// DELETE the cluster (expecting 202) and wait until it is DELETED.
+pub async fn delete_and_wait(api: &str, id: &str, timeout: std::time::Duration) {
+    let (status, deleting) = send_json(
+        reqwest::Method::DELETE,
+        &format!("{api}/clusters/{id}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 202, "{deleting}");
+    let gone = wait_for_phase(api, id, &["DELETED", "FAILED"], timeout).await;
+    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+}
+
+/// The cluster's recent actions as `"<action> <detail>"` lines, oldest first.
+pub fn action_lines(cluster: &serde_json::Value) -> Vec<String> {
+    cluster["recentActions"]
+        .as_array()
+        .expect("recentActions")
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["action"].as_str().unwrap_or_default(),
+                a["detail"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::{deployed_with_agent, send_json, wait_for_ready_at};
+use e2e_tests::{
+    delete_and_wait, deployed_with_agent, instance_state, send_json, wait_for_ready_at,
+};
 use local_cloud::LocalCloud;
 use reqwest::Method;
 
@@ -239,24 +241,7 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
         assert_eq!(replaced["phase"], "READY", "{replaced:#}");
         assert_ne!(field(node(&replaced, slot), "instanceId"), before);
         one_group(&replaced);
-        let ec2 = aws_sdk_ec2::Client::new(&sdk);
-        let old = ec2
-            .describe_instances()
-            .instance_ids(&before)
-            .send()
-            .await
-            .expect("DescribeInstances");
-        let state = old
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| {
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-            })
-            .next()
-            .unwrap_or_default();
+        let state = instance_state(&aws_sdk_ec2::Client::new(&sdk), &before).await;
         assert!(
             ["shutting-down", "terminated"].contains(&state.as_str()),
             "{before} ({slot}) was not retired: {state}"
@@ -264,10 +249,5 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
     }
 
     // DELETE still cleans up.
-    let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
-    assert_eq!(status, 202);
-    let gone =
-        e2e_tests::wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(180))
-            .await;
-    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    delete_and_wait(&api, &id, Duration::from_secs(180)).await;
 }

@@ -4,52 +4,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::Filter;
-use e2e_tests::{deployed_with_agent, send_json, wait_for_phase};
+use e2e_tests::{
+    NOT_TERMINATED, cluster_instances, delete_and_wait, deployed_with_agent, send_json,
+    wait_for_phase,
+};
 use reqwest::Method;
 
 const CREATE: &str = r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
-
-async fn cluster_instances(
-    ec2: &aws_sdk_ec2::Client,
-    id: &str,
-    states: &[&str],
-) -> Vec<aws_sdk_ec2::types::Instance> {
-    let output = ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("tag:ha-orchestrator:cluster")
-                .values(id)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("DescribeInstances");
-    output
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances().iter().cloned())
-        .collect()
-}
-
-/// Every EC2 state but `terminated`: an instance in one of these still exists.
-const NOT_TERMINATED: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
-
-/// DELETE the cluster (expecting 202) and wait until it is DELETED.
-async fn delete_and_wait(api: &str, id: &str, timeout: Duration) {
-    let (status, deleting) =
-        send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
-    assert_eq!(status, 202, "{deleting}");
-    let gone = wait_for_phase(api, id, &["DELETED", "FAILED"], timeout).await;
-    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
-}
 
 #[tokio::test]
 async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {

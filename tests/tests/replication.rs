@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use e2e_tests::{deployed_with_agent, send_json, wait_for_phase};
+use e2e_tests::{
+    NOT_TERMINATED, action_lines, cluster_instances, delete_and_wait, deployed_with_agent,
+    send_json, wait_for_phase,
+};
 use local_cloud::agent::{Fault, Ran};
 use reqwest::Method;
 
@@ -313,18 +316,7 @@ async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
         after["version"], cluster["version"],
         "a duplicate event changed the cluster"
     );
-    let actions: Vec<String> = cluster["recentActions"]
-        .as_array()
-        .expect("recentActions")
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["action"].as_str().unwrap_or_default(),
-                a["detail"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
+    let actions = action_lines(&cluster);
     assert!(
         actions
             .iter()
@@ -411,10 +403,7 @@ async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
     }
 
     // DELETE removes the command output with everything else.
-    let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
-    assert_eq!(status, 202);
-    let gone = wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(180)).await;
-    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    delete_and_wait(&api, &id, Duration::from_secs(180)).await;
     let left = everything_visible(&cloud, &stack, &agent, &[], &id).await;
     assert!(
         !left.iter().any(|(what, _)| what.starts_with("s3://")),
@@ -459,37 +448,8 @@ async fn a_failing_command_is_retried_then_fails_the_cluster_with_its_stderr() {
     assert!(agent.errors().is_empty(), "{:?}", agent.errors());
 
     // DELETE still cleans up everything.
-    let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
-    assert_eq!(status, 202);
-    let gone = wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(180)).await;
-    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    delete_and_wait(&api, &id, Duration::from_secs(180)).await;
     let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
-    let alive = ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:ha-orchestrator:cluster")
-                .values(&id)
-                .build(),
-        )
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("instance-state-name")
-                .set_values(Some(
-                    ["pending", "running", "stopping", "stopped", "shutting-down"]
-                        .map(String::from)
-                        .to_vec(),
-                ))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("DescribeInstances");
-    assert!(
-        alive
-            .reservations()
-            .iter()
-            .all(|r| r.instances().is_empty()),
-        "{alive:?}"
-    );
+    let alive = cluster_instances(&ec2, &id, &NOT_TERMINATED).await;
+    assert!(alive.is_empty(), "{alive:?}");
 }

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use e2e_tests::{deployed_with_agent, send_json, wait_for_ready_at};
+use e2e_tests::{
+    action_lines, delete_and_wait, deployed_with_agent, instance_state, send_json,
+    wait_for_ready_at,
+};
 use local_cloud::LocalCloud;
 use reqwest::Method;
 
@@ -104,18 +107,7 @@ async fn alarms_and_patch_scale_the_web_tier_within_bounds_and_cooldown() {
     assert_eq!(scaled_in["phase"], "READY", "{scaled_in:#}");
     assert_eq!(web_ids(&scaled_in).len(), 2);
     assert!(!web_ids(&scaled_in).contains(&newest));
-    let actions: Vec<String> = scaled_in["recentActions"]
-        .as_array()
-        .expect("actions")
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["action"].as_str().unwrap_or_default(),
-                a["detail"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
+    let actions = action_lines(&scaled_in);
     let deregistered = actions
         .iter()
         .position(|a| a.starts_with("DeregisterTargets") && a.contains(&newest));
@@ -126,32 +118,15 @@ async fn alarms_and_patch_scale_the_web_tier_within_bounds_and_cooldown() {
         deregistered.is_some() && deregistered < terminated,
         "deregistration must come before termination: {actions:#?}"
     );
-    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
-    let state = ec2
-        .describe_instances()
-        .instance_ids(&newest)
-        .send()
-        .await
-        .expect("DescribeInstances")
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter_map(|i| {
-            i.state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-        })
-        .next()
-        .unwrap_or_default();
+    let state = instance_state(
+        &aws_sdk_ec2::Client::new(&cloud.sdk_config().await),
+        &newest,
+    )
+    .await;
     assert!(
         ["shutting-down", "terminated"].contains(&state.as_str()),
         "{state}"
     );
 
-    let (status, _) = send_json(Method::DELETE, &format!("{api}/clusters/{id}"), None, &[]).await;
-    assert_eq!(status, 202);
-    let gone =
-        e2e_tests::wait_for_phase(&api, &id, &["DELETED", "FAILED"], Duration::from_secs(180))
-            .await;
-    assert_eq!(gone["phase"], "DELETED", "{gone:#}");
+    delete_and_wait(&api, &id, Duration::from_secs(180)).await;
 }
