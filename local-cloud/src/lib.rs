@@ -154,6 +154,8 @@ pub fn built_binary(name: &str) -> PathBuf {
 #[derive(Debug)]
 pub struct WebStandIn {
     port: u16,
+    /// What the health check gets: 200 while true, 503 while false (a broken web tier).
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -169,6 +171,8 @@ impl WebStandIn {
             .port();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
+        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let answer_healthy = healthy.clone();
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(std::sync::atomic::Ordering::Relaxed) {
@@ -178,13 +182,17 @@ impl WebStandIn {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                );
+                let answer: &[u8] = if answer_healthy.load(std::sync::atomic::Ordering::Relaxed) {
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+                } else {
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\ndown\n"
+                };
+                let _ = stream.write_all(answer);
             }
         });
         Ok(Self {
             port,
+            healthy,
             stop,
             thread: Some(thread),
         })
@@ -192,6 +200,12 @@ impl WebStandIn {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Make every web target pass (true) or fail (false) the ALB's health checks.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy
+            .store(healthy, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -292,6 +306,11 @@ impl LocalCloud {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The stand-in for nginx on every web instance (see [`WebStandIn`]).
+    pub fn web(&self) -> &WebStandIn {
+        &self.web
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.work_dir.path().join("fakecloud.log")
     }
@@ -354,6 +373,11 @@ impl LocalCloud {
     /// Deploy the built SAM application (`.aws-sam/build`, made by `sam build`) as `stack`
     /// with the user's own command, then read back its outputs and resources.
     pub async fn deploy(&self, stack: &str) -> Result<Stack> {
+        self.deploy_with(stack, &[]).await
+    }
+
+    /// [`Self::deploy`] with template parameters set (`WebPort` is always the stand-in's).
+    pub async fn deploy_with(&self, stack: &str, parameters: &[(&str, &str)]) -> Result<Stack> {
         let built = self.tools.project_root.join(".aws-sam/build/template.yaml");
         if !built.is_file() {
             return Err(self.step_failed(
@@ -382,8 +406,13 @@ impl LocalCloud {
                 "--region",
                 REGION,
                 "--parameter-overrides",
-                &format!("WebPort={}", self.web.port()),
             ])
+            .arg(format!("WebPort={}", self.web.port()))
+            .args(
+                parameters
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}")),
+            )
             .envs(self.aws_env())
             .stdin(Stdio::null())
             .stdout(log)

@@ -7,10 +7,17 @@
 //! a day's TTL), a loss already being healed does not start a second run (the cluster
 //! remembers its lost instances until a run finishes READY), and an instance that is no
 //! longer any node's (already replaced, or never ours) is ignored.
+//!
+//! The scheduled sweep ([`Healer::sweep`]) catches what events miss: lost instances whose
+//! event never came, web targets that stay unhealthy, and clusters with no healthy target.
+
+use std::collections::HashMap;
 
 use crate::error::Result;
 use crate::events::{InstanceStateChangeEvent, RunReason, WorkflowInput};
-use crate::store::ClusterStore;
+use crate::model::{Cluster, InstanceState, Node, Tier};
+use crate::store::{ClusterStore, HealthWatch, epoch_seconds};
+use crate::targets::{ClusterRule, Routing, WebTargets};
 use crate::workflow::Workflow;
 
 /// What an event led to (logged, and returned for tests).
@@ -37,6 +44,71 @@ pub struct Healer {
     pub store: ClusterStore,
     pub workflow: Workflow,
     pub ec2: aws_sdk_ec2::Client,
+    pub targets: WebTargets,
+    pub policy: HealthPolicy,
+}
+
+/// When the sweep replaces an unhealthy web node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// How long a target must stay unhealthy (as successive sweeps see it) before its node
+    /// is replaced. The ALB's own threshold has already passed by then.
+    pub unhealthy_after_seconds: i64,
+    /// At most one health replacement per slot within this time (anti-flapping: a fault the
+    /// node does not cause, such as a bad deploy, must not churn the fleet).
+    pub replace_window_seconds: i64,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            unhealthy_after_seconds: 300,
+            replace_window_seconds: 3600,
+        }
+    }
+}
+
+impl HealthPolicy {
+    /// `UNHEALTHY_REPLACE_SECONDS` and `REPLACE_WINDOW_SECONDS`, each defaulting when unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let defaults = Self::default();
+        let seconds = |name: &'static str, default: i64| -> Result<i64> {
+            match lookup(name) {
+                None => Ok(default),
+                Some(text) => text
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|v| *v >= 0)
+                    .ok_or_else(|| crate::Error::InvalidConfig {
+                        name,
+                        value: text.clone(),
+                        reason: "expected a whole number of seconds, 0 or more".into(),
+                    }),
+            }
+        };
+        Ok(Self {
+            unhealthy_after_seconds: seconds(
+                "UNHEALTHY_REPLACE_SECONDS",
+                defaults.unhealthy_after_seconds,
+            )?,
+            replace_window_seconds: seconds(
+                "REPLACE_WINDOW_SECONDS",
+                defaults.replace_window_seconds,
+            )?,
+        })
+    }
+
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+}
+
+/// Why a node is replaced: its instance is lost, or it is alive but unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HealKind {
+    Lost,
+    Replace,
 }
 
 /// What one sweep saw and did.
@@ -45,6 +117,8 @@ pub struct SweepReport {
     pub clusters_checked: usize,
     pub describe_calls: usize,
     pub heals_started: Vec<(String, String)>,
+    pub replacements_held: Vec<(String, String)>,
+    pub routing_changes: Vec<(String, Routing)>,
 }
 
 impl Healer {
@@ -56,10 +130,11 @@ impl Healer {
         instance_id: &str,
         slot: &str,
         why: &str,
+        kind: HealKind,
     ) -> Result<Option<u64>> {
         let Some(generation) = self
             .store
-            .request_heal(cluster_id, instance_id, false)
+            .request_heal(cluster_id, instance_id, kind == HealKind::Replace)
             .await?
         else {
             return Ok(None);
@@ -72,22 +147,33 @@ impl Healer {
                     generation,
                     reason: RunReason::Heal,
                 },
-                "InstanceLost",
+                match kind {
+                    HealKind::Lost => "InstanceLost",
+                    HealKind::Replace => "TargetUnhealthy",
+                },
                 &format!("{instance_id} ({slot}) is {why}"),
             )
             .await?;
         Ok(Some(generation))
     }
 
-    /// The scheduled sweep: every READY cluster's nodes against one fleet-wide view of EC2
-    /// (a page per 1,000 instances, not a call per cluster). A node whose instance is lost
-    /// without its event having arrived (EventBridge delivery is not guaranteed) starts a
-    /// healing run, exactly as the event would have.
+    /// The scheduled sweep: every READY cluster against one fleet-wide view of EC2 (a page
+    /// per 1,000 instances) and of the listener's rules (a page per 400), plus one
+    /// DescribeTargetHealth per cluster with web nodes (ELBv2 has no multi-group form).
+    ///
+    /// - A node whose instance is lost without its event having arrived (EventBridge
+    ///   delivery is not guaranteed) starts a healing run, exactly as the event would have.
+    /// - A web target unhealthy for [`HealthPolicy::unhealthy_after_seconds`] is replaced,
+    ///   at most once per slot per [`HealthPolicy::replace_window_seconds`]; a replacement
+    ///   held back by that window is noted once in the action log.
+    /// - A cluster with web targets of which none is healthy gets the maintenance page on its
+    ///   listener rule until one is healthy again.
     #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> Result<SweepReport> {
         let (states, describe_calls) = crate::fleet::observe_all(&self.ec2).await?;
+        let rules = self.targets.cluster_rules().await?;
         let mut report = SweepReport {
-            describe_calls,
+            describe_calls: describe_calls + 1,
             ..SweepReport::default()
         };
         let mut after: Option<String> = None;
@@ -101,32 +187,16 @@ impl Healer {
                 .iter()
                 .filter(|c| c.phase == crate::model::Phase::Ready)
             {
-                let Some(cluster) = self.store.get_cluster(&summary.id).await? else {
+                let Some((cluster, watch)) = self.store.get_watched_cluster(&summary.id).await?
+                else {
                     continue;
                 };
                 report.clusters_checked += 1;
-                for node in &cluster.nodes {
-                    let Some(instance_id) = &node.instance_id else {
-                        continue;
-                    };
-                    let state = states.get(instance_id).copied();
-                    if state.is_some_and(crate::model::InstanceState::is_alive) {
-                        continue;
-                    }
-                    let why = match state {
-                        Some(state) => format!("{} (found by the sweep)", state.as_str()),
-                        None => "gone (found by the sweep)".into(),
-                    };
-                    if self
-                        .start_heal(&cluster.id, instance_id, &node.slot, &why)
-                        .await?
-                        .is_some()
-                    {
-                        report
-                            .heals_started
-                            .push((cluster.id.clone(), instance_id.clone()));
-                    }
+                if self.heal_lost_nodes(&cluster, &states, &mut report).await? {
+                    continue;
                 }
+                self.check_web_health(&cluster, &watch, &rules, &mut report)
+                    .await?;
             }
             match page.next {
                 Some(next) => after = Some(next),
@@ -134,6 +204,212 @@ impl Healer {
             }
         }
         Ok(report)
+    }
+
+    /// Heal the nodes whose instances EC2 no longer runs; true when a run started.
+    async fn heal_lost_nodes(
+        &self,
+        cluster: &Cluster,
+        states: &HashMap<String, InstanceState>,
+        report: &mut SweepReport,
+    ) -> Result<bool> {
+        for node in &cluster.nodes {
+            let Some(instance_id) = &node.instance_id else {
+                continue;
+            };
+            let state = states.get(instance_id).copied();
+            if state.is_some_and(InstanceState::is_alive) {
+                continue;
+            }
+            let why = match state {
+                Some(state) => format!("{} (found by the sweep)", state.as_str()),
+                None => "gone (found by the sweep)".into(),
+            };
+            if self
+                .start_heal(&cluster.id, instance_id, &node.slot, &why, HealKind::Lost)
+                .await?
+                .is_some()
+            {
+                report
+                    .heals_started
+                    .push((cluster.id.clone(), instance_id.clone()));
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Target health of one READY cluster: replace a target unhealthy beyond the threshold
+    /// (anti-flapping), and route the cluster to the maintenance page while none is healthy.
+    async fn check_web_health(
+        &self,
+        cluster: &Cluster,
+        watch: &HealthWatch,
+        rules: &HashMap<String, ClusterRule>,
+        report: &mut SweepReport,
+    ) -> Result<()> {
+        let web: Vec<&Node> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.tier == Tier::Web && n.instance_id.is_some())
+            .collect();
+        let Some(target_group_arn) = cluster.target_group_arn.as_deref() else {
+            return Ok(());
+        };
+        if web.is_empty() {
+            return Ok(());
+        }
+        let health: HashMap<String, String> = self
+            .targets
+            .health(target_group_arn)
+            .await?
+            .into_iter()
+            .map(|t| (t.instance_id, t.state))
+            .collect();
+        report.describe_calls += 1;
+        let now = epoch_seconds();
+        let mut healthy = 0;
+        let mut unhealthy = 0;
+        let mut replacement: Option<(&Node, i64)> = None;
+        for node in &web {
+            let Some(instance_id) = node.instance_id.as_deref() else {
+                continue;
+            };
+            match health.get(instance_id).map(String::as_str) {
+                Some("healthy") => {
+                    healthy += 1;
+                    if watch.unhealthy_since.contains_key(instance_id) {
+                        self.store.clear_watch(&cluster.id, instance_id).await?;
+                    }
+                }
+                Some("unhealthy") => {
+                    unhealthy += 1;
+                    let since = match watch.unhealthy_since.get(instance_id) {
+                        Some(since) => *since,
+                        None => self.store.watch_unhealthy(&cluster.id, instance_id).await?,
+                    };
+                    let for_seconds = now - since;
+                    if for_seconds >= self.policy.unhealthy_after_seconds && replacement.is_none() {
+                        replacement = Some((node, for_seconds));
+                    }
+                }
+                // initial, draining, unused: not a verdict on the node.
+                _ => {}
+            }
+        }
+        let routing = if healthy == 0 && unhealthy > 0 {
+            Routing::Maintenance
+        } else {
+            Routing::Serving
+        };
+        if let Some(rule) = rules.get(target_group_arn)
+            && rule.routing != routing
+            && (healthy > 0 || unhealthy > 0)
+        {
+            self.targets
+                .route(&rule.rule_arn, target_group_arn, routing)
+                .await?;
+            let (action, detail) = match routing {
+                Routing::Maintenance => (
+                    "MaintenanceOn",
+                    format!(
+                        "none of the {} web targets is healthy: {}.* gets the maintenance page",
+                        web.len(),
+                        cluster.spec.name
+                    ),
+                ),
+                Routing::Serving => (
+                    "MaintenanceOff",
+                    format!(
+                        "{healthy} web target(s) healthy again: {}.* is served by them",
+                        cluster.spec.name
+                    ),
+                ),
+            };
+            self.store
+                .append_action(&cluster.id, cluster.generation, action, &detail)
+                .await?;
+            report.routing_changes.push((cluster.id.clone(), routing));
+        }
+        if let Some((node, for_seconds)) = replacement {
+            self.replace_unhealthy(cluster, node, for_seconds, watch, report)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One replacement of an unhealthy web node, unless its slot had one within the window.
+    async fn replace_unhealthy(
+        &self,
+        cluster: &Cluster,
+        node: &Node,
+        for_seconds: i64,
+        watch: &HealthWatch,
+        report: &mut SweepReport,
+    ) -> Result<()> {
+        let Some(instance_id) = node.instance_id.as_deref() else {
+            return Ok(());
+        };
+        let window = self.policy.replace_window_seconds;
+        let recently = watch
+            .replaced_at
+            .get(&node.slot)
+            .is_some_and(|at| epoch_seconds() - at < window);
+        if recently
+            || !self
+                .store
+                .claim_replacement(&cluster.id, &node.slot, instance_id, window)
+                .await?
+        {
+            if self
+                .store
+                .note_replacement_held(&cluster.id, &node.slot, instance_id)
+                .await?
+            {
+                self.store
+                    .append_action(
+                        &cluster.id,
+                        cluster.generation,
+                        "ReplacementHeld",
+                        &format!(
+                            "{instance_id} ({}) has failed health checks for {for_seconds} s, \
+                             but {} was already replaced within the last {window} s: left \
+                             for an operator (POST /clusters/{}/nodes/{instance_id}/replace)",
+                            node.slot, node.slot, cluster.id
+                        ),
+                    )
+                    .await?;
+            }
+            report
+                .replacements_held
+                .push((cluster.id.clone(), instance_id.to_string()));
+            return Ok(());
+        }
+        let why = format!("unhealthy behind the ALB for {for_seconds} s (found by the sweep)");
+        match self
+            .start_heal(
+                &cluster.id,
+                instance_id,
+                &node.slot,
+                &why,
+                HealKind::Replace,
+            )
+            .await
+        {
+            Ok(Some(_)) => {
+                report
+                    .heals_started
+                    .push((cluster.id.clone(), instance_id.to_string()));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(error) => {
+                self.store
+                    .release_replacement(&cluster.id, &node.slot)
+                    .await?;
+                Err(error)
+            }
+        }
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %event.id.as_deref().unwrap_or_default(), instance_id = %event.detail.instance_id, state = ?event.detail.state))]
@@ -170,6 +446,7 @@ impl Healer {
                 &detail.instance_id,
                 &node.slot,
                 detail.state.as_str(),
+                HealKind::Lost,
             )
             .await?
         else {

@@ -964,6 +964,7 @@ mod tests {
                 TargetSettings {
                     vpc_id: "vpc-1".into(),
                     listener_arn: "arn:listener".into(),
+                    status_target_group_arn: "arn:status".into(),
                     web_port: 80,
                     health_check_path: "/healthz".into(),
                 },

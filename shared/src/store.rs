@@ -12,6 +12,10 @@
 //! - `pk = COMMAND#<command id>`, `sk = COMMAND`: what an SSM status event resolves: the
 //!   cluster, the step and the Step Functions task token waiting for it (TTL a week).
 //! - `pk = EVENT#<event id>`, `sk = EVENT`: an EventBridge event already handled (TTL a day).
+//! - `pk = CLUSTER#<id>`, `sk = WATCH#<instance id>`: since when the sweep has seen the
+//!   instance's target unhealthy (TTL a day; removed when healthy again).
+//! - `pk = CLUSTER#<id>`, `sk = REPLACED#<slot>`: the slot's last replacement for its health
+//!   (anti-flapping: one per window; TTL the window).
 //! - `pk = NAME#<name>`, `sk = NAME`: the claim that keeps names unique among live clusters.
 //! - The sparse GSI `clusters` (`list_pk = CLUSTER`, `list_sk = <created_at>#<id>`) lists
 //!   clusters newest first without a Scan; only META items carry `list_pk`.
@@ -42,6 +46,15 @@ pub const COMMAND_RECORD_SECONDS: i64 = 7 * 24 * 3600;
 pub const RECENT_ACTIONS: usize = 50;
 
 type Item = HashMap<String, AttributeValue>;
+
+/// What the sweep remembers about a cluster's health between two runs of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthWatch {
+    /// Instance id -> epoch second its target was first seen unhealthy.
+    pub unhealthy_since: HashMap<String, i64>,
+    /// Slot -> epoch second of its last replacement for health.
+    pub replaced_at: HashMap<String, i64>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ClusterStore {
@@ -313,15 +326,145 @@ impl ClusterStore {
     /// The cluster's record and nodes, or `None`; `actions` is left empty (see
     /// `recent_actions`).
     pub async fn get_cluster(&self, id: &str) -> Result<Option<Cluster>> {
+        Ok(self
+            .get_watched_cluster(id)
+            .await?
+            .map(|(cluster, _)| cluster))
+    }
+
+    /// [`Self::get_cluster`] plus the sweep's health watch of it, from the one read.
+    pub async fn get_watched_cluster(&self, id: &str) -> Result<Option<(Cluster, HealthWatch)>> {
         let items = self.partition_items(Self::cluster_key(id), None).await?;
         let Some(meta) = items.iter().find(|i| sk_of(i) == "META") else {
             return Ok(None);
         };
         let mut cluster = cluster_from_meta(meta)?;
-        for item in items.iter().filter(|i| sk_of(i).starts_with("NODE#")) {
-            cluster.nodes.push(data_of(item)?);
+        let mut watch = HealthWatch::default();
+        for item in &items {
+            let sk = sk_of(item);
+            if sk.starts_with("NODE#") {
+                cluster.nodes.push(data_of(item)?);
+            } else if let Some(instance_id) = sk.strip_prefix("WATCH#") {
+                if let Some(since) = number_attr(item, "since") {
+                    watch
+                        .unhealthy_since
+                        .insert(instance_id.to_string(), since as i64);
+                }
+            } else if let Some(slot) = sk.strip_prefix("REPLACED#")
+                && let Some(at) = number_attr(item, "replaced_at")
+            {
+                watch.replaced_at.insert(slot.to_string(), at as i64);
+            }
         }
-        Ok(Some(cluster))
+        Ok(Some((cluster, watch)))
+    }
+
+    /// The time the sweep first saw `instance_id`'s target unhealthy (now, when it had not
+    /// yet). Kept a day, and cleared when the target is seen healthy again.
+    pub async fn watch_unhealthy(&self, id: &str, instance_id: &str) -> Result<i64> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s(format!("WATCH#{instance_id}")))
+            .update_expression("SET since = if_not_exists(since, :now), expires_at = :ttl")
+            .expression_attribute_values(":now", n(epoch_seconds()))
+            .expression_attribute_values(":ttl", n(epoch_seconds() + EVENT_RECORD_SECONDS))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "UpdateItem", e))?;
+        Ok(output
+            .attributes()
+            .and_then(|item| number_attr(item, "since"))
+            .map(|since| since as i64)
+            .unwrap_or_else(epoch_seconds))
+    }
+
+    /// Forget that a target was unhealthy (it recovered, or its node is gone).
+    pub async fn clear_watch(&self, id: &str, instance_id: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s(format!("WATCH#{instance_id}")))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("dynamodb", "DeleteItem", e))
+    }
+
+    /// Anti-flapping: claim the one health replacement `slot` may have per `window_seconds`.
+    /// False when the slot was replaced for its health within the window.
+    pub async fn claim_replacement(
+        &self,
+        id: &str,
+        slot: &str,
+        instance_id: &str,
+        window_seconds: i64,
+    ) -> Result<bool> {
+        let now = epoch_seconds();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(Self::cluster_key(id)))
+            .item("sk", s(format!("REPLACED#{slot}")))
+            .item("replaced_at", n(now))
+            .item("instance_id", s(instance_id))
+            .item("expires_at", n(now + window_seconds.max(0)))
+            .condition_expression("attribute_not_exists(pk) OR replaced_at <= :cutoff")
+            .expression_attribute_values(":cutoff", n(now - window_seconds))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb", "PutItem", e)),
+        }
+    }
+
+    /// Give back a claim whose replacement could not be started.
+    pub async fn release_replacement(&self, id: &str, slot: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s(format!("REPLACED#{slot}")))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("dynamodb", "DeleteItem", e))
+    }
+
+    /// Note, once per instance and window, that a replacement of `slot` was held back; true
+    /// the first time (so the action log says it once, not on every sweep).
+    pub async fn note_replacement_held(
+        &self,
+        id: &str,
+        slot: &str,
+        instance_id: &str,
+    ) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s(format!("REPLACED#{slot}")))
+            .update_expression("SET held_instance = :instance")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(held_instance) \
+                 OR held_instance <> :instance)",
+            )
+            .expression_attribute_values(":instance", s(instance_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
     }
 
     /// The cluster a workflow run works on, refused (`Superseded`) when a newer generation
@@ -1204,7 +1347,7 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn epoch_seconds() -> i64 {
+pub fn epoch_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

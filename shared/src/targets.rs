@@ -4,11 +4,19 @@
 //! of its own (tagged with the cluster) and a listener rule that forwards
 //! `Host: <cluster-name>.*` to it. The target group's settings come from the stack (port,
 //! health check path), so operators tune them in one place: template.yaml.
+//!
+//! A cluster rule is a weighted forward to two target groups: the cluster's (weight 1) and
+//! the stack's status target group, the `alb-target` Lambda (weight 0). An ALB whose
+//! targets are all unhealthy "fails open" and keeps sending requests to them; instead the
+//! health sweep flips the weights so the cluster's host gets the maintenance page until a
+//! web target is healthy again ([`Routing`]).
 
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, ForwardActionConfig, ProtocolEnum, RuleCondition, Tag,
     TargetDescription, TargetGroupAttribute, TargetGroupTuple, TargetTypeEnum,
 };
+
+use std::collections::HashMap;
 
 use crate::error::{Result, from_sdk, sdk_error_code};
 use crate::fleet::TAG_CLUSTER;
@@ -17,6 +25,8 @@ use crate::fleet::TAG_CLUSTER;
 pub struct TargetSettings {
     pub vpc_id: String,
     pub listener_arn: String,
+    /// The `alb-target` Lambda's target group: the maintenance page.
+    pub status_target_group_arn: String,
     pub web_port: i32,
     pub health_check_path: String,
 }
@@ -37,6 +47,7 @@ impl TargetSettings {
         Ok(Self {
             vpc_id: required_from("VPC_ID", &lookup)?,
             listener_arn: required_from("LISTENER_ARN", &lookup)?,
+            status_target_group_arn: required_from("STATUS_TARGET_GROUP_ARN", &lookup)?,
             web_port,
             health_check_path: required_from("HEALTH_CHECK_PATH", &lookup)?,
         })
@@ -45,6 +56,32 @@ impl TargetSettings {
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
+}
+
+/// Where a cluster's listener rule sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// To the cluster's web targets.
+    Serving,
+    /// To the `alb-target` Lambda's maintenance page.
+    Maintenance,
+}
+
+impl Routing {
+    /// Weights of (cluster target group, status target group).
+    fn weights(self) -> (i32, i32) {
+        match self {
+            Routing::Serving => (1, 0),
+            Routing::Maintenance => (0, 1),
+        }
+    }
+}
+
+/// A cluster's listener rule as the sweep sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRule {
+    pub rule_arn: String,
+    pub routing: Routing,
 }
 
 /// A target's health as the target group reports it.
@@ -223,23 +260,97 @@ impl WebTargets {
                     .values(format!("{cluster_name}.*"))
                     .build(),
             )
-            .actions(
-                Action::builder()
-                    .r#type(ActionTypeEnum::Forward)
-                    .forward_config(
-                        ForwardActionConfig::builder()
-                            .target_groups(
-                                TargetGroupTuple::builder()
-                                    .target_group_arn(target_group_arn)
-                                    .build(),
-                            )
+            .actions(self.forward(target_group_arn, Routing::Serving))
+            .send()
+            .await
+            .map_err(|e| from_sdk("elbv2", "CreateRule", e))?;
+        Ok(())
+    }
+
+    /// The weighted forward of a cluster rule in `routing`.
+    fn forward(&self, target_group_arn: &str, routing: Routing) -> Action {
+        let (cluster_weight, status_weight) = routing.weights();
+        Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .forward_config(
+                ForwardActionConfig::builder()
+                    .target_groups(
+                        TargetGroupTuple::builder()
+                            .target_group_arn(target_group_arn)
+                            .weight(cluster_weight)
+                            .build(),
+                    )
+                    .target_groups(
+                        TargetGroupTuple::builder()
+                            .target_group_arn(&self.settings.status_target_group_arn)
+                            .weight(status_weight)
                             .build(),
                     )
                     .build(),
             )
+            .build()
+    }
+
+    /// Every cluster rule of the listener, by the cluster target group it forwards to: one
+    /// paged DescribeRules for the whole fleet, not a call per cluster.
+    pub async fn cluster_rules(&self) -> Result<HashMap<String, ClusterRule>> {
+        let mut found = HashMap::new();
+        for rule in self.listener_rules().await? {
+            let Some(rule_arn) = rule.rule_arn() else {
+                continue;
+            };
+            for action in rule.actions() {
+                let Some(forward) = action.forward_config() else {
+                    continue;
+                };
+                let weight_of = |arn: &str| {
+                    forward
+                        .target_groups()
+                        .iter()
+                        .find(|t| t.target_group_arn() == Some(arn))
+                        .map(|t| t.weight().unwrap_or(1))
+                };
+                let status_weight = weight_of(&self.settings.status_target_group_arn);
+                for tuple in forward.target_groups() {
+                    let Some(arn) = tuple.target_group_arn() else {
+                        continue;
+                    };
+                    if arn == self.settings.status_target_group_arn {
+                        continue;
+                    }
+                    let cluster_weight = tuple.weight().unwrap_or(1);
+                    let routing = if cluster_weight == 0 && status_weight.unwrap_or(0) > 0 {
+                        Routing::Maintenance
+                    } else {
+                        Routing::Serving
+                    };
+                    found.insert(
+                        arn.to_string(),
+                        ClusterRule {
+                            rule_arn: rule_arn.to_string(),
+                            routing,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Point a cluster rule at its web targets or at the maintenance page.
+    pub async fn route(
+        &self,
+        rule_arn: &str,
+        target_group_arn: &str,
+        routing: Routing,
+    ) -> Result<()> {
+        self.client
+            .modify_rule()
+            .rule_arn(rule_arn)
+            .actions(self.forward(target_group_arn, routing))
             .send()
             .await
-            .map_err(|e| from_sdk("elbv2", "CreateRule", e))?;
+            .map_err(|e| from_sdk("elbv2", "ModifyRule", e))?;
         Ok(())
     }
 
@@ -299,6 +410,8 @@ impl WebTargets {
         }
     }
 
+    /// The health of every target of one target group. ELBv2 has no multi-group form, so
+    /// the sweep makes one call per READY cluster with web nodes.
     pub async fn health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
         let output = self
             .client

@@ -6,6 +6,11 @@ use local_cloud::{LocalCloud, Stack, Tools};
 
 /// Start the local cloud and deploy the built template as `stack`.
 pub async fn deployed(stack: &str) -> (LocalCloud, Stack) {
+    deployed_with(stack, &[]).await
+}
+
+/// [`deployed`] with template parameters set.
+pub async fn deployed_with(stack: &str, parameters: &[(&str, &str)]) -> (LocalCloud, Stack) {
     let tools = Tools::locate().unwrap_or_else(|e| panic!("local cloud tools: {e}"));
     let started = std::time::Instant::now();
     let cloud = LocalCloud::start(&tools).unwrap_or_else(|e| panic!("{e}"));
@@ -14,7 +19,10 @@ pub async fn deployed(stack: &str) -> (LocalCloud, Stack) {
         cloud.endpoint(),
         started.elapsed()
     );
-    let deployed = cloud.deploy(stack).await.unwrap_or_else(|e| panic!("{e}"));
+    let deployed = cloud
+        .deploy_with(stack, parameters)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "[e2e] stack {} {} with {} resources after {:?}",
         deployed.name,
@@ -28,7 +36,15 @@ pub async fn deployed(stack: &str) -> (LocalCloud, Stack) {
 /// [`deployed`], plus the stand-in SSM agent that runs the database documents on the
 /// instances (see `local_cloud::agent`): every test that creates a cluster needs it.
 pub async fn deployed_with_agent(stack: &str) -> (LocalCloud, Stack, local_cloud::agent::SsmAgent) {
-    let (cloud, deployed) = deployed(stack).await;
+    deployed_with_agent_and(stack, &[]).await
+}
+
+/// [`deployed_with_agent`] with template parameters set.
+pub async fn deployed_with_agent_and(
+    stack: &str,
+    parameters: &[(&str, &str)],
+) -> (LocalCloud, Stack, local_cloud::agent::SsmAgent) {
+    let (cloud, deployed) = deployed_with(stack, parameters).await;
     let agent = local_cloud::agent::SsmAgent::start(&cloud, &deployed.name)
         .await
         .unwrap_or_else(|e| panic!("start the SSM agent: {e}"));

@@ -6,9 +6,10 @@
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
 use orchestrator::config::{StoreSettings, WorkflowSettings};
 use orchestrator::events::HealingTrigger;
-use orchestrator::healing::Healer;
+use orchestrator::healing::{Healer, HealthPolicy};
 use orchestrator::startup::require;
 use orchestrator::store::ClusterStore;
+use orchestrator::targets::{TargetSettings, WebTargets};
 use orchestrator::workflow::Workflow;
 
 #[tokio::main]
@@ -16,11 +17,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     orchestrator::telemetry::init();
     let store = require("read configuration", StoreSettings::from_env())?;
     let workflow = require("read configuration", WorkflowSettings::from_env())?;
+    let targets = require("read configuration", TargetSettings::from_env())?;
+    let policy = require("read configuration", HealthPolicy::from_env())?;
     let sdk = orchestrator::aws::load_sdk_config().await;
     let healer = Healer {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
         workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
         ec2: aws_sdk_ec2::Client::new(&sdk),
+        targets: WebTargets::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk), targets),
+        policy,
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let healer = &healer;
@@ -46,7 +51,7 @@ async fn handle(healer: &Healer, event: LambdaEvent<serde_json::Value>) -> Resul
         }
         Ok(HealingTrigger::Sweep(tick)) => match Box::pin(healer.sweep()).await {
             Ok(report) => {
-                tracing::info!(time = ?tick.time, clusters = report.clusters_checked, describe_calls = report.describe_calls, heals = ?report.heals_started, "sweep done");
+                tracing::info!(time = ?tick.time, clusters = report.clusters_checked, describe_calls = report.describe_calls, heals = ?report.heals_started, held = ?report.replacements_held, routing = ?report.routing_changes, "sweep done");
                 Ok(())
             }
             Err(error) => {

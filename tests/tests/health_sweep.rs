@@ -1,0 +1,247 @@
+//! The scheduled health sweep end to end in the local cloud: a web target that stays
+//! unhealthy is replaced once, not in a loop; while no web target is healthy the cluster's
+//! listener rule sends its host to the maintenance page, and back once one is.
+//!
+//! fakecloud's ALB health-checks every instance target at 127.0.0.1:<port>, where the
+//! harness's web stand-in answers; `WebStandIn::set_healthy(false)` makes the web tier fail
+//! its health checks as a broken nginx would. The stack is deployed with a 4 s
+//! `UnhealthyReplaceSeconds` so the test needs no five-minute wait.
+
+use std::time::Duration;
+
+use e2e_tests::{
+    action_lines, delete_and_wait, deployed_with_agent_and, instance_state, send_json,
+    wait_for_ready_at,
+};
+use local_cloud::{LocalCloud, Stack};
+use reqwest::Method;
+
+const CREATE: &str = r#"{"name":"sweep","web":{"count":1,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
+const UNHEALTHY_REPLACE_SECONDS: u64 = 4;
+
+async fn sweep(cloud: &LocalCloud, stack: &Stack) {
+    let tick = cloud
+        .invoke(
+            stack,
+            "InstanceEventsFunction",
+            &e2e_tests::sample_event("schedule-sweep.json"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tick.function_error, None, "{:?}", tick.payload);
+}
+
+async fn get_cluster(api: &str, id: &str) -> serde_json::Value {
+    let (status, cluster) =
+        send_json(Method::GET, &format!("{api}/clusters/{id}"), None, &[]).await;
+    assert_eq!(status, 200, "{cluster}");
+    cluster
+}
+
+fn web_instance(cluster: &serde_json::Value) -> String {
+    cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["slot"] == "web-0")
+        .and_then(|n| n["instanceId"].as_str())
+        .unwrap_or_else(|| panic!("no web-0 instance in {cluster:#}"))
+        .to_string()
+}
+
+/// Wait until the target group reports `instance_id` in `state`.
+async fn wait_for_target(
+    elbv2: &aws_sdk_elasticloadbalancingv2::Client,
+    target_group_arn: &str,
+    instance_id: &str,
+    state: &str,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let health = elbv2
+            .describe_target_health()
+            .target_group_arn(target_group_arn)
+            .send()
+            .await
+            .expect("DescribeTargetHealth");
+        let now = health
+            .target_health_descriptions()
+            .iter()
+            .find(|d| d.target().and_then(|t| t.id()) == Some(instance_id))
+            .and_then(|d| d.target_health()?.state())
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        if now == state {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{instance_id} is {now:?}, not {state}, after 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The weights (cluster target group, status target group) of the cluster's rule.
+async fn rule_weights(
+    elbv2: &aws_sdk_elasticloadbalancingv2::Client,
+    listener_arn: &str,
+    target_group_arn: &str,
+    status_target_group_arn: &str,
+) -> (i32, i32) {
+    let rules = elbv2
+        .describe_rules()
+        .listener_arn(listener_arn)
+        .send()
+        .await
+        .expect("DescribeRules");
+    let forward = rules
+        .rules()
+        .iter()
+        .flat_map(|r| r.actions())
+        .filter_map(|a| a.forward_config())
+        .find(|f| {
+            f.target_groups()
+                .iter()
+                .any(|t| t.target_group_arn() == Some(target_group_arn))
+        })
+        .unwrap_or_else(|| panic!("no rule forwards to {target_group_arn}: {rules:#?}"));
+    let weight = |arn: &str| {
+        forward
+            .target_groups()
+            .iter()
+            .find(|t| t.target_group_arn() == Some(arn))
+            .and_then(|t| t.weight())
+            .unwrap_or_else(|| panic!("{arn} has no weight in {forward:#?}"))
+    };
+    (weight(target_group_arn), weight(status_target_group_arn))
+}
+
+fn count(cluster: &serde_json::Value, action: &str) -> usize {
+    action_lines(cluster)
+        .iter()
+        .filter(|line| line.starts_with(&format!("{action} ")))
+        .count()
+}
+
+#[tokio::test]
+async fn an_unhealthy_web_target_is_replaced_once_and_the_host_gets_maintenance_meanwhile() {
+    let (cloud, stack, agent) = deployed_with_agent_and(
+        "sweep",
+        &[
+            (
+                "UnhealthyReplaceSeconds",
+                &UNHEALTHY_REPLACE_SECONDS.to_string(),
+            ),
+            ("ReplaceWindowSeconds", "3600"),
+        ],
+    )
+    .await;
+    let api = stack.api_url.clone().expect("ApiId output");
+    let listener_arn = stack
+        .physical_id("HttpListener")
+        .expect("listener")
+        .to_string();
+    let status_tg = stack
+        .physical_id("StatusTargetGroup")
+        .expect("status target group")
+        .to_string();
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&cloud.sdk_config().await);
+    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
+
+    let (status, created) = send_json(
+        Method::POST,
+        &format!("{api}/clusters"),
+        Some(CREATE),
+        &[("idempotency-key", "e2e-sweep-1")],
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let ready = wait_for_ready_at(&api, &id, 1).await;
+    assert_eq!(ready["phase"], "READY", "{ready:#}");
+    let tg = ready["targetGroupArn"]
+        .as_str()
+        .expect("targetGroupArn")
+        .to_string();
+    let first = web_instance(&ready);
+
+    // 1. All healthy: the sweep changes nothing; the rule serves the web targets.
+    sweep(&cloud, &stack).await;
+    assert_eq!(
+        rule_weights(&elbv2, &listener_arn, &tg, &status_tg).await,
+        (1, 0)
+    );
+    assert_eq!(get_cluster(&api, &id).await["generation"], 1);
+
+    // 2. The web tier fails its health checks. The first sweep that sees it notes the time
+    // and, with no healthy target left, routes the host to the maintenance page; it does
+    // not replace anything yet.
+    cloud.web().set_healthy(false);
+    wait_for_target(&elbv2, &tg, &first, "unhealthy").await;
+    sweep(&cloud, &stack).await;
+    let seen = get_cluster(&api, &id).await;
+    assert_eq!(
+        seen["generation"], 1,
+        "replaced before the threshold: {seen:#}"
+    );
+    assert_eq!(count(&seen, "MaintenanceOn"), 1, "{seen:#}");
+    assert_eq!(
+        rule_weights(&elbv2, &listener_arn, &tg, &status_tg).await,
+        (0, 1)
+    );
+
+    // 3. Still unhealthy beyond the threshold: one replacement (a healing run).
+    tokio::time::sleep(Duration::from_secs(UNHEALTHY_REPLACE_SECONDS + 1)).await;
+    sweep(&cloud, &stack).await;
+    let healing = get_cluster(&api, &id).await;
+    assert_eq!(healing["generation"], 2, "{healing:#}");
+    assert_eq!(count(&healing, "TargetUnhealthy"), 1, "{healing:#}");
+    // A sweep during the run leaves the cluster to it.
+    sweep(&cloud, &stack).await;
+    assert_eq!(get_cluster(&api, &id).await["generation"], 2);
+
+    // The replacement comes up healthy (the fault was the node's); the old one is retired.
+    cloud.web().set_healthy(true);
+    let healed = wait_for_ready_at(&api, &id, 2).await;
+    assert_eq!(healed["phase"], "READY", "{healed:#}");
+    let second = web_instance(&healed);
+    assert_ne!(second, first, "{healed:#}");
+    assert_eq!(instance_state(&ec2, &first).await, "terminated");
+    wait_for_target(&elbv2, &tg, &second, "healthy").await;
+
+    // 4. A healthy target again: the next sweep takes the maintenance page away.
+    sweep(&cloud, &stack).await;
+    let serving = get_cluster(&api, &id).await;
+    assert_eq!(count(&serving, "MaintenanceOff"), 1, "{serving:#}");
+    assert_eq!(
+        rule_weights(&elbv2, &listener_arn, &tg, &status_tg).await,
+        (1, 0)
+    );
+
+    // 5. Not a loop: the successor fails too (the cause is not the node). Within the
+    // window it is not replaced again, however many sweeps see it; the action log says so
+    // once.
+    cloud.web().set_healthy(false);
+    wait_for_target(&elbv2, &tg, &second, "unhealthy").await;
+    sweep(&cloud, &stack).await;
+    tokio::time::sleep(Duration::from_secs(UNHEALTHY_REPLACE_SECONDS + 1)).await;
+    for _ in 0..3 {
+        sweep(&cloud, &stack).await;
+    }
+    let held = get_cluster(&api, &id).await;
+    assert_eq!(held["phase"], "READY", "{held:#}");
+    assert_eq!(held["generation"], 2, "replaced in a loop: {held:#}");
+    assert_eq!(web_instance(&held), second);
+    assert_eq!(count(&held, "TargetUnhealthy"), 1, "{held:#}");
+    assert_eq!(count(&held, "ReplacementHeld"), 1, "{held:#}");
+    assert_eq!(count(&held, "MaintenanceOn"), 2, "{held:#}");
+    assert_eq!(
+        rule_weights(&elbv2, &listener_arn, &tg, &status_tg).await,
+        (0, 1)
+    );
+    assert!(agent.errors().is_empty(), "{:?}", agent.errors());
+
+    cloud.web().set_healthy(true);
+    delete_and_wait(&api, &id, Duration::from_secs(240)).await;
+}
