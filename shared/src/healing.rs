@@ -458,3 +458,30 @@ impl Healer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_policy_defaults_and_refuses_nonsense() {
+        assert_eq!(
+            HealthPolicy::from_lookup(|_| None).expect("defaults"),
+            HealthPolicy {
+                unhealthy_after_seconds: 300,
+                replace_window_seconds: 3600
+            }
+        );
+        let set = HealthPolicy::from_lookup(|key| {
+            (key == "UNHEALTHY_REPLACE_SECONDS").then(|| "4".to_string())
+        })
+        .expect("set");
+        assert_eq!(set.unhealthy_after_seconds, 4);
+        assert_eq!(set.replace_window_seconds, 3600);
+        let bad = HealthPolicy::from_lookup(|key| {
+            (key == "REPLACE_WINDOW_SECONDS").then(|| "an hour".to_string())
+        })
+        .unwrap_err();
+        assert!(bad.to_string().contains("REPLACE_WINDOW_SECONDS"), "{bad}");
+    }
+}

@@ -2,6 +2,7 @@
 //! functions that take a context of clients and settings. The binaries in `functions/`
 //! only turn a trigger's event into a call here.
 
+pub mod alarms;
 pub mod api;
 pub mod aws;
 pub mod commands;

@@ -101,6 +101,7 @@ pub struct Provisioner {
     pub store: ClusterStore,
     pub fleet: Fleet,
     pub targets: WebTargets,
+    pub alarms: crate::alarms::ScalingAlarms,
     pub secrets: crate::secrets::ClusterSecrets,
     pub command_output: crate::commands::CommandOutput,
 }
@@ -470,6 +471,7 @@ impl Provisioner {
         self.targets
             .ensure_listener_rule(&arn, &cluster.spec.name)
             .await?;
+        self.alarms.ensure(&cluster.id, &arn).await?;
         let web: Vec<&Node> = cluster
             .nodes
             .iter()
@@ -691,6 +693,7 @@ impl Provisioner {
 
     async fn purge(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
         self.targets.delete(&cluster.id).await?;
+        self.alarms.delete(&cluster.id).await?;
         for kind in crate::secrets::SecretKind::ALL {
             self.secrets.delete_secret(&cluster.id, kind).await?;
         }
@@ -967,6 +970,13 @@ mod tests {
                     status_target_group_arn: "arn:status".into(),
                     web_port: 80,
                     health_check_path: "/healthz".into(),
+                },
+            ),
+            alarms: crate::alarms::ScalingAlarms::new(
+                mocked_client!(aws_sdk_cloudwatch, []),
+                crate::alarms::AlarmSettings {
+                    scale_out_requests_per_target: 1000.0,
+                    scale_in_requests_per_target: 100.0,
                 },
             ),
             command_output: crate::commands::CommandOutput::new(

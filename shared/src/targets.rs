@@ -470,3 +470,100 @@ impl WebTargets {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_elasticloadbalancingv2::operation::describe_rules::DescribeRulesOutput;
+    use aws_sdk_elasticloadbalancingv2::operation::modify_rule::ModifyRuleOutput;
+    use aws_sdk_elasticloadbalancingv2::types::Rule;
+    use aws_smithy_mocks::mock;
+
+    use super::*;
+    use crate::mocked_client;
+
+    const CLUSTER_TG: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/ha-c-0123456789ab/1";
+    const STATUS_TG: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/status/2";
+
+    fn settings() -> TargetSettings {
+        TargetSettings {
+            vpc_id: "vpc-1".into(),
+            listener_arn: "arn:listener".into(),
+            status_target_group_arn: STATUS_TG.into(),
+            web_port: 80,
+            health_check_path: "/healthz".into(),
+        }
+    }
+
+    fn rule(arn: &str, forward: Action) -> Rule {
+        Rule::builder().rule_arn(arn).actions(forward).build()
+    }
+
+    #[tokio::test]
+    async fn rules_are_read_by_cluster_target_group_with_their_routing() {
+        let serving = WebTargets::new(
+            mocked_client!(aws_sdk_elasticloadbalancingv2, []),
+            settings(),
+        )
+        .forward(CLUSTER_TG, Routing::Serving);
+        let maintenance = WebTargets::new(
+            mocked_client!(aws_sdk_elasticloadbalancingv2, []),
+            settings(),
+        )
+        .forward("arn:tg/other", Routing::Maintenance);
+        // The stack's own /_status rule forwards to the status group alone: not a cluster's.
+        let status_only = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .target_group_arn(STATUS_TG)
+            .build();
+        let describe =
+            mock!(aws_sdk_elasticloadbalancingv2::Client::describe_rules).then_output(move || {
+                DescribeRulesOutput::builder()
+                    .rules(rule("arn:rule/1", serving.clone()))
+                    .rules(rule("arn:rule/2", maintenance.clone()))
+                    .rules(rule("arn:rule/status", status_only.clone()))
+                    .build()
+            });
+        let targets = WebTargets::new(
+            mocked_client!(aws_sdk_elasticloadbalancingv2, [&describe]),
+            settings(),
+        );
+        let rules = targets.cluster_rules().await.expect("rules");
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert_eq!(
+            rules[CLUSTER_TG],
+            ClusterRule {
+                rule_arn: "arn:rule/1".into(),
+                routing: Routing::Serving
+            }
+        );
+        assert_eq!(rules["arn:tg/other"].routing, Routing::Maintenance);
+    }
+
+    #[tokio::test]
+    async fn maintenance_keeps_the_cluster_group_in_the_rule_at_weight_zero() {
+        // Keeping the cluster's group in the rule is what lets DELETE still find the rule.
+        let modify = mock!(aws_sdk_elasticloadbalancingv2::Client::modify_rule)
+            .match_requests(|request| {
+                let weights: Vec<(Option<&str>, Option<i32>)> = request
+                    .actions()
+                    .iter()
+                    .filter_map(|a| a.forward_config())
+                    .flat_map(|f| f.target_groups())
+                    .map(|t| (t.target_group_arn(), t.weight()))
+                    .collect();
+                request.rule_arn() == Some("arn:rule/1")
+                    && weights == [(Some(CLUSTER_TG), Some(0)), (Some(STATUS_TG), Some(1))]
+            })
+            .then_output(|| ModifyRuleOutput::builder().build());
+        let targets = WebTargets::new(
+            mocked_client!(aws_sdk_elasticloadbalancingv2, [&modify]),
+            settings(),
+        );
+        targets
+            .route("arn:rule/1", CLUSTER_TG, Routing::Maintenance)
+            .await
+            .expect("routed");
+        assert_eq!(modify.num_calls(), 1);
+    }
+}

@@ -31,6 +31,35 @@ async fn alarm(cloud: &LocalCloud, id: &str, which: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The cluster's scaling alarms: (name, metric, TargetGroup dimension, threshold).
+async fn scaling_alarms(cloud: &LocalCloud, id: &str) -> Vec<(String, String, String, f64)> {
+    let described = aws_sdk_cloudwatch::Client::new(&cloud.sdk_config().await)
+        .describe_alarms()
+        .alarm_name_prefix(format!("ha-{id}-web-"))
+        .send()
+        .await
+        .expect("DescribeAlarms");
+    let mut alarms: Vec<_> = described
+        .metric_alarms()
+        .iter()
+        .map(|a| {
+            (
+                a.alarm_name().unwrap_or_default().to_string(),
+                a.metric_name().unwrap_or_default().to_string(),
+                a.dimensions()
+                    .iter()
+                    .find(|d| d.name() == Some("TargetGroup"))
+                    .and_then(|d| d.value())
+                    .unwrap_or_default()
+                    .to_string(),
+                a.threshold().unwrap_or_default(),
+            )
+        })
+        .collect();
+    alarms.sort_by(|a, b| a.0.cmp(&b.0));
+    alarms
+}
+
 fn web_ids(cluster: &serde_json::Value) -> Vec<String> {
     cluster["nodes"]
         .as_array()
@@ -56,6 +85,29 @@ async fn alarms_and_patch_scale_the_web_tier_within_bounds_and_cooldown() {
     let id = created["id"].as_str().expect("id").to_string();
     let ready = wait_for_ready_at(&api, &id, 1).await;
     assert_eq!(ready["phase"], "READY", "{ready:#}");
+
+    // The cluster has its two alarms on its target group's RequestCountPerTarget, with the
+    // stack's default thresholds.
+    let target_group = ready["targetGroupArn"].as_str().expect("targetGroupArn");
+    let dimension = &target_group[target_group.find("targetgroup/").expect("arn")..];
+    let metric = "RequestCountPerTarget".to_string();
+    assert_eq!(
+        scaling_alarms(&cloud, &id).await,
+        vec![
+            (
+                format!("ha-{id}-web-high"),
+                metric.clone(),
+                dimension.to_string(),
+                1000.0
+            ),
+            (
+                format!("ha-{id}-web-low"),
+                metric,
+                dimension.to_string(),
+                100.0
+            ),
+        ]
+    );
 
     // The high alarm adds one web node.
     alarm(&cloud, &id, "high").await;
@@ -129,4 +181,9 @@ async fn alarms_and_patch_scale_the_web_tier_within_bounds_and_cooldown() {
     );
 
     delete_and_wait(&api, &id, Duration::from_secs(180)).await;
+    assert_eq!(
+        scaling_alarms(&cloud, &id).await,
+        vec![],
+        "alarms left after DELETE"
+    );
 }

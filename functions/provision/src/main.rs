@@ -3,6 +3,7 @@
 //! The tasks live in `orchestrator::provision`; this binary builds the clients once.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
+use orchestrator::alarms::{AlarmSettings, ScalingAlarms};
 use orchestrator::commands::CommandOutput;
 use orchestrator::config::StoreSettings;
 use orchestrator::fleet::{Fleet, FleetSettings};
@@ -18,6 +19,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = require("read configuration", StoreSettings::from_env())?;
     let fleet = require("read configuration", FleetSettings::from_env())?;
     let targets = require("read configuration", TargetSettings::from_env())?;
+    let alarms = require("read configuration", AlarmSettings::from_env())?;
     let sdk = orchestrator::aws::load_sdk_config().await;
     let command_output = require(
         "read configuration",
@@ -31,6 +33,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             fleet,
         ),
         targets: WebTargets::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk), targets),
+        alarms: ScalingAlarms::new(aws_sdk_cloudwatch::Client::new(&sdk), alarms),
         secrets: ClusterSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk)),
         command_output,
     };
