@@ -152,6 +152,15 @@ impl SsmAgent {
         Ok(())
     }
 
+    /// A member whose instance keeps running leaves its group (mysqld restarted without
+    /// Group Replication starting, or expelled): it reports OFFLINE, keeps the group's name,
+    /// and the others stop listing it. Only a rejoin brings it back.
+    pub fn take_member_offline(&self, cluster_id: &str, host: &str) -> std::io::Result<()> {
+        let node = self.state_dir.path().join(cluster_id).join(host);
+        std::fs::write(node.join("state"), "OFFLINE")?;
+        std::fs::write(node.join("role"), "")
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Add a node to the cluster with clone-based recovery; run on a member (the primary).
-# Usage: db-add-instance.sh NODE_HOST     Exit: 0 added or already a member, 3 refused.
+# Usage: db-add-instance.sh NODE_HOST     Exit: 0 added, rejoined or already a member, 3 refused.
 set -euo pipefail
 # shellcheck source=db-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
@@ -21,6 +21,13 @@ theirs="$(sql_on "$node" "SELECT @@group_replication_group_name" 2>/dev/null || 
 if [[ -n "$theirs" && "$theirs" != "$group" ]]; then
   echo "refusing: $node belongs to group $theirs, not $group; remove it from that group first" >&2
   exit 3
+fi
+if [[ "$theirs" == "$group" ]]; then
+  # A member that left (mysqld restarted, expelled): the cluster still knows it, so it
+  # rejoins with incremental recovery instead of being added and cloned again.
+  shell_api "127.0.0.1:3306" cluster rejoin-instance "$node:3306"
+  echo "$node rejoined cluster $cluster"
+  exit 0
 fi
 shell_api "127.0.0.1:3306" cluster add-instance "$node:3306" --recoveryMethod=clone
 echo "$node added to cluster $cluster"

@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::events::{InstanceStateChangeEvent, RunReason, WorkflowInput};
 use crate::model::{Cluster, InstanceState, Node, Tier};
 use crate::store::{ClusterStore, HealthWatch, epoch_seconds};
+use crate::survey::MembershipSurvey;
 use crate::targets::{ClusterRule, Routing, WebTargets};
 use crate::workflow::Workflow;
 
@@ -45,6 +46,7 @@ pub struct Healer {
     pub workflow: Workflow,
     pub ec2: aws_sdk_ec2::Client,
     pub targets: WebTargets,
+    pub survey: MembershipSurvey,
     pub policy: HealthPolicy,
 }
 
@@ -57,6 +59,8 @@ pub struct HealthPolicy {
     /// At most one health replacement per slot within this time (anti-flapping: a fault the
     /// node does not cause, such as a bad deploy, must not churn the fleet).
     pub replace_window_seconds: i64,
+    /// Time between two membership surveys of one cluster (see [`crate::survey`]).
+    pub survey_interval_seconds: i64,
 }
 
 impl Default for HealthPolicy {
@@ -64,12 +68,14 @@ impl Default for HealthPolicy {
         Self {
             unhealthy_after_seconds: 300,
             replace_window_seconds: 3600,
+            survey_interval_seconds: crate::survey::DEFAULT_SURVEY_SECONDS,
         }
     }
 }
 
 impl HealthPolicy {
-    /// `UNHEALTHY_REPLACE_SECONDS` and `REPLACE_WINDOW_SECONDS`, each defaulting when unset.
+    /// `UNHEALTHY_REPLACE_SECONDS`, `REPLACE_WINDOW_SECONDS` and `MEMBERSHIP_SURVEY_SECONDS`,
+    /// each defaulting when unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let defaults = Self::default();
         let seconds = |name: &'static str, default: i64| -> Result<i64> {
@@ -96,6 +102,10 @@ impl HealthPolicy {
                 "REPLACE_WINDOW_SECONDS",
                 defaults.replace_window_seconds,
             )?,
+            survey_interval_seconds: seconds(
+                "MEMBERSHIP_SURVEY_SECONDS",
+                defaults.survey_interval_seconds,
+            )?,
         })
     }
 
@@ -119,6 +129,8 @@ pub struct SweepReport {
     pub heals_started: Vec<(String, String)>,
     pub replacements_held: Vec<(String, String)>,
     pub routing_changes: Vec<(String, Routing)>,
+    /// Membership surveys sent: (cluster id, command id).
+    pub surveys_sent: Vec<(String, String)>,
 }
 
 impl Healer {
@@ -168,6 +180,8 @@ impl Healer {
     ///   held back by that window is noted once in the action log.
     /// - A cluster with web targets of which none is healthy gets the maintenance page on its
     ///   listener rule until one is healthy again.
+    /// - Otherwise its database group is surveyed (one SSM command, at most once per
+    ///   [`HealthPolicy::survey_interval_seconds`]; see [`crate::survey`]).
     #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> Result<SweepReport> {
         let (states, describe_calls) = crate::fleet::observe_all(&self.ec2).await?;
@@ -195,8 +209,17 @@ impl Healer {
                 if self.heal_lost_nodes(&cluster, &states, &mut report).await? {
                     continue;
                 }
+                let heals = report.heals_started.len();
                 self.check_web_health(&cluster, &watch, &rules, &mut report)
                     .await?;
+                if report.heals_started.len() == heals
+                    && let Some(command_id) = self
+                        .survey
+                        .survey(&cluster, self.policy.survey_interval_seconds)
+                        .await?
+                {
+                    report.surveys_sent.push((cluster.id.clone(), command_id));
+                }
             }
             match page.next {
                 Some(next) => after = Some(next),
@@ -469,7 +492,8 @@ mod tests {
             HealthPolicy::from_lookup(|_| None).expect("defaults"),
             HealthPolicy {
                 unhealthy_after_seconds: 300,
-                replace_window_seconds: 3600
+                replace_window_seconds: 3600,
+                survey_interval_seconds: 900
             }
         );
         let set = HealthPolicy::from_lookup(|key| {

@@ -22,6 +22,7 @@ pub mod spec;
 pub mod startup;
 pub mod status;
 pub mod store;
+pub mod survey;
 pub mod targets;
 pub mod telemetry;
 #[doc(hidden)]

@@ -86,6 +86,8 @@ pub struct Replicator {
     pub store: ClusterStore,
     pub commands: Commands,
     pub sfn: aws_sdk_sfn::Client,
+    /// Judges the sweep's membership surveys when their status events arrive.
+    pub survey: crate::survey::MembershipSurvey,
 }
 
 /// A command to send for a step.
@@ -534,6 +536,9 @@ impl Replicator {
         if invocations.is_empty() || invocations.iter().any(|i| !i.status.is_terminal()) {
             return Ok(false);
         }
+        if record.step == crate::survey::SURVEY_STEP {
+            return self.judge_survey(&record, &invocations).await;
+        }
         if token.is_empty() || !self.store.claim_resolution(command_id, &token).await? {
             tracing::info!(%command_id, "already answered");
             return Ok(false);
@@ -594,6 +599,43 @@ impl Replicator {
             }),
         };
         self.answer(&token, outcome).await
+    }
+
+    /// A finished membership survey: hand every node's report to the survey's judge, once.
+    async fn judge_survey(
+        &self,
+        record: &CommandRecord,
+        invocations: &[crate::commands::Invocation],
+    ) -> Result<bool> {
+        if !self.store.claim_survey_result(&record.command_id).await? {
+            return Ok(false);
+        }
+        let mut answers = Vec::new();
+        for target in &record.targets {
+            let answer = match invocations
+                .iter()
+                .find(|i| i.instance_id == target.instance_id)
+            {
+                None => Err("no invocation".to_string()),
+                Some(invocation) if invocation.status != CommandStatus::Success => {
+                    Err(format!("{:?}", invocation.status))
+                }
+                Some(invocation) => self
+                    .commands
+                    .output(
+                        &record.cluster_id,
+                        &record.command_id,
+                        &invocation.instance_id,
+                    )
+                    .await
+                    .map(|(output, _)| output.stdout)
+                    .map_err(|e| e.to_string()),
+            };
+            answers.push((target.slot.clone(), answer));
+        }
+        let verdict = self.survey.judge(record, answers).await?;
+        tracing::info!(cluster_id = %record.cluster_id, ?verdict, "membership survey judged");
+        Ok(true)
     }
 
     /// `SendTaskSuccess` / `SendTaskFailure`. A token the workflow no longer waits on (the

@@ -37,8 +37,10 @@ impl NodeReport {
             })
     }
 
+    /// A member of its group now: OFFLINE and ERROR nodes keep the group's name but must
+    /// rejoin it.
     pub fn in_group(&self) -> bool {
-        !self.group_name.is_empty() && self.member_state != "OFFLINE"
+        !self.group_name.is_empty() && !matches!(self.member_state.as_str(), "OFFLINE" | "ERROR")
     }
 
     pub fn is_primary(&self) -> bool {

@@ -16,6 +16,8 @@
 //!   instance's target unhealthy (TTL a day; removed when healthy again).
 //! - `pk = CLUSTER#<id>`, `sk = REPLACED#<slot>`: the slot's last replacement for its health
 //!   (anti-flapping: one per window; TTL the window).
+//! - `pk = CLUSTER#<id>`, `sk = SURVEY`: when the sweep last surveyed the group's
+//!   membership (one survey per interval).
 //! - `pk = NAME#<name>`, `sk = NAME`: the claim that keeps names unique among live clusters.
 //! - The sparse GSI `clusters` (`list_pk = CLUSTER`, `list_sk = <created_at>#<id>`) lists
 //!   clusters newest first without a Scan; only META items carry `list_pk`.
@@ -1188,6 +1190,93 @@ impl ClusterStore {
                 .cloned()
                 .unwrap_or_default()),
             Err(e) if is_condition_failure(&e) => Ok(Vec::new()),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Claim a membership survey of cluster `id`: true at most once per `interval_seconds`.
+    pub async fn claim_survey(&self, id: &str, interval_seconds: i64) -> Result<bool> {
+        let now = epoch_seconds();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(Self::cluster_key(id)))
+            .item("sk", s("SURVEY"))
+            .item("surveyed_at", n(now))
+            .condition_expression("attribute_not_exists(pk) OR surveyed_at <= :cutoff")
+            .expression_attribute_values(":cutoff", n(now - interval_seconds))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb", "PutItem", e)),
+        }
+    }
+
+    /// Record a survey's command (no workflow waits on it: no lease, no task token).
+    pub async fn record_survey(&self, record: &CommandRecord) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(Self::command_key(&record.command_id)))
+            .item("sk", s("COMMAND"))
+            .item("cluster_id", s(&record.cluster_id))
+            .item("task_token", s(""))
+            .item("data", s(serde_json::to_string(record).unwrap_or_default()))
+            .item("expires_at", n(epoch_seconds() + COMMAND_RECORD_SECONDS))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("dynamodb", "PutItem", e))
+    }
+
+    /// Claim the right to judge a survey's answers: true once per command.
+    pub async fn claim_survey_result(&self, command_id: &str) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::command_key(command_id)))
+            .key("sk", s("COMMAND"))
+            .update_expression("SET resolved_at = :at")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(resolved_at)")
+            .expression_attribute_values(":at", s(now_rfc3339()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Start converging a READY cluster again (a member left its group while its instance
+    /// stayed up): phase HEALING and the next generation, only if it is still READY at
+    /// `generation`. `None` when something else has moved it on since.
+    pub async fn request_converge(&self, id: &str, generation: u64) -> Result<Option<u64>> {
+        let result = self
+            .update_meta(id)
+            .update_expression(
+                "SET phase = :healing, generation = generation + :one, version = version + :one, \
+                 updated_at = :at",
+            )
+            .condition_expression("phase = :ready AND generation = :generation")
+            .expression_attribute_values(":healing", s(Phase::Healing.as_str()))
+            .expression_attribute_values(":ready", s(Phase::Ready.as_str()))
+            .expression_attribute_values(":generation", n(generation))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":at", s(now_rfc3339()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(number_attr(
+                output.attributes().unwrap_or(&HashMap::new()),
+                "generation",
+            )),
+            Err(e) if is_condition_failure(&e) => Ok(None),
             Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
         }
     }

@@ -180,6 +180,37 @@ fn members_join_with_clone_once_and_leave_once() {
 }
 
 #[test]
+fn a_member_that_left_rejoins_instead_of_being_cloned_again() {
+    let nodes = Nodes::new();
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    assert_eq!(nodes.run("db-0", "db-add-instance.sh", &["db-1"]).code, 0);
+    // mysqld on db-1 restarted without Group Replication: OFFLINE, the group's name kept.
+    std::fs::write(
+        Path::new(nodes.root.path()).join("db-1").join("state"),
+        "OFFLINE",
+    )
+    .expect("state");
+    assert_eq!(nodes.report("db-1")["memberState"], "OFFLINE");
+    let rejoined = nodes.run("db-0", "db-add-instance.sh", &["db-1"]);
+    assert_eq!(rejoined.code, 0, "{}", rejoined.stderr);
+    assert!(rejoined.stdout.contains("rejoined"), "{}", rejoined.stdout);
+    assert_eq!(nodes.attr("db-1", "state"), "ONLINE");
+    assert_eq!(nodes.calls("cluster rejoin-instance"), 1);
+    assert_eq!(
+        nodes.calls("cluster add-instance"),
+        1,
+        "only the first join adds"
+    );
+    let again = nodes.run("db-0", "db-add-instance.sh", &["db-1"]);
+    assert!(
+        again.stdout.contains("already a member"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(nodes.calls("cluster rejoin-instance"), 1);
+}
+
+#[test]
 fn a_node_of_another_group_is_refused_and_adds_run_only_on_members() {
     let nodes = Nodes::new();
     assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);

@@ -1,6 +1,8 @@
 //! The scheduled health sweep end to end in the local cloud: a web target that stays
 //! unhealthy is replaced once, not in a loop; while no web target is healthy the cluster's
-//! listener rule sends its host to the maintenance page, and back once one is.
+//! listener rule sends its host to the maintenance page, and back once one is; a database
+//! member that left its group while its instance runs is found by the membership survey and
+//! rejoined.
 //!
 //! fakecloud's ALB health-checks every instance target at 127.0.0.1:<port>, where the
 //! harness's web stand-in answers; `WebStandIn::set_healthy(false)` makes the web tier fail
@@ -125,7 +127,8 @@ fn count(cluster: &serde_json::Value, action: &str) -> usize {
 }
 
 #[tokio::test]
-async fn an_unhealthy_web_target_is_replaced_once_and_the_host_gets_maintenance_meanwhile() {
+async fn the_sweep_replaces_an_unhealthy_target_once_serves_maintenance_meanwhile_and_rejoins_a_member()
+ {
     let (cloud, stack, agent) = deployed_with_agent_and(
         "sweep",
         &[
@@ -134,6 +137,7 @@ async fn an_unhealthy_web_target_is_replaced_once_and_the_host_gets_maintenance_
                 &UNHEALTHY_REPLACE_SECONDS.to_string(),
             ),
             ("ReplaceWindowSeconds", "3600"),
+            ("MembershipSurveySeconds", "0"),
         ],
     )
     .await;
@@ -242,6 +246,87 @@ async fn an_unhealthy_web_target_is_replaced_once_and_the_host_gets_maintenance_
     );
     assert!(agent.errors().is_empty(), "{:?}", agent.errors());
 
+    // 6. The membership survey: a SECONDARY's instance keeps running but the member
+    // leaves the group (mysqld restarted without Group Replication). The sweep's survey
+    // finds it and a converge run rejoins it; the node keeps its instance.
     cloud.web().set_healthy(true);
+    wait_for_target(&elbv2, &tg, &second, "healthy").await;
+    sweep(&cloud, &stack).await; // maintenance off again
+    let before = get_cluster(&api, &id).await;
+    let secondary = db_node(&before, "SECONDARY");
+    let (slot, host, instance) = (
+        secondary["slot"].as_str().expect("slot").to_string(),
+        secondary["host"].as_str().expect("host").to_string(),
+        secondary["instanceId"]
+            .as_str()
+            .expect("instance")
+            .to_string(),
+    );
+    agent
+        .take_member_offline(&id, &host)
+        .unwrap_or_else(|e| panic!("take {host} offline: {e}"));
+    let surveys_before = surveys(&agent, &id);
+    sweep(&cloud, &stack).await;
+    let rejoined = wait_for_ready_at(&api, &id, 3).await;
+    assert_eq!(rejoined["phase"], "READY", "{rejoined:#}");
+    assert!(surveys(&agent, &id) > surveys_before, "no survey was sent");
+    let lines = action_lines(&rejoined);
+    assert!(
+        lines.iter().any(|l| l.starts_with("MemberOutOfGroup ")
+            && l.contains(&format!("{slot} reports OFFLINE"))),
+        "{lines:#?}"
+    );
+    let node = rejoined["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["slot"] == slot.as_str())
+        .expect("the node");
+    assert_eq!(
+        node["instanceId"],
+        instance.as_str(),
+        "rejoined, not replaced"
+    );
+    assert_eq!(node["memberState"], "ONLINE", "{rejoined:#}");
+    let rejoins: Vec<_> = agent
+        .ran()
+        .into_iter()
+        .filter(|r| r.cluster_id == id && r.document == "DbAddInstance")
+        .filter(|r| r.parameters.iter().any(|(k, v)| k == "node" && *v == host))
+        .collect();
+    assert_eq!(
+        rejoins.len(),
+        2,
+        "one add at create, one rejoin: {rejoins:#?}"
+    );
+    // A whole group: the next survey changes nothing.
+    sweep(&cloud, &stack).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(get_cluster(&api, &id).await["generation"], 3);
+    assert!(agent.errors().is_empty(), "{:?}", agent.errors());
+
     delete_and_wait(&api, &id, Duration::from_secs(240)).await;
+}
+
+fn db_node<'a>(cluster: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
+    cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["tier"] == "db" && n["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} in {cluster:#}"))
+}
+
+/// DbReport commands the sweep's surveys sent to the cluster (runs send them too, but no
+/// run is going on when this is counted).
+fn surveys(agent: &local_cloud::agent::SsmAgent, id: &str) -> usize {
+    let mut commands: Vec<String> = agent
+        .ran()
+        .into_iter()
+        .filter(|r| r.cluster_id == id && r.document == "DbReport")
+        .map(|r| r.command_id)
+        .collect();
+    commands.sort();
+    commands.dedup();
+    commands.len()
 }

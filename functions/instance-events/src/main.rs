@@ -4,11 +4,13 @@
 //! failing them would only make EventBridge retry an event that can never succeed.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
+use orchestrator::commands::{CommandSettings, Commands};
 use orchestrator::config::{StoreSettings, WorkflowSettings};
 use orchestrator::events::HealingTrigger;
 use orchestrator::healing::{Healer, HealthPolicy};
 use orchestrator::startup::require;
 use orchestrator::store::ClusterStore;
+use orchestrator::survey::MembershipSurvey;
 use orchestrator::targets::{TargetSettings, WebTargets};
 use orchestrator::workflow::Workflow;
 
@@ -19,10 +21,22 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let workflow = require("read configuration", WorkflowSettings::from_env())?;
     let targets = require("read configuration", TargetSettings::from_env())?;
     let policy = require("read configuration", HealthPolicy::from_env())?;
+    let commands = require("read configuration", CommandSettings::from_env())?;
     let sdk = orchestrator::aws::load_sdk_config().await;
+    let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name);
+    let workflow = Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn);
     let healer = Healer {
-        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
-        workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
+        survey: MembershipSurvey {
+            store: store.clone(),
+            commands: Commands::new(
+                aws_sdk_ssm::Client::new(&sdk),
+                orchestrator::aws::s3_client(&sdk),
+                commands,
+            ),
+            workflow: workflow.clone(),
+        },
+        store,
+        workflow,
         ec2: aws_sdk_ec2::Client::new(&sdk),
         targets: WebTargets::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk), targets),
         policy,
@@ -51,7 +65,7 @@ async fn handle(healer: &Healer, event: LambdaEvent<serde_json::Value>) -> Resul
         }
         Ok(HealingTrigger::Sweep(tick)) => match Box::pin(healer.sweep()).await {
             Ok(report) => {
-                tracing::info!(time = ?tick.time, clusters = report.clusters_checked, describe_calls = report.describe_calls, heals = ?report.heals_started, held = ?report.replacements_held, routing = ?report.routing_changes, "sweep done");
+                tracing::info!(time = ?tick.time, clusters = report.clusters_checked, describe_calls = report.describe_calls, heals = ?report.heals_started, held = ?report.replacements_held, routing = ?report.routing_changes, surveys = report.surveys_sent.len(), "sweep done");
                 Ok(())
             }
             Err(error) => {

@@ -5,26 +5,37 @@
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
 use orchestrator::commands::{CommandSettings, Commands};
-use orchestrator::config::StoreSettings;
+use orchestrator::config::{StoreSettings, WorkflowSettings};
 use orchestrator::events::ReplicationTrigger;
 use orchestrator::replication::Replicator;
 use orchestrator::startup::require;
 use orchestrator::store::ClusterStore;
+use orchestrator::survey::MembershipSurvey;
+use orchestrator::workflow::Workflow;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     orchestrator::telemetry::init();
     let store = require("read configuration", StoreSettings::from_env())?;
     let commands = require("read configuration", CommandSettings::from_env())?;
+    let workflow = require("read configuration", WorkflowSettings::from_env())?;
     let sdk = orchestrator::aws::load_sdk_config().await;
+    let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name);
+    let commands = Commands::new(
+        aws_sdk_ssm::Client::new(&sdk),
+        orchestrator::aws::s3_client(&sdk),
+        commands,
+    );
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
     let replicator = Replicator {
-        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
-        commands: Commands::new(
-            aws_sdk_ssm::Client::new(&sdk),
-            orchestrator::aws::s3_client(&sdk),
-            commands,
-        ),
-        sfn: aws_sdk_sfn::Client::new(&sdk),
+        survey: MembershipSurvey {
+            store: store.clone(),
+            commands: commands.clone(),
+            workflow: Workflow::new(sfn.clone(), workflow.state_machine_arn),
+        },
+        store,
+        commands,
+        sfn,
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let replicator = &replicator;
