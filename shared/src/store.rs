@@ -384,17 +384,23 @@ impl ClusterStore {
             .unwrap_or_else(epoch_seconds))
     }
 
-    /// Forget that a target was unhealthy (it recovered, or its node is gone).
-    pub async fn clear_watch(&self, id: &str, instance_id: &str) -> Result<()> {
+    /// Delete one item by its key; an absent item is fine.
+    async fn delete_key(&self, pk: String, sk: String) -> Result<()> {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(Self::cluster_key(id)))
-            .key("sk", s(format!("WATCH#{instance_id}")))
+            .key("pk", s(pk))
+            .key("sk", s(sk))
             .send()
             .await
             .map(|_| ())
             .map_err(|e| from_sdk("dynamodb", "DeleteItem", e))
+    }
+
+    /// Forget that a target was unhealthy (it recovered, or its node is gone).
+    pub async fn clear_watch(&self, id: &str, instance_id: &str) -> Result<()> {
+        self.delete_key(Self::cluster_key(id), format!("WATCH#{instance_id}"))
+            .await
     }
 
     /// Anti-flapping: claim the one health replacement `slot` may have per `window_seconds`.
@@ -420,24 +426,13 @@ impl ClusterStore {
             .expression_attribute_values(":cutoff", n(now - window_seconds))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(from_sdk("dynamodb", "PutItem", e)),
-        }
+        happened(result, "PutItem")
     }
 
     /// Give back a claim whose replacement could not be started.
     pub async fn release_replacement(&self, id: &str, slot: &str) -> Result<()> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(Self::cluster_key(id)))
-            .key("sk", s(format!("REPLACED#{slot}")))
-            .send()
+        self.delete_key(Self::cluster_key(id), format!("REPLACED#{slot}"))
             .await
-            .map(|_| ())
-            .map_err(|e| from_sdk("dynamodb", "DeleteItem", e))
     }
 
     /// Note, once per instance and window, that a replacement of `slot` was held back; true
@@ -462,11 +457,7 @@ impl ClusterStore {
             .expression_attribute_values(":instance", s(instance_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
-        }
+        happened(result, "UpdateItem")
     }
 
     /// The cluster a workflow run works on, refused (`Superseded`) when a newer generation
@@ -894,24 +885,13 @@ impl ClusterStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(from_sdk("dynamodb", "PutItem", e)),
-        }
+        happened(result, "PutItem")
     }
 
     /// Forget an event claim (its handling failed; EventBridge will deliver it again).
     pub async fn release_event(&self, event_id: &str) -> Result<()> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("EVENT#{event_id}")))
-            .key("sk", s("EVENT"))
-            .send()
+        self.delete_key(format!("EVENT#{event_id}"), "EVENT".into())
             .await
-            .map(|_| ())
-            .map_err(|e| from_sdk("dynamodb", "DeleteItem", e))
     }
 
     /// One write, made only while `fence` still holds the cluster: a transaction of a
@@ -1208,11 +1188,7 @@ impl ClusterStore {
             .expression_attribute_values(":cutoff", n(now - interval_seconds))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(from_sdk("dynamodb", "PutItem", e)),
-        }
+        happened(result, "PutItem")
     }
 
     /// Record a survey's command (no workflow waits on it: no lease, no task token).
@@ -1245,11 +1221,7 @@ impl ClusterStore {
             .expression_attribute_values(":at", s(now_rfc3339()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
-        }
+        happened(result, "UpdateItem")
     }
 
     /// Start converging a READY cluster again (a member left its group while its instance
@@ -1298,11 +1270,7 @@ impl ClusterStore {
             .expression_attribute_values(":at", s(now_rfc3339()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(from_sdk("dynamodb", "UpdateItem", e)),
-        }
+        happened(result, "UpdateItem")
     }
 
     /// Append to the audit log. The sort key orders by time; the suffix keeps two actions
@@ -1422,6 +1390,23 @@ impl ClusterStore {
             ],
         )
         .await
+    }
+}
+
+/// A conditional write's answer as whether it happened: a failed condition is `false`
+/// (someone else claimed it, or it was done already), any other error an error.
+fn happened<O, E, R>(
+    result: std::result::Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    operation: &'static str,
+) -> Result<bool>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(from_sdk("dynamodb", operation, e)),
     }
 }
 
