@@ -44,9 +44,11 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# cfn-lint with the project's security rules (scripts/cfn-rules: open ingress, IMDSv1,
+# encryption, IAM scoping, API authorization); tests/security holds a failing fragment each.
 template-lint:
 	sam validate --lint --template-file template.yaml
-	cfn-lint template.yaml
+	cfn-lint template.yaml --append-rules scripts/cfn-rules
 
 shellcheck:
 	shellcheck -x $(SHELL_SCRIPTS)
