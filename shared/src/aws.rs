@@ -3,8 +3,12 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
-pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+/// The SDK configuration every function builds its clients from. With `HA_FAULTS` set (the
+/// chaos tests only) its HTTP client injects faults; see [`crate::faults`]. A malformed
+/// `HA_FAULTS` stops the function at start rather than run without the faults asked for.
+pub async fn load_sdk_config() -> crate::Result<SdkConfig> {
+    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    crate::faults::with_faults(config)
 }
 
 /// Every client the orchestrator uses. Creating a client makes no network call, so building

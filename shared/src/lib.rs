@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod fleet;
 pub mod healing;
 pub mod model;

@@ -14,7 +14,10 @@ use orchestrator::store::ClusterStore;
 async fn main() -> Result<(), lambda_runtime::Error> {
     orchestrator::telemetry::init();
     let settings = require("read configuration", StoreSettings::from_env())?;
-    let sdk = orchestrator::aws::load_sdk_config().await;
+    let sdk = require(
+        "configure the AWS SDK",
+        orchestrator::aws::load_sdk_config().await,
+    )?;
     let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table_name);
     run(service_fn(|event: LambdaEvent<AlbTargetGroupRequest>| {
         let store = &store;

@@ -13,7 +13,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     orchestrator::telemetry::init();
     let store = require("read configuration", StoreSettings::from_env())?;
     let workflow = require("read configuration", WorkflowSettings::from_env())?;
-    let sdk = orchestrator::aws::load_sdk_config().await;
+    let sdk = require(
+        "configure the AWS SDK",
+        orchestrator::aws::load_sdk_config().await,
+    )?;
     let ctx = ApiContext {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
         workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),

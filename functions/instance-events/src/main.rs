@@ -22,7 +22,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let targets = require("read configuration", TargetSettings::from_env())?;
     let policy = require("read configuration", HealthPolicy::from_env())?;
     let commands = require("read configuration", CommandSettings::from_env())?;
-    let sdk = orchestrator::aws::load_sdk_config().await;
+    let sdk = require(
+        "configure the AWS SDK",
+        orchestrator::aws::load_sdk_config().await,
+    )?;
     let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name);
     let workflow = Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn);
     let healer = Healer {

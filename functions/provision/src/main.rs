@@ -20,7 +20,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let fleet = require("read configuration", FleetSettings::from_env())?;
     let targets = require("read configuration", TargetSettings::from_env())?;
     let alarms = require("read configuration", AlarmSettings::from_env())?;
-    let sdk = orchestrator::aws::load_sdk_config().await;
+    let sdk = require(
+        "configure the AWS SDK",
+        orchestrator::aws::load_sdk_config().await,
+    )?;
     let command_output = require(
         "read configuration",
         CommandOutput::from_env(orchestrator::aws::s3_client(&sdk)),

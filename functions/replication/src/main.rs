@@ -19,7 +19,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = require("read configuration", StoreSettings::from_env())?;
     let commands = require("read configuration", CommandSettings::from_env())?;
     let workflow = require("read configuration", WorkflowSettings::from_env())?;
-    let sdk = orchestrator::aws::load_sdk_config().await;
+    let sdk = require(
+        "configure the AWS SDK",
+        orchestrator::aws::load_sdk_config().await,
+    )?;
     let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name);
     let commands = Commands::new(
         aws_sdk_ssm::Client::new(&sdk),

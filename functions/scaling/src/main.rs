@@ -33,7 +33,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = require("read configuration", StoreSettings::from_env())?;
     let workflow = require("read configuration", WorkflowSettings::from_env())?;
     let cooldown_seconds = require("read configuration", cooldown())?;
-    let sdk = orchestrator::aws::load_sdk_config().await;
+    let sdk = require(
+        "configure the AWS SDK",
+        orchestrator::aws::load_sdk_config().await,
+    )?;
     let scaler = Scaler {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
         workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
