@@ -5,8 +5,6 @@
 //! contract between the Rust code and `statemachine/*.asl.json`: rename one only together
 //! with the definitions that match on it.
 
-use std::fmt;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `errorType` of failures worth retrying (throttling, 5xx, timeouts, lost races).
@@ -178,22 +176,32 @@ where
 }
 
 /// Turn any SDK error into [`Error::Aws`], deciding once whether it is worth retrying.
-pub fn from_sdk<E, R>(
+pub fn from_sdk<E>(
     service: &'static str,
     operation: &'static str,
-    err: aws_sdk_dynamodb::error::SdkError<E, R>,
+    err: aws_sdk_dynamodb::error::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
 ) -> Error
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
 {
     use aws_sdk_dynamodb::error::SdkError;
     let (code, message, retryable) = match &err {
         SdkError::ServiceError(service_err) => {
             let inner = service_err.err();
-            let code = inner.code().unwrap_or("Unknown").to_string();
+            let status = service_err.raw().status();
+            let code = inner
+                .code()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP{}", status.as_u16()));
             let message = inner.message().unwrap_or_default().to_string();
-            let retryable = RETRYABLE_CODES.contains(&code.as_str());
+            // A 5xx or 429 without a code the SDK knows (an empty 503 from a load balancer
+            // in front of the service) is as transient as a named throttling error.
+            let retryable = RETRYABLE_CODES.contains(&code.as_str())
+                || status.is_server_error()
+                || status.as_u16() == 429;
             (code, message, retryable)
         }
         SdkError::TimeoutError(_) => ("Timeout".into(), format!("{err:?}"), true),
@@ -230,6 +238,30 @@ mod tests {
             bad.to_string(),
             "invalid web.count: 0 is below 1; ask for 1 to 20 instances"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bare_503_is_worth_retrying() {
+        use aws_smithy_mocks::mock;
+        let unavailable = mock!(aws_sdk_dynamodb::Client::get_item).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                503u16.try_into().expect("status"),
+                aws_smithy_types::body::SdkBody::empty(),
+            )
+        });
+        let client = crate::mocked_client!(aws_sdk_dynamodb, [&unavailable]);
+        let err = client
+            .get_item()
+            .table_name("t")
+            .send()
+            .await
+            .expect_err("503");
+        let error = from_sdk("dynamodb", "GetItem", err);
+        assert!(
+            matches!(&error, Error::Aws { retryable: true, code, .. } if code == "HTTP503"),
+            "{error:?}"
+        );
+        assert_eq!(error.error_type(), ERROR_TYPE_RETRYABLE);
     }
 
     #[test]

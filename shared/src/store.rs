@@ -1395,13 +1395,18 @@ impl ClusterStore {
 
 /// A conditional write's answer as whether it happened: a failed condition is `false`
 /// (someone else claimed it, or it was done already), any other error an error.
-fn happened<O, E, R>(
-    result: std::result::Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>,
+fn happened<O, E>(
+    result: std::result::Result<
+        O,
+        aws_sdk_dynamodb::error::SdkError<
+            E,
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+        >,
+    >,
     operation: &'static str,
 ) -> Result<bool>
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match result {
         Ok(_) => Ok(true),
