@@ -17,11 +17,12 @@ LOCAL_SAM_BUILD := SAM_BUILD_MODE=debug sam build
 
 SHELL_SCRIPTS := $(shell git ls-files '*.sh' '*.bash' .ci/run tests/fakes 2>/dev/null)
 
-.PHONY: documents help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
+.PHONY: chaos documents help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
 
 help:
 	@echo "make run   - deploy the stack into the local cloud and show it answering"
 	@echo "make test  - every check and test (what CI runs)"
+	@echo "make chaos - the long chaos run: several seeds, faults on every AWS service"
 
 setup:
 	@scripts/setup.sh
@@ -58,6 +59,16 @@ shellcheck:
 unit-and-e2e:
 	cargo test --workspace --lib --bins
 	cargo test --workspace --test '*' -- --nocapture --test-threads=1
+
+# The long chaos run (make test runs one seed against the fleet-facing services): prints a
+# table of scenario steps, faults injected by kind, invariant violations and leaks, and
+# writes target/chaos/report.json. Override CHAOS_SEEDS / CHAOS_RATE / CHAOS_SERVICES.
+CHAOS_SEEDS ?= 7,19,31
+CHAOS_RATE ?= 0.2
+CHAOS_SERVICES ?= ec2,elasticloadbalancing,dynamodb,states,ssm,s3,secretsmanager,monitoring
+chaos: build
+	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_RATE=$(CHAOS_RATE) CHAOS_SERVICES=$(CHAOS_SERVICES) \
+	  cargo test --workspace --test chaos -- --nocapture --test-threads=1
 
 # Regenerate the SSM documents in template.yaml after editing scripts/ssm/.
 documents:

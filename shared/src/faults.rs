@@ -305,20 +305,30 @@ impl HttpConnector for FaultyConnector {
 
 /// The SDK configuration with faults when `HA_FAULTS` asks for them; unchanged otherwise.
 pub fn with_faults(config: aws_config::SdkConfig) -> crate::Result<aws_config::SdkConfig> {
-    let Some(plan) = FaultPlan::from_env()? else {
-        return Ok(config);
-    };
-    let Some(inner) = config.http_client() else {
-        return Ok(config);
-    };
+    Ok(match FaultPlan::from_env()? {
+        Some(plan) => with_plan(config, plan),
+        None => config,
+    })
+}
+
+/// The configuration with its HTTP client wrapped by `plan`'s faults.
+pub fn with_plan(config: aws_config::SdkConfig, plan: FaultPlan) -> aws_config::SdkConfig {
+    // aws-config leaves the HTTP client unset, and each client then builds the SDK's
+    // default; build that same default here (hyper 1, rustls with aws-lc) to wrap it.
+    let inner = config.http_client().unwrap_or_else(|| {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .build_https()
+    });
     tracing::warn!(
         ?plan,
         "fault injection is ON ({FAULTS_ENV}); never set it in production"
     );
-    Ok(config
+    config
         .into_builder()
         .http_client(FaultyHttpClient::new(inner, plan))
-        .build())
+        .build()
 }
 
 #[cfg(test)]
@@ -486,6 +496,19 @@ mod tests {
         assert_eq!(tokens.len(), 2, "{tokens:?}");
         assert!(!tokens[0].is_empty(), "RunInstances without a ClientToken");
         assert_eq!(tokens[0], tokens[1], "the retry must reuse the ClientToken");
+    }
+
+    #[test]
+    fn a_configuration_without_a_client_gets_the_faulty_default() {
+        // What aws-config hands over: no HTTP client set.
+        let plain = aws_config::SdkConfig::builder().build();
+        assert!(plain.http_client().is_none());
+        let faulty = with_plan(plain, FaultPlan::parse("rate=1").unwrap());
+        let client = faulty.http_client().expect("an HTTP client");
+        assert!(
+            format!("{client:?}").contains("FaultyHttpClient"),
+            "{client:?}"
+        );
     }
 
     #[test]

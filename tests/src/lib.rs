@@ -254,3 +254,25 @@ pub fn action_lines(cluster: &serde_json::Value) -> Vec<String> {
         })
         .collect()
 }
+
+/// Terminate an instance and publish the state-change event EC2 would (fakecloud's EC2
+/// emits none).
+pub async fn lose_instance(cloud: &LocalCloud, instance_id: &str) {
+    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
+    ec2.terminate_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .expect("TerminateInstances");
+    cloud
+        .publish_event(
+            "aws.ec2",
+            "EC2 Instance State-change Notification",
+            &serde_json::json!({"instance-id": instance_id, "state": "terminated"}),
+            &[format!(
+                "arn:aws:ec2:us-east-1:000000000000:instance/{instance_id}"
+            )],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use e2e_tests::{
-    delete_and_wait, deployed_with_agent, instance_state, send_json, wait_for_ready_at,
+    delete_and_wait, deployed_with_agent, instance_state, lose_instance, send_json,
+    wait_for_ready_at,
 };
-use local_cloud::LocalCloud;
 use reqwest::Method;
 
 const CREATE: &str = r#"{"name":"heal","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
@@ -28,27 +28,6 @@ fn node<'a>(cluster: &'a serde_json::Value, slot: &str) -> &'a serde_json::Value
 
 fn field(node: &serde_json::Value, name: &str) -> String {
     node[name].as_str().unwrap_or_default().to_string()
-}
-
-/// Terminate an instance and publish the event EC2 would.
-async fn lose(cloud: &LocalCloud, instance_id: &str) {
-    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
-    ec2.terminate_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-        .expect("TerminateInstances");
-    cloud
-        .publish_event(
-            "aws.ec2",
-            "EC2 Instance State-change Notification",
-            &serde_json::json!({"instance-id": instance_id, "state": "terminated"}),
-            &[format!(
-                "arn:aws:ec2:us-east-1:000000000000:instance/{instance_id}"
-            )],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn one_group(cluster: &serde_json::Value) {
@@ -90,7 +69,7 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
 
     // 1. A web node: one replacement, registered; the lost target deregistered.
     let old_web = field(node(&ready, "web-0"), "instanceId");
-    lose(&cloud, &old_web).await;
+    lose_instance(&cloud, &old_web).await;
     // The same event delivered twice (one id), and again: nothing more happens.
     let mut event = e2e_tests::sample_event("ec2-instance-terminated.json");
     event["id"] = "e2e-duplicated-delivery".into();
@@ -144,7 +123,7 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
     let old = node(&healed, secondary);
     let (old_id, old_host) = (field(old, "instanceId"), field(old, "host"));
     agent.lose_member(&id, &old_host).expect("lose member");
-    lose(&cloud, &old_id).await;
+    lose_instance(&cloud, &old_id).await;
     let healed = wait_for_ready_at(&api, &id, 3).await;
     assert_eq!(healed["phase"], "READY", "{healed:#}");
     assert_ne!(field(node(&healed, secondary), "instanceId"), old_id);
@@ -171,7 +150,7 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
     let old = node(&healed, primary);
     let (old_id, old_host) = (field(old, "instanceId"), field(old, "host"));
     agent.lose_member(&id, &old_host).expect("lose member");
-    lose(&cloud, &old_id).await;
+    lose_instance(&cloud, &old_id).await;
     let healed = wait_for_ready_at(&api, &id, 4).await;
     assert_eq!(healed["phase"], "READY", "{healed:#}");
     assert_ne!(field(node(&healed, primary), "instanceId"), old_id);

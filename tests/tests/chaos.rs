@@ -1,0 +1,495 @@
+//! Chaos: create, scale, heal and delete a cluster while the functions' AWS SDK sees
+//! injected faults (`FaultInjection` -> `HA_FAULTS`, see `orchestrator::faults`): throttling,
+//! 5xx, timeouts and lost answers. After every step the invariants must hold:
+//!
+//! - the cluster converges to its spec (READY) or reports FAILED with a reason;
+//! - when READY, the instances carrying its tag that are alive are exactly its nodes (no
+//!   duplicate, no orphan), and its database nodes form one group with one PRIMARY;
+//! - every instance ever launched with its tag is named in its action log (no mutating call
+//!   the log cannot account for);
+//! - after DELETE nothing is left: no instance, target group, alarm or secret.
+//!
+//! `make test` runs one seed against the fleet-facing services (EC2, ELBv2, Secrets Manager,
+//! CloudWatch), whose callers the workflow retries. `make chaos` runs several seeds against
+//! every service (`CHAOS_SEEDS`, `CHAOS_RATE`, `CHAOS_SERVICES`) and prints the table. The
+//! test client retries the API's 5xx answers, as any AWS client would.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use e2e_tests::{cluster_instances, deployed_with_agent_and, lose_instance};
+use local_cloud::{LocalCloud, Stack};
+use reqwest::Method;
+
+const CREATE: &str = r#"{"name":"chaos","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
+const SETTLE: Duration = Duration::from_secs(900);
+const ALIVE: [&str; 2] = ["pending", "running"];
+
+struct Settings {
+    seeds: Vec<u64>,
+    rate: String,
+    services: String,
+}
+
+fn settings() -> Settings {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    Settings {
+        seeds: var("CHAOS_SEEDS", "7")
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("CHAOS_SEEDS: `{s}` is not a whole number"))
+            })
+            .collect(),
+        rate: var("CHAOS_RATE", "0.2"),
+        services: var(
+            "CHAOS_SERVICES",
+            "ec2,elasticloadbalancing,secretsmanager,monitoring",
+        ),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    steps: Vec<String>,
+    failed_with_reason: Vec<String>,
+    violations: Vec<String>,
+    leaks: Vec<String>,
+    faults: BTreeMap<String, usize>,
+    api_retries: usize,
+}
+
+/// Any API call, retrying 5xx (up to 8 attempts); returns status and JSON.
+async fn api_call(
+    tally: &mut Tally,
+    method: Method,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    for attempt in 1..=8 {
+        let client = reqwest::Client::new();
+        let mut request = client.request(method.clone(), url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if status >= 500 && attempt < 8 {
+            tally.api_retries += 1;
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            continue;
+        }
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {url} -> {status}: not JSON ({e}): {text}"));
+        return (status, json);
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Wait until the cluster is READY at `generation` or later, FAILED, or DELETED.
+async fn settle(tally: &mut Tally, api: &str, id: &str, generation: u64) -> serde_json::Value {
+    let deadline = Instant::now() + SETTLE;
+    let mut last = String::new();
+    loop {
+        let (status, cluster) = api_call(
+            tally,
+            Method::GET,
+            &format!("{api}/clusters/{id}"),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200, "{cluster}");
+        let phase = cluster["phase"].as_str().unwrap_or_default().to_string();
+        let at = cluster["generation"].as_u64().unwrap_or_default();
+        let now = format!("{phase}/{} g{at}", cluster["step"].as_str().unwrap_or("-"));
+        if now != last {
+            eprintln!("[chaos] {id}: {now}");
+            last = now;
+        }
+        if phase == "FAILED" || phase == "DELETED" || (phase == "READY" && at >= generation) {
+            return cluster;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} did not settle in {SETTLE:?}: {cluster:#}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Every action of the cluster, read from the table (the API shows the latest 50).
+async fn all_actions(cloud: &LocalCloud, stack: &Stack, id: &str) -> Vec<String> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(&cloud.sdk_config().await);
+    let mut lines = Vec::new();
+    let mut pages = dynamodb
+        .query()
+        .table_name(&stack.outputs["TableName"])
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("ACTIONS#{id}")),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for item in page.expect("Query").items() {
+            if let Some(data) = item.get("data").and_then(|d| d.as_s().ok()) {
+                lines.push(data.clone());
+            }
+        }
+    }
+    lines
+}
+
+/// The invariants of a settled cluster; violations are pushed with `context`.
+async fn check(
+    tally: &mut Tally,
+    cloud: &LocalCloud,
+    stack: &Stack,
+    cluster: &serde_json::Value,
+    context: &str,
+) {
+    let id = cluster["id"].as_str().unwrap_or_default();
+    let mut found = Vec::new();
+    check_into(&mut found, tally, cloud, stack, cluster, id, context).await;
+    tally
+        .violations
+        .extend(found.into_iter().map(|what| format!("{context}: {what}")));
+}
+
+async fn check_into(
+    found: &mut Vec<String>,
+    tally: &mut Tally,
+    cloud: &LocalCloud,
+    stack: &Stack,
+    cluster: &serde_json::Value,
+    id: &str,
+    context: &str,
+) {
+    let mut violation = |what: String| found.push(what);
+    match cluster["phase"].as_str().unwrap_or_default() {
+        "READY" => {}
+        "FAILED" => {
+            let reason = cluster["lastError"]["message"].as_str().unwrap_or_default();
+            if reason.is_empty() {
+                violation(format!("FAILED without a reason: {cluster}"));
+            } else {
+                tally
+                    .failed_with_reason
+                    .push(format!("{context}: {reason}"));
+            }
+            return;
+        }
+        other => {
+            violation(format!("settled in {other}"));
+            return;
+        }
+    }
+    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
+    let nodes: BTreeSet<String> = cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["instanceId"].as_str().map(str::to_string))
+        .collect();
+    let alive: BTreeSet<String> = cluster_instances(&ec2, id, &ALIVE)
+        .await
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    if alive != nodes {
+        violation(format!(
+            "alive tagged instances {alive:?} are not the nodes {nodes:?}"
+        ));
+    }
+    let wanted = cluster["spec"]["web"]["count"].as_u64().unwrap_or_default()
+        + cluster["spec"]["db"]["count"].as_u64().unwrap_or_default();
+    if nodes.len() as u64 != wanted {
+        violation(format!("{} nodes for a spec of {wanted}", nodes.len()));
+    }
+    let db: Vec<&serde_json::Value> = cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["tier"] == "db")
+        .collect();
+    let groups: BTreeSet<&str> = db.iter().filter_map(|n| n["groupName"].as_str()).collect();
+    let primaries = db.iter().filter(|n| n["role"] == "PRIMARY").count();
+    if groups.len() != 1 || primaries != 1 {
+        violation(format!("{} groups and {primaries} primaries", groups.len()));
+    }
+    let actions = all_actions(cloud, stack, id).await.join("\n");
+    let ever = cluster_instances(
+        &ec2,
+        id,
+        &[
+            "pending",
+            "running",
+            "stopping",
+            "stopped",
+            "shutting-down",
+            "terminated",
+        ],
+    )
+    .await;
+    for instance in ever.iter().filter_map(|i| i.instance_id()) {
+        if !actions.contains(instance) {
+            violation(format!(
+                "{instance} carries the cluster's tag but no action names it"
+            ));
+        }
+    }
+}
+
+/// After DELETE: nothing of the cluster may be left.
+async fn leaks(cloud: &LocalCloud, id: &str) -> Vec<String> {
+    let sdk = cloud.sdk_config().await;
+    let mut left = Vec::new();
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    for instance in cluster_instances(&ec2, id, &e2e_tests::NOT_TERMINATED).await {
+        left.push(format!(
+            "instance {}",
+            instance.instance_id().unwrap_or_default()
+        ));
+    }
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    if elbv2
+        .describe_target_groups()
+        .names(format!("ha-{id}"))
+        .send()
+        .await
+        .is_ok_and(|o| !o.target_groups().is_empty())
+    {
+        left.push(format!("target group ha-{id}"));
+    }
+    let alarms = aws_sdk_cloudwatch::Client::new(&sdk)
+        .describe_alarms()
+        .alarm_name_prefix(format!("ha-{id}-"))
+        .send()
+        .await
+        .expect("DescribeAlarms");
+    for alarm in alarms.metric_alarms() {
+        left.push(format!("alarm {}", alarm.alarm_name().unwrap_or_default()));
+    }
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk)
+        .list_secrets()
+        .send()
+        .await
+        .expect("ListSecrets");
+    for secret in secrets.secret_list() {
+        let name = secret.name().unwrap_or_default();
+        if name.contains(id) && secret.deleted_date().is_none() {
+            left.push(format!("secret {name}"));
+        }
+    }
+    left
+}
+
+async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
+    let faults = format!(
+        "rate={};seed={seed};services={}",
+        settings.rate, settings.services
+    );
+    let (cloud, stack, _agent) = deployed_with_agent_and(
+        &format!("chaos-{seed}"),
+        &[
+            ("FaultInjection", faults.as_str()),
+            ("MembershipSurveySeconds", "86400"),
+        ],
+    )
+    .await;
+    let api = stack.api_url.clone().expect("ApiId output");
+    let mut context = format!("seed {seed} create");
+
+    tally.steps.push(context.clone());
+    let (status, created) = api_call(
+        tally,
+        Method::POST,
+        &format!("{api}/clusters"),
+        Some(CREATE),
+        &[("idempotency-key", &format!("chaos-{seed}"))],
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let mut cluster = settle(tally, &api, &id, 1).await;
+    check(tally, &cloud, &stack, &cluster, &context).await;
+
+    if cluster["phase"] == "READY" {
+        context = format!("seed {seed} scale 2 -> 3");
+        tally.steps.push(context.clone());
+        let (status, answer) = api_call(
+            tally,
+            Method::PATCH,
+            &format!("{api}/clusters/{id}"),
+            Some(r#"{"web":{"count":3}}"#),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        let generation = answer["generation"].as_u64().expect("generation");
+        cluster = settle(tally, &api, &id, generation).await;
+        check(tally, &cloud, &stack, &cluster, &context).await;
+    }
+
+    if cluster["phase"] == "READY" {
+        context = format!("seed {seed} heal a lost web node");
+        tally.steps.push(context.clone());
+        let before = cluster["generation"].as_u64().unwrap_or_default();
+        let victim = cluster["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["slot"] == "web-0")
+            .and_then(|n| n["instanceId"].as_str())
+            .expect("web-0")
+            .to_string();
+        lose_instance(&cloud, &victim).await;
+        // The event's handler may itself have failed under faults (EventBridge does not
+        // retry in the local cloud): the sweep is what catches that, as on AWS.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, now) = api_call(
+                tally,
+                Method::GET,
+                &format!("{api}/clusters/{id}"),
+                None,
+                &[],
+            )
+            .await;
+            if now["generation"].as_u64().unwrap_or_default() > before {
+                break;
+            }
+            if Instant::now() > deadline {
+                let tick = cloud
+                    .invoke(
+                        &stack,
+                        "InstanceEventsFunction",
+                        &e2e_tests::sample_event("schedule-sweep.json"),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("[chaos] sweep: {:?}", tick.function_error);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        cluster = settle(tally, &api, &id, before + 1).await;
+        check(tally, &cloud, &stack, &cluster, &context).await;
+    }
+
+    context = format!("seed {seed} delete");
+    tally.steps.push(context.clone());
+    let (status, answer) = api_call(
+        tally,
+        Method::DELETE,
+        &format!("{api}/clusters/{id}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let gone = settle(tally, &api, &id, u64::MAX).await;
+    if gone["phase"] != "DELETED" {
+        tally.violations.push(format!(
+            "{context}: ended {} instead of DELETED: {gone}",
+            gone["phase"]
+        ));
+    }
+    for leak in leaks(&cloud, &id).await {
+        tally.leaks.push(format!("{context}: {leak}"));
+    }
+
+    let logs = cloud.function_logs();
+    for line in logs.lines().filter(|l| l.contains("fault injected")) {
+        let field = |name: &str| {
+            line.split(&format!("\"{name}\":\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("?")
+                .to_string()
+        };
+        *tally
+            .faults
+            .entry(format!("{} {}", field("service"), field("kind")))
+            .or_default() += 1;
+    }
+}
+
+#[tokio::test]
+async fn the_fleet_stays_consistent_under_injected_faults() {
+    let settings = settings();
+    let mut tally = Tally::default();
+    for seed in &settings.seeds {
+        run_seed(&settings, *seed, &mut tally).await;
+    }
+    let injected: usize = tally.faults.values().sum();
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, count) in &tally.faults {
+        *by_kind
+            .entry(key.rsplit(' ').next().unwrap_or("?"))
+            .or_default() += count;
+    }
+    let table = serde_json::json!({
+        "seeds": settings.seeds,
+        "rate": settings.rate,
+        "services": settings.services,
+        "scenarioSteps": tally.steps.len(),
+        "faultsInjected": injected,
+        "faultsByKind": by_kind,
+        "faultsByServiceAndKind": tally.faults,
+        "apiRetries": tally.api_retries,
+        "failedWithReason": tally.failed_with_reason,
+        "invariantViolations": tally.violations,
+        "resourcesLeaked": tally.leaks,
+    });
+    println!(
+        "\nchaos: seeds {:?}, rate {}, services {}",
+        settings.seeds, settings.rate, settings.services
+    );
+    println!("{:<34} {:>8}", "scenario steps run", tally.steps.len());
+    for (kind, count) in &by_kind {
+        println!("{:<34} {:>8}", format!("faults injected: {kind}"), count);
+    }
+    println!("{:<34} {:>8}", "faults injected (all)", injected);
+    println!(
+        "{:<34} {:>8}",
+        "API 5xx retried by the client", tally.api_retries
+    );
+    println!(
+        "{:<34} {:>8}",
+        "steps ended FAILED with a reason",
+        tally.failed_with_reason.len()
+    );
+    println!(
+        "{:<34} {:>8}",
+        "invariant violations",
+        tally.violations.len()
+    );
+    println!("{:<34} {:>8}", "resources leaked", tally.leaks.len());
+    let out = local_cloud::project_root().join("target/chaos");
+    std::fs::create_dir_all(&out).expect("target/chaos");
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&table).expect("json"),
+    )
+    .expect("write the report");
+    println!("report: {}", out.join("report.json").display());
+    assert!(
+        injected > 0,
+        "no fault was injected: the run proves nothing"
+    );
+    assert!(tally.violations.is_empty(), "{:#?}", tally.violations);
+    assert!(tally.leaks.is_empty(), "{:#?}", tally.leaks);
+}
