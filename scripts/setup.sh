@@ -59,7 +59,7 @@ install_python_tools() {
   local want
   want="$(sha256sum "$requirements" | cut -d' ' -f1)"
   if [[ -x "$venv/bin/sam" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    log "SAM CLI, cfn-lint, cargo-lambda, shellcheck present ($venv)"
+    log "SAM CLI, cfn-lint, cargo-lambda, shellcheck, schemathesis present ($venv)"
     return
   fi
   log "installing pinned Python tools into $venv"
