@@ -9,8 +9,8 @@ use std::process::Command;
 
 use e2e_tests::deployed;
 
-/// Inputs per operation: enough to cover every parameter and body field; the run stays
-/// within a few minutes on two cores.
+/// Inputs per operation: enough to cover every parameter and body field; the run takes
+/// about a minute here.
 const MAX_EXAMPLES: &str = "40";
 
 #[tokio::test]
@@ -39,6 +39,22 @@ async fn every_operation_answers_only_documented_statuses_under_fuzzing() {
             "--seed",
             "20261124",
         ])
+        // Left out, on purpose:
+        // - ignored_auth, and requests without the Authorization header: the local cloud
+        //   does not enforce the API's IAM authorisation (README, "Not enforced locally");
+        //   on AWS, API Gateway refuses them before the function runs.
+        // - positive_data_acceptance: some valid-looking inputs are refused by rules an
+        //   OpenAPI 3.0 schema cannot state (an opaque `next` cursor this API did not issue,
+        //   scaling bounds that must contain web.count); they get a documented 400 that
+        //   names the field and the fix, which the other checks still verify.
+        // - use_after_free: DELETE is asynchronous (202 Accepted); the cluster stays
+        //   readable while it is torn down (phase DELETING) and then as a DELETED tombstone,
+        //   as openapi.yaml documents, rather than turning 404 at once.
+        .args([
+            "--exclude-checks",
+            "ignored_auth,positive_data_acceptance,use_after_free",
+        ])
+        .args(["--generation-with-security-parameters", "false"])
         .args(["--workers", "1", "--request-timeout", "30"])
         .arg("--report-junit-path")
         .arg(report.join("junit.xml"))
@@ -55,14 +71,11 @@ async fn every_operation_answers_only_documented_statuses_under_fuzzing() {
         output.status.success(),
         "schemathesis found problems (above)"
     );
-    for operation in [
-        "GET /clusters",
-        "POST /clusters",
-        "GET /clusters/{id}",
-        "PATCH /clusters/{id}",
-        "DELETE /clusters/{id}",
-        "POST /clusters/{id}/nodes/{instanceId}/replace",
-    ] {
-        assert!(text.contains(operation), "{operation} was not exercised");
-    }
+    // Every operation of the document was selected and exercised.
+    let operations = "6";
+    assert!(
+        text.contains(&format!("Selected: {operations}/{operations}"))
+            && text.contains(&format!("Tested: {operations}")),
+        "not every operation was exercised (above)"
+    );
 }
