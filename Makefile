@@ -65,9 +65,11 @@ unit-and-e2e:
 # writes target/chaos/report.json. Override CHAOS_SEEDS / CHAOS_RATE / CHAOS_SERVICES.
 CHAOS_SEEDS ?= 7,19,31
 CHAOS_RATE ?= 0.2
+CHAOS_KINDS ?= throttle,5xx,timeout,drop
 CHAOS_SERVICES ?= ec2,elasticloadbalancing,dynamodb,states,ssm,s3,secretsmanager,monitoring
 chaos: build
-	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_RATE=$(CHAOS_RATE) CHAOS_SERVICES=$(CHAOS_SERVICES) \
+	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_RATE=$(CHAOS_RATE) CHAOS_KINDS=$(CHAOS_KINDS) \
+	  CHAOS_SERVICES=$(CHAOS_SERVICES) \
 	  cargo test --workspace --test chaos -- --nocapture --test-threads=1
 
 # Regenerate the SSM documents in template.yaml after editing scripts/ssm/.

@@ -1,9 +1,10 @@
 //! Fault injection below the AWS SDK, for the chaos tests: off unless `HA_FAULTS` is set.
 //!
-//! `HA_FAULTS="rate=0.2;seed=7;kinds=throttle,5xx,timeout,drop;services=ec2,elasticloadbalancing"`
+//! `HA_FAULTS="rate=0.2;seed=7;kinds=throttle,5xx,timeout,drop,crash;services=ec2,elasticloadbalancing"`
 //!
-//! - `rate`: the share of requests that fail (0 to 1); `seed`: the random sequence, so a
-//!   run can be repeated; `kinds` and `services` (SigV4 signing names: `ec2`,
+//! - `rate`: the share of requests that fail (0 to 1); `seed`: the random sequence (mixed
+//!   with the process id, so a restarted function does not replay the faults that crashed
+//!   it: runs repeat in their mix of faults, not call for call); `kinds` and `services` (SigV4 signing names: `ec2`,
 //!   `elasticloadbalancing`, `dynamodb`, `states`, `ssm`, `s3`, `secretsmanager`,
 //!   `monitoring`) narrow it; both default to all.
 //! - `throttle`: the service's own throttling error (RequestLimitExceeded for EC2,
@@ -11,6 +12,9 @@
 //!   answered without sending the request. `5xx`: a 503, not sent. `timeout`: the
 //!   connection times out before sending. `drop`: the request IS sent and executed, and its
 //!   answer is lost (the case that turns a naive retry of RunInstances into two instances).
+//!   `crash` (only when asked for): the request is sent and answered, then the process
+//!   aborts, as a function killed between two AWS calls would; the Lambda runtime reports
+//!   `Runtime.ExitError` and the workflow retries the task.
 //!
 //! It wraps the HTTP client of the SDK configuration (an interceptor cannot answer a request
 //! in the service's place), so every client built from that configuration gets it and the
@@ -38,10 +42,19 @@ pub enum FaultKind {
     ServerError,
     Timeout,
     Drop,
+    Crash,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Throttle,
+        FaultKind::ServerError,
+        FaultKind::Timeout,
+        FaultKind::Drop,
+        FaultKind::Crash,
+    ];
+    /// What `kinds` defaults to: everything but `crash`, which kills the process.
+    pub const DEFAULT: [FaultKind; 4] = [
         FaultKind::Throttle,
         FaultKind::ServerError,
         FaultKind::Timeout,
@@ -54,6 +67,7 @@ impl FaultKind {
             FaultKind::ServerError => "5xx",
             FaultKind::Timeout => "timeout",
             FaultKind::Drop => "drop",
+            FaultKind::Crash => "crash",
         }
     }
 
@@ -82,7 +96,7 @@ impl FaultPlan {
         let mut plan = FaultPlan {
             rate: 0.0,
             seed: 0,
-            kinds: FaultKind::ALL.to_vec(),
+            kinds: FaultKind::DEFAULT.to_vec(),
             services: Vec::new(),
         };
         for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
@@ -110,7 +124,7 @@ impl FaultPlan {
                         .map(|k| {
                             FaultKind::parse(k.trim()).ok_or_else(|| {
                                 invalid(format!(
-                                    "kind `{k}` is not one of throttle, 5xx, timeout, drop"
+                                    "kind `{k}` is not one of throttle, 5xx, timeout, drop, crash"
                                 ))
                             })
                         })
@@ -299,6 +313,15 @@ impl HttpConnector for FaultyConnector {
                     Err(ConnectorError::io(injected(kind)))
                 })
             }
+            FaultKind::Crash => {
+                let sent = self.inner.call(request);
+                HttpConnectorFuture::new(async move {
+                    // The call takes effect; the process dies before it can use the answer.
+                    let _ = sent.await;
+                    tracing::error!("injected crash: the process aborts now");
+                    std::process::abort()
+                })
+            }
         }
     }
 }
@@ -312,7 +335,10 @@ pub fn with_faults(config: aws_config::SdkConfig) -> crate::Result<aws_config::S
 }
 
 /// The configuration with its HTTP client wrapped by `plan`'s faults.
-pub fn with_plan(config: aws_config::SdkConfig, plan: FaultPlan) -> aws_config::SdkConfig {
+pub fn with_plan(config: aws_config::SdkConfig, mut plan: FaultPlan) -> aws_config::SdkConfig {
+    // Each process draws its own sequence: a function restarted after an injected crash
+    // must not replay the very sequence that crashed it. The seed still fixes the mix.
+    plan.seed ^= u64::from(std::process::id()).rotate_left(32);
     // aws-config leaves the HTTP client unset, and each client then builds the SDK's
     // default; build that same default here (hyper 1, rustls with aws-lc) to wrap it.
     let inner = config.http_client().unwrap_or_else(|| {
@@ -343,7 +369,13 @@ mod tests {
         assert_eq!(plan.kinds, vec![FaultKind::Throttle, FaultKind::Drop]);
         assert_eq!(plan.services, vec!["ec2".to_string()]);
         let defaults = FaultPlan::parse("rate=1").unwrap();
-        assert_eq!(defaults.kinds, FaultKind::ALL.to_vec());
+        assert_eq!(
+            defaults.kinds,
+            FaultKind::DEFAULT.to_vec(),
+            "crash only when asked"
+        );
+        let crash = FaultPlan::parse("rate=1;kinds=crash").unwrap();
+        assert_eq!(crash.kinds, vec![FaultKind::Crash]);
         for bad in ["rate=2", "seed=x", "kinds=flood", "colour=red", "rate"] {
             let err = FaultPlan::parse(bad).unwrap_err().to_string();
             assert!(err.contains(FAULTS_ENV), "{bad}: {err}");

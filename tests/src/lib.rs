@@ -79,25 +79,48 @@ pub async fn send_json(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
-    let client = reqwest::Client::new();
-    let mut request = client.request(method.clone(), url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {url} -> {status}: body is not JSON ({e}): {text}"));
+    let (status, json, _) = send_json_retrying(method, url, body, headers, 1).await;
     (status, json)
+}
+
+/// [`send_json`], sending again (up to `attempts` in all, with a growing pause) while the
+/// answer is a 5xx, as any AWS client does; also returns how many 5xx were retried.
+pub async fn send_json_retrying(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    attempts: u32,
+) -> (u16, serde_json::Value, usize) {
+    let client = reqwest::Client::new();
+    let mut retried = 0;
+    for attempt in 1..=attempts.max(1) {
+        let mut request = client.request(method.clone(), url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if status >= 500 && attempt < attempts {
+            retried += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt))).await;
+            continue;
+        }
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("{method} {url} -> {status}: body is not JSON ({e}): {text}")
+        });
+        return (status, json, retried);
+    }
+    unreachable!("the last attempt returns")
 }
 
 /// Poll `GET /clusters/{id}` until its phase is one of `phases`; returns the cluster.

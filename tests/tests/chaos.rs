@@ -9,6 +9,10 @@
 //!   the log cannot account for);
 //! - after DELETE nothing is left: no instance, target group, alarm or secret.
 //!
+//! Faults include `crash`: a function process aborted right after one of its AWS calls
+//! took effect (a kill at a random point), which the runtime reports as
+//! `Runtime.ExitError` and the workflow retries.
+//!
 //! `make test` runs one seed against the fleet-facing services (EC2, ELBv2, Secrets Manager,
 //! CloudWatch), whose callers the workflow retries. `make chaos` runs several seeds against
 //! every service (`CHAOS_SEEDS`, `CHAOS_RATE`, `CHAOS_SERVICES`) and prints the table. The
@@ -17,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use e2e_tests::{cluster_instances, deployed_with_agent_and, lose_instance};
+use e2e_tests::{cluster_instances, deployed_with_agent_and, lose_instance, send_json_retrying};
 use local_cloud::{LocalCloud, Stack};
 use reqwest::Method;
 
@@ -28,6 +32,7 @@ const ALIVE: [&str; 2] = ["pending", "running"];
 struct Settings {
     seeds: Vec<u64>,
     rate: String,
+    kinds: String,
     services: String,
 }
 
@@ -43,6 +48,7 @@ fn settings() -> Settings {
             })
             .collect(),
         rate: var("CHAOS_RATE", "0.2"),
+        kinds: var("CHAOS_KINDS", "throttle,5xx,timeout,drop,crash"),
         services: var(
             "CHAOS_SERVICES",
             "ec2,elasticloadbalancing,secretsmanager,monitoring",
@@ -68,33 +74,9 @@ async fn api_call(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
-    for attempt in 1..=8 {
-        let client = reqwest::Client::new();
-        let mut request = client.request(method.clone(), url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        if status >= 500 && attempt < 8 {
-            tally.api_retries += 1;
-            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-            continue;
-        }
-        let json = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {url} -> {status}: not JSON ({e}): {text}"));
-        return (status, json);
-    }
-    unreachable!("the last attempt returns")
+    let (status, json, retried) = send_json_retrying(method, url, body, headers, 8).await;
+    tally.api_retries += retried;
+    (status, json)
 }
 
 /// Wait until the cluster is READY at `generation` or later, FAILED, or DELETED.
@@ -299,8 +281,8 @@ async fn leaks(cloud: &LocalCloud, id: &str) -> Vec<String> {
 
 async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
     let faults = format!(
-        "rate={};seed={seed};services={}",
-        settings.rate, settings.services
+        "rate={};seed={seed};kinds={};services={}",
+        settings.rate, settings.kinds, settings.services
     );
     let (cloud, stack, _agent) = deployed_with_agent_and(
         &format!("chaos-{seed}"),
@@ -444,6 +426,7 @@ async fn the_fleet_stays_consistent_under_injected_faults() {
     let table = serde_json::json!({
         "seeds": settings.seeds,
         "rate": settings.rate,
+        "kinds": settings.kinds,
         "services": settings.services,
         "scenarioSteps": tally.steps.len(),
         "faultsInjected": injected,
@@ -455,8 +438,8 @@ async fn the_fleet_stays_consistent_under_injected_faults() {
         "resourcesLeaked": tally.leaks,
     });
     println!(
-        "\nchaos: seeds {:?}, rate {}, services {}",
-        settings.seeds, settings.rate, settings.services
+        "\nchaos: seeds {:?}, rate {}, kinds {}, services {}",
+        settings.seeds, settings.rate, settings.kinds, settings.services
     );
     println!("{:<34} {:>8}", "scenario steps run", tally.steps.len());
     for (kind, count) in &by_kind {

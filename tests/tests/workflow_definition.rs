@@ -61,6 +61,12 @@ fn retries_match_the_retryable_error_type_and_never_the_terminal_one() {
             !retried.contains(&ERROR_TYPE_TERMINAL),
             "{name} retries terminal errors"
         );
+        // A function process that died mid-task (killed, out of memory) is retried: every
+        // task is idempotent.
+        assert!(
+            retried.contains(&"Runtime.ExitError"),
+            "{name} does not retry a crashed function (Runtime.ExitError)"
+        );
         assert!(
             !retried.contains(&"States.ALL"),
             "{name} retries everything"
