@@ -31,6 +31,9 @@ pub const MAX_COMMAND_FAILURES: u32 = 3;
 /// How often one step may be sent in one run at all (a command that succeeds without
 /// taking effect is sent again) before the run fails instead of looping.
 pub const MAX_SENDS_PER_STEP: u32 = 6;
+/// Inspections (read-only DbReport) allowed in one run: one per converge step and one per
+/// wait for a member to recover, about 15 minutes of waiting at the workflow's pace.
+pub const MAX_INSPECTIONS_PER_RUN: u32 = 60;
 /// How much of each instance's stdout travels back to the workflow (the report is one line).
 const STDOUT_TAIL_CHARS: usize = 4000;
 
@@ -67,6 +70,10 @@ pub struct TaskRequest {
 pub struct CommandResult {
     /// `db-converge` only: true once the group is complete and verified.
     pub done: bool,
+    /// `db-converge` only: the reports cannot decide yet; pause, then inspect again.
+    /// Always present, since the workflow's Choice reads it.
+    #[serde(default)]
+    pub wait: bool,
     pub step: String,
     pub detail: String,
     #[serde(default)]
@@ -247,19 +254,22 @@ impl Replicator {
             .unwrap_or_default();
         let mut reports: Vec<(&Node, NodeReport)> = Vec::new();
         for node in &db {
-            let output = outputs
+            // Reports are read once per inspection: when one is missing or unreadable, only
+            // a new inspection can help, not a retry of this task with the same input.
+            let Some(output) = outputs
                 .iter()
                 .find(|o| Some(&o.instance_id) == node.instance_id.as_ref())
-                .ok_or_else(|| {
-                    Error::retryable(format!(
-                        "{} ({}) sent no report; inspecting again",
-                        node.slot,
-                        instance_of(node)
-                    ))
-                })?;
-            let report = NodeReport::from_output(&output.stdout).map_err(|e| {
-                Error::retryable(format!("{} ({}): {e}", node.slot, instance_of(node)))
-            })?;
+            else {
+                let why = format!("{} ({}) sent no report", node.slot, instance_of(node));
+                return self.answer_wait(request, &why).await;
+            };
+            let report = match NodeReport::from_output(&output.stdout) {
+                Ok(report) => report,
+                Err(e) => {
+                    let why = format!("{} ({}): {e}", node.slot, instance_of(node));
+                    return self.answer_wait(request, &why).await;
+                }
+            };
             let mut next = (*node).clone();
             next.member_state = Some(report.member_state.clone());
             next.group_name = Some(report.group_name.clone()).filter(|g| !g.is_empty());
@@ -314,12 +324,13 @@ impl Replicator {
                     .iter()
                     .find(|(_, r)| r.in_group() && r.member_state != "ONLINE")
                 {
-                    return Err(Error::retryable(format!(
+                    let why = format!(
                         "{} ({}) is {} in the group; waiting for it to come ONLINE",
                         node.slot,
                         instance_of(node),
                         report.member_state
-                    )));
+                    );
+                    return self.answer_wait(request, &why).await;
                 }
                 // A member the group still lists that is no live node (its instance was
                 // lost and replaced): remove it through the primary before adding others.
@@ -355,11 +366,12 @@ impl Replicator {
                             .map(|(n, _)| n.slot.as_str())
                             .collect();
                         if primaries.len() != 1 {
-                            return Err(Error::retryable(format!(
+                            let why = format!(
                                 "the group reports {} primaries ({}); waiting for one",
                                 primaries.len(),
                                 primaries.join(", ")
-                            )));
+                            );
+                            return self.answer_wait(request, &why).await;
                         }
                         let group = &reports[0].1.group_name;
                         let detail = format!(
@@ -434,7 +446,12 @@ impl Replicator {
                     previous.last_failure.as_deref().unwrap_or("(not recorded)")
                 )));
             }
-            if previous.sends >= MAX_SENDS_PER_STEP {
+            let limit = if step.document == Document::DbReport {
+                MAX_INSPECTIONS_PER_RUN
+            } else {
+                MAX_SENDS_PER_STEP
+            };
+            if previous.sends >= limit {
                 return Err(Error::terminal(format!(
                     "{} was sent {} times in this run without taking effect; see the last command {command_id}",
                     step.document.suffix(),
@@ -498,8 +515,26 @@ impl Replicator {
     async fn answer_done(&self, request: &TaskRequest, step: &str, detail: &str) -> Result<()> {
         let result = CommandResult {
             done: true,
+            wait: false,
             step: step.to_string(),
             detail: detail.to_string(),
+            outputs: Vec::new(),
+        };
+        self.answer(&request.task_token, Ok(result))
+            .await
+            .map(|_| ())
+    }
+
+    /// Converge cannot decide from these reports (one missing or unreadable, a member still
+    /// RECOVERING, no single PRIMARY yet): answer "wait", and the workflow pauses, then
+    /// inspects again. Retrying converge itself would only re-read the same reports.
+    async fn answer_wait(&self, request: &TaskRequest, why: &str) -> Result<()> {
+        tracing::info!(%why, "waiting, then inspecting again");
+        let result = CommandResult {
+            done: false,
+            wait: true,
+            step: "db-inspect".to_string(),
+            detail: why.to_string(),
             outputs: Vec::new(),
         };
         self.answer(&request.task_token, Ok(result))
@@ -589,6 +624,7 @@ impl Replicator {
             }
             None => Ok(CommandResult {
                 done: false,
+                wait: false,
                 step: record.step.clone(),
                 detail: format!(
                     "{} succeeded on {} instance(s)",

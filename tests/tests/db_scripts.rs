@@ -194,7 +194,9 @@ fn a_member_that_left_rejoins_instead_of_being_cloned_again() {
     let rejoined = nodes.run("db-0", "db-add-instance.sh", &["db-1"]);
     assert_eq!(rejoined.code, 0, "{}", rejoined.stderr);
     assert!(rejoined.stdout.contains("rejoined"), "{}", rejoined.stdout);
-    assert_eq!(nodes.attr("db-1", "state"), "ONLINE");
+    // Incremental recovery first, then ONLINE.
+    assert_eq!(nodes.report("db-1")["memberState"], "RECOVERING");
+    assert_eq!(nodes.report("db-1")["memberState"], "ONLINE");
     assert_eq!(nodes.calls("cluster rejoin-instance"), 1);
     assert_eq!(
         nodes.calls("cluster add-instance"),

@@ -299,6 +299,23 @@ async fn the_sweep_replaces_an_unhealthy_target_once_serves_maintenance_meanwhil
         2,
         "one add at create, one rejoin: {rejoins:#?}"
     );
+    // The rejoined member first reports RECOVERING: the run waits and inspects again
+    // rather than failing or declaring the group whole.
+    let ran = agent.ran();
+    let rejoin_at = ran
+        .iter()
+        .rposition(|r| r.cluster_id == id && r.document == "DbAddInstance")
+        .expect("the rejoin ran");
+    let mut inspections: Vec<&str> = ran[rejoin_at..]
+        .iter()
+        .filter(|r| r.cluster_id == id && r.document == "DbReport")
+        .map(|r| r.command_id.as_str())
+        .collect();
+    inspections.dedup();
+    assert!(
+        inspections.len() >= 2,
+        "one inspection saw RECOVERING, a later one ONLINE: {inspections:?}"
+    );
     // A whole group: the next survey changes nothing.
     sweep(&cloud, &stack).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
