@@ -68,6 +68,17 @@ impl NodeReport {
 }
 
 /// What the split-brain guard decides from every reachable node's report.
+/// The distinct groups the reporting members belong to (two or more is a split brain).
+pub fn groups_of<'a>(reports: impl Iterator<Item = &'a NodeReport>) -> Vec<&'a str> {
+    let mut groups: Vec<&str> = reports
+        .filter(|r| r.in_group())
+        .map(|r| r.group_name.as_str())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupDecision {
     /// No node belongs to a group and none holds metadata: create on the seed.
@@ -82,13 +93,7 @@ pub enum GroupDecision {
 
 /// Decide from `(host, report)` pairs; `seed` creates when nothing exists yet.
 pub fn decide(reports: &[(String, NodeReport)], seed: &str) -> GroupDecision {
-    let mut groups: Vec<&str> = reports
-        .iter()
-        .filter(|(_, r)| r.in_group())
-        .map(|(_, r)| r.group_name.as_str())
-        .collect();
-    groups.sort_unstable();
-    groups.dedup();
+    let groups = groups_of(reports.iter().map(|(_, r)| r));
     if groups.len() > 1 {
         return GroupDecision::Conflict(format!(
             "nodes report {} different groups ({}); resolve by hand before the orchestrator acts",

@@ -39,14 +39,7 @@ pub enum Verdict {
 
 /// Judge the reports of a cluster's database nodes: `(slot, report or why none)`.
 pub fn verdict(reports: &[(String, std::result::Result<NodeReport, String>)]) -> Verdict {
-    let mut groups: Vec<&str> = reports
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok())
-        .filter(|r| r.in_group())
-        .map(|r| r.group_name.as_str())
-        .collect();
-    groups.sort_unstable();
-    groups.dedup();
+    let groups = crate::report::groups_of(reports.iter().filter_map(|(_, r)| r.as_ref().ok()));
     if groups.len() > 1 {
         return Verdict::TwoGroups(format!(
             "nodes report {} different groups ({})",

@@ -299,3 +299,15 @@ pub async fn lose_instance(cloud: &LocalCloud, instance_id: &str) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Run the scheduled health sweep now: invoke `instance-events` with the schedule's event.
+pub async fn invoke_sweep(cloud: &LocalCloud, stack: &Stack) -> local_cloud::Invocation {
+    cloud
+        .invoke(
+            stack,
+            "InstanceEventsFunction",
+            &sample_event("schedule-sweep.json"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}

@@ -355,14 +355,7 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
                 break;
             }
             if Instant::now() > deadline {
-                let tick = cloud
-                    .invoke(
-                        &stack,
-                        "InstanceEventsFunction",
-                        &e2e_tests::sample_event("schedule-sweep.json"),
-                    )
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                let tick = e2e_tests::invoke_sweep(&cloud, &stack).await;
                 eprintln!("[chaos] sweep: {:?}", tick.function_error);
             }
             tokio::time::sleep(Duration::from_secs(2)).await;

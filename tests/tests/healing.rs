@@ -171,14 +171,7 @@ async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
         .send()
         .await
         .expect("TerminateInstances");
-    let tick = cloud
-        .invoke(
-            &stack,
-            "InstanceEventsFunction",
-            &e2e_tests::sample_event("schedule-sweep.json"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let tick = e2e_tests::invoke_sweep(&cloud, &stack).await;
     assert_eq!(tick.function_error, None, "{:?}", tick.payload);
     let healed = wait_for_ready_at(&api, &id, 5).await;
     assert_eq!(healed["phase"], "READY", "{healed:#}");

@@ -22,14 +22,7 @@ const CREATE: &str = r#"{"name":"sweep","web":{"count":1,"instanceType":"t3.smal
 const UNHEALTHY_REPLACE_SECONDS: u64 = 4;
 
 async fn sweep(cloud: &LocalCloud, stack: &Stack) {
-    let tick = cloud
-        .invoke(
-            stack,
-            "InstanceEventsFunction",
-            &e2e_tests::sample_event("schedule-sweep.json"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let tick = e2e_tests::invoke_sweep(cloud, stack).await;
     assert_eq!(tick.function_error, None, "{:?}", tick.payload);
 }
 
