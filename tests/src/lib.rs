@@ -311,3 +311,16 @@ pub async fn invoke_sweep(cloud: &LocalCloud, stack: &Stack) -> local_cloud::Inv
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// `POST /clusters` with `body` and an Idempotency-Key; expects 202 and returns the id.
+pub async fn create_cluster(api: &str, body: &str, idempotency_key: &str) -> String {
+    let (status, created) = send_json(
+        reqwest::Method::POST,
+        &format!("{api}/clusters"),
+        Some(body),
+        &[("idempotency-key", idempotency_key)],
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    created["id"].as_str().expect("id").to_string()
+}

@@ -17,6 +17,9 @@ use orchestrator::spec::ClusterSpec;
 use orchestrator::store::{ClusterStore, Fence};
 use reqwest::Method;
 
+const RACE: &str = r#"{"name":"race","web":{"count":2,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#;
+const BRIEF: &str = r#"{"name":"brief","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#;
+
 fn node(slot: &str) -> Node {
     Node {
         slot: slot.into(),
@@ -182,15 +185,7 @@ async fn leases_fence_stale_holders_and_racing_operations_end_consistent() {
 
     // 2. Two scales at once: each is accepted or refused with a conflict; the cluster ends
     // READY at one of the asked counts with exactly its nodes alive.
-    let (status, created) = send_json(
-        Method::POST,
-        &format!("{api}/clusters"),
-        Some(r#"{"name":"race","web":{"count":2,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#),
-        &[("idempotency-key", "e2e-race-1")],
-    )
-    .await;
-    assert_eq!(status, 202, "{created}");
-    let race = created["id"].as_str().expect("id").to_string();
+    let race = e2e_tests::create_cluster(&api, RACE, "e2e-race-1").await;
     let ready = quiet(&api, &race).await;
     assert_eq!(ready["phase"], "READY", "{ready:#}");
     let url = format!("{api}/clusters/{race}");
@@ -220,15 +215,7 @@ async fn leases_fence_stale_holders_and_racing_operations_end_consistent() {
     assert!(alive_instances(&ec2, &race).await.is_empty());
 
     // 4. A create racing its own delete.
-    let (status, created) = send_json(
-        Method::POST,
-        &format!("{api}/clusters"),
-        Some(r#"{"name":"brief","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#),
-        &[("idempotency-key", "e2e-brief-1")],
-    )
-    .await;
-    assert_eq!(status, 202, "{created}");
-    let brief = created["id"].as_str().expect("id").to_string();
+    let brief = e2e_tests::create_cluster(&api, BRIEF, "e2e-brief-1").await;
     let (status, deleting) = send_json(
         Method::DELETE,
         &format!("{api}/clusters/{brief}"),

@@ -53,15 +53,7 @@ fn one_group(cluster: &serde_json::Value) {
 async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
     let (cloud, stack, agent) = deployed_with_agent("healing").await;
     let api = stack.api_url.clone().expect("ApiId output");
-    let (status, created) = send_json(
-        Method::POST,
-        &format!("{api}/clusters"),
-        Some(CREATE),
-        &[("idempotency-key", "e2e-heal-1")],
-    )
-    .await;
-    assert_eq!(status, 202, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = e2e_tests::create_cluster(&api, CREATE, "e2e-heal-1").await;
     let ready = wait_for_ready_at(&api, &id, 1).await;
     assert_eq!(ready["phase"], "READY", "{ready:#}");
     let sdk = cloud.sdk_config().await;

@@ -146,15 +146,7 @@ async fn the_sweep_replaces_an_unhealthy_target_once_serves_maintenance_meanwhil
     let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&cloud.sdk_config().await);
     let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
 
-    let (status, created) = send_json(
-        Method::POST,
-        &format!("{api}/clusters"),
-        Some(CREATE),
-        &[("idempotency-key", "e2e-sweep-1")],
-    )
-    .await;
-    assert_eq!(status, 202, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = e2e_tests::create_cluster(&api, CREATE, "e2e-sweep-1").await;
     let ready = wait_for_ready_at(&api, &id, 1).await;
     assert_eq!(ready["phase"], "READY", "{ready:#}");
     let tg = ready["targetGroupArn"]

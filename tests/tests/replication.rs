@@ -17,18 +17,6 @@ use reqwest::Method;
 
 const CREATE: &str = r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;
 
-async fn create(api: &str, body: &str, key: &str) -> String {
-    let (status, created) = send_json(
-        Method::POST,
-        &format!("{api}/clusters"),
-        Some(body),
-        &[("idempotency-key", key)],
-    )
-    .await;
-    assert_eq!(status, 202, "{created}");
-    created["id"].as_str().expect("id").to_string()
-}
-
 fn nodes<'a>(cluster: &'a serde_json::Value, tier: &str) -> Vec<&'a serde_json::Value> {
     cluster["nodes"]
         .as_array()
@@ -164,7 +152,7 @@ async fn everything_visible(
 async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
     let (cloud, stack, agent) = deployed_with_agent("replication").await;
     let api = stack.api_url.clone().expect("ApiId output");
-    let id = create(&api, CREATE, "e2e-replication-1").await;
+    let id = e2e_tests::create_cluster(&api, CREATE, "e2e-replication-1").await;
     let cluster = wait_for_phase(&api, &id, &["READY", "FAILED"], Duration::from_secs(240)).await;
     assert_eq!(cluster["phase"], "READY", "{cluster:#}");
     assert!(agent.errors().is_empty(), "{:?}", agent.errors());
@@ -423,7 +411,9 @@ async fn a_failing_command_is_retried_then_fails_the_cluster_with_its_stderr() {
         times: 100,
         stderr: format!("starting...\n{STDERR}\n"),
     });
-    let id = create(&api, &CREATE.replace("shop", "doomed"), "e2e-replication-2").await;
+    let id =
+        e2e_tests::create_cluster(&api, &CREATE.replace("shop", "doomed"), "e2e-replication-2")
+            .await;
     let failed = wait_for_phase(&api, &id, &["READY", "FAILED"], Duration::from_secs(300)).await;
     assert_eq!(failed["phase"], "FAILED", "{failed:#}");
     let error = &failed["lastError"];

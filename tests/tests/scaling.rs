@@ -74,15 +74,7 @@ fn web_ids(cluster: &serde_json::Value) -> Vec<String> {
 async fn alarms_and_patch_scale_the_web_tier_within_bounds_and_cooldown() {
     let (cloud, stack, _agent) = deployed_with_agent("scaling").await;
     let api = stack.api_url.clone().expect("ApiId output");
-    let (status, created) = send_json(
-        Method::POST,
-        &format!("{api}/clusters"),
-        Some(CREATE),
-        &[("idempotency-key", "e2e-scale-1")],
-    )
-    .await;
-    assert_eq!(status, 202, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = e2e_tests::create_cluster(&api, CREATE, "e2e-scale-1").await;
     let ready = wait_for_ready_at(&api, &id, 1).await;
     assert_eq!(ready["phase"], "READY", "{ready:#}");
 
