@@ -17,12 +17,13 @@ LOCAL_SAM_BUILD := SAM_BUILD_MODE=debug sam build
 
 SHELL_SCRIPTS := $(shell git ls-files '*.sh' '*.bash' .ci/run tests/fakes 2>/dev/null)
 
-.PHONY: chaos documents help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
+.PHONY: bench chaos documents help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
 
 help:
 	@echo "make run   - deploy the stack into the local cloud and show it answering"
 	@echo "make test  - every check and test (what CI runs)"
 	@echo "make chaos - the long chaos run: several seeds, faults on every AWS service"
+	@echo "make bench - benchmarks: startup vs Python/boto3, cost per operation, reactions, sweep scale"
 
 setup:
 	@scripts/setup.sh
@@ -71,6 +72,16 @@ chaos: build
 	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_RATE=$(CHAOS_RATE) CHAOS_KINDS=$(CHAOS_KINDS) \
 	  CHAOS_SERVICES=$(CHAOS_SERVICES) \
 	  cargo test --workspace --test chaos -- --nocapture --test-threads=1
+
+# Benchmarks (bench/): numbers, never pass/fail, never part of `make test`. The stripped
+# release binaries are what startup, memory and size are measured on; their first build
+# compiles the AWS SDK with the release profile (~15-25 min on 2 cores), later ones reuse it.
+# The local-cloud operations run the debug build `make build` deploys. Writes bench-out/.
+RELEASE_FUNCTIONS := -p api -p provision -p replication -p instance-events -p scaling -p alb-target
+BENCH_ARGS ?=
+bench: build
+	cargo build --release $(RELEASE_FUNCTIONS)
+	$(TARGET_DIR)/bench $(BENCH_ARGS)
 
 # Regenerate the SSM documents in template.yaml after editing scripts/ssm/.
 documents:

@@ -56,6 +56,17 @@ struct Shared {
     faults: Vec<Fault>,
     ran: Vec<Ran>,
     errors: Vec<String>,
+    reported: Vec<Reported>,
+}
+
+/// A final status event the agent published: when, for which command and instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub command_id: String,
+    pub instance_id: String,
+    pub status: String,
+    /// Just before `PutEvents` was sent: where an SSM reaction time starts.
+    pub at: std::time::SystemTime,
 }
 
 /// The running agent; stops when dropped.
@@ -113,6 +124,11 @@ impl SsmAgent {
     /// Every invocation run so far, in order.
     pub fn ran(&self) -> Vec<Ran> {
         self.lock().ran.clone()
+    }
+
+    /// Every final status event published so far, in order.
+    pub fn reported(&self) -> Vec<Reported> {
+        self.lock().reported.clone()
     }
 
     /// Problems of the agent itself (not of the scripts), for a test to assert empty.
@@ -377,6 +393,12 @@ async fn run_invocation(
             exit_code: code,
             injected,
             parameters,
+        });
+        shared.reported.push(Reported {
+            command_id: command_id.to_string(),
+            instance_id: instance_id.to_string(),
+            status: status.to_string(),
+            at: std::time::SystemTime::now(),
         });
     }
     publish(context, command, &instance, instance_id, status).await

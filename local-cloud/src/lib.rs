@@ -333,6 +333,23 @@ impl LocalCloud {
             .join("\n")
     }
 
+    /// Each function process's log file, with the function's name (a function can have
+    /// more than one: fakecloud starts another container for concurrent invocations).
+    pub fn function_log_files(&self) -> Vec<(String, PathBuf)> {
+        runner::containers(&self.work_dir.path().join("lambda-runner"))
+            .iter()
+            .filter_map(|c| {
+                let spec = c.spec().ok()?;
+                let name = spec
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == "AWS_LAMBDA_FUNCTION_NAME")
+                    .map(|(_, v)| v.clone())?;
+                Some((name, c.log_path()))
+            })
+            .collect()
+    }
+
     pub fn step_failed(&self, step: &'static str, message: impl Into<String>) -> HarnessError {
         HarnessError::Step {
             step,

@@ -24,7 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -370,16 +370,29 @@ struct Invocation {
     respond: oneshot::Sender<Bytes>,
 }
 
-struct Server {
+/// A Lambda Runtime API for one function: invocations are queued by [`Server::invoke`] and
+/// handed to the function's runtime, which polls `next` and posts the answer. The runner
+/// serves it to `bootstrap` processes; `make bench` serves it to the binaries it measures.
+pub struct Server {
     function_arn: String,
     queue: Mutex<VecDeque<Invocation>>,
     /// Woken for every queued invocation: the runtime's `next` long-poll waits on it.
     queued: Notify,
     /// Woken for every invocation too, so a crashed `bootstrap` is restarted when work arrives.
     work_arrived: Notify,
-    /// Invocations handed to the runtime and not yet answered, by request id.
-    in_flight: Mutex<HashMap<String, oneshot::Sender<Bytes>>>,
+    /// Invocations handed to the runtime and not yet answered, by request id, with when.
+    in_flight: Mutex<HashMap<String, (oneshot::Sender<Bytes>, Instant)>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// When the runtime first asked for work: the end of its initialisation.
+    first_poll: std::sync::OnceLock<Instant>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("function_arn", &self.function_arn)
+            .finish_non_exhaustive()
+    }
 }
 
 fn error_envelope(error_type: &str, message: &str) -> Bytes {
@@ -448,7 +461,48 @@ impl Server {
         }
     }
 
+    pub fn new(function_arn: String) -> Self {
+        Self {
+            function_arn,
+            queue: Mutex::new(VecDeque::new()),
+            queued: Notify::new(),
+            work_arrived: Notify::new(),
+            in_flight: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            first_poll: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Serve the Runtime API on `listener` (a runtime's `AWS_LAMBDA_RUNTIME_API`) until the
+    /// returned task is aborted.
+    pub fn serve_runtime(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> tokio::task::JoinHandle<()> {
+        let server = self.clone();
+        serve_http(listener, move |request| {
+            server.clone().route_runtime(request)
+        })
+    }
+
+    /// When the runtime first polled for work, if it has.
+    pub fn first_poll(&self) -> Option<Instant> {
+        self.first_poll.get().copied()
+    }
+
     async fn invoke(&self, payload: Bytes) -> Response<Body> {
+        match self.invoke_payload(payload).await {
+            Some(body) => reply(StatusCode::OK, body),
+            None => reply(
+                StatusCode::OK,
+                error_envelope("Runtime.ExitError", "the function exited before answering"),
+            ),
+        }
+    }
+
+    /// Queue one invocation and wait for the runtime's answer (the response or the error
+    /// document); `None` when the runtime went away without answering.
+    pub async fn invoke_payload(&self, payload: Bytes) -> Option<Bytes> {
         let n = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -466,16 +520,11 @@ impl Server {
         });
         self.queued.notify_one();
         self.work_arrived.notify_one();
-        match answer.await {
-            Ok(body) => reply(StatusCode::OK, body),
-            Err(_) => reply(
-                StatusCode::OK,
-                error_envelope("Runtime.ExitError", "the function exited before answering"),
-            ),
-        }
+        answer.await.ok()
     }
 
     async fn next_invocation(&self) -> Response<Body> {
+        let _ = self.first_poll.set(Instant::now());
         let invocation = loop {
             if let Some(invocation) = self.queue.lock().await.pop_front() {
                 break invocation;
@@ -485,7 +534,7 @@ impl Server {
         self.in_flight
             .lock()
             .await
-            .insert(invocation.id.clone(), invocation.respond);
+            .insert(invocation.id.clone(), (invocation.respond, Instant::now()));
         let deadline_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() + 900_000)
@@ -514,7 +563,12 @@ impl Server {
 
     async fn complete(&self, id: &str, body: Bytes) -> Response<Body> {
         match self.in_flight.lock().await.remove(id) {
-            Some(respond) => {
+            Some((respond, handed_out)) => {
+                // Lambda's own REPORT line: what `make bench` sums as handler time.
+                eprintln!(
+                    "lambda-runner: REPORT RequestId: {id} Duration: {:.2} ms",
+                    handed_out.elapsed().as_secs_f64() * 1000.0
+                );
                 let _ = respond.send(body);
                 reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
             }
@@ -530,7 +584,7 @@ impl Server {
     }
 
     async fn fail_in_flight(&self, body: Bytes) {
-        for (_, respond) in self.in_flight.lock().await.drain() {
+        for (_, (respond, _)) in self.in_flight.lock().await.drain() {
             let _ = respond.send(body.clone());
         }
     }
@@ -564,7 +618,7 @@ where
     })
 }
 
-async fn bind_loopback() -> Result<(tokio::net::TcpListener, u16), RunnerError> {
+pub async fn bind_loopback() -> Result<(tokio::net::TcpListener, u16), RunnerError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("bind a loopback port"))?;
@@ -591,14 +645,9 @@ pub async fn serve(id: &str) -> Result<(), RunnerError> {
         .get("AWS_LAMBDA_FUNCTION_NAME")
         .cloned()
         .unwrap_or_else(|| "function".into());
-    let server = Arc::new(Server {
-        function_arn: format!("arn:aws:lambda:{region}:000000000000:function:{name}"),
-        queue: Mutex::new(VecDeque::new()),
-        queued: Notify::new(),
-        work_arrived: Notify::new(),
-        in_flight: Mutex::new(HashMap::new()),
-        next_id: std::sync::atomic::AtomicU64::new(1),
-    });
+    let server = Arc::new(Server::new(format!(
+        "arn:aws:lambda:{region}:000000000000:function:{name}"
+    )));
 
     let invoke_server = server.clone();
     let endpoint = serve_http(listener, move |request| {
@@ -642,10 +691,7 @@ async fn supervise(server: Arc<Server>, container: Container, spec: ContainerSpe
         let outcome = match bind_loopback().await {
             Err(e) => format!("cannot open the Runtime API: {e}"),
             Ok((listener, runtime_port)) => {
-                let runtime_server = server.clone();
-                let runtime_api = serve_http(listener, move |request| {
-                    runtime_server.clone().route_runtime(request)
-                });
+                let runtime_api = server.serve_runtime(listener);
                 let mut command = tokio::process::Command::new(&bootstrap);
                 command
                     .current_dir(&task_dir)

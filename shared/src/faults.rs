@@ -215,7 +215,7 @@ struct FaultyConnector {
 }
 
 /// The SigV4 signing name of a request (`…/us-east-1/ec2/aws4_request`).
-fn signing_name(request: &HttpRequest) -> String {
+pub(crate) fn signing_name(request: &HttpRequest) -> String {
     request
         .headers()
         .get("authorization")
@@ -225,10 +225,18 @@ fn signing_name(request: &HttpRequest) -> String {
         .to_string()
 }
 
-/// The operation: the JSON protocols' `X-Amz-Target`, the query protocols' `Action=`.
-fn operation_name(request: &HttpRequest) -> String {
+/// The operation: the JSON protocols' `X-Amz-Target`, the query protocols' `Action=`, the
+/// CBOR protocol's `/service/<service>/operation/<operation>` path.
+pub(crate) fn operation_name(request: &HttpRequest) -> String {
     if let Some(target) = request.headers().get("x-amz-target") {
         return target.rsplit('.').next().unwrap_or(target).to_string();
+    }
+    if let Some((_, operation)) = request.uri().split_once("/operation/") {
+        return operation
+            .split(['?', '/'])
+            .next()
+            .unwrap_or(operation)
+            .to_string();
     }
     let body = request.body().bytes().unwrap_or_default();
     String::from_utf8_lossy(body)
@@ -326,6 +334,18 @@ impl HttpConnector for FaultyConnector {
     }
 }
 
+/// The configuration's HTTP client, to be wrapped. aws-config leaves it unset, and each
+/// client then builds the SDK's default; build that same default here (hyper 1, rustls with
+/// aws-lc).
+pub(crate) fn http_client_of(config: &aws_config::SdkConfig) -> SharedHttpClient {
+    config.http_client().unwrap_or_else(|| {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .build_https()
+    })
+}
+
 /// The SDK configuration with faults when `HA_FAULTS` asks for them; unchanged otherwise.
 pub fn with_faults(config: aws_config::SdkConfig) -> crate::Result<aws_config::SdkConfig> {
     Ok(match FaultPlan::from_env()? {
@@ -339,14 +359,7 @@ pub fn with_plan(config: aws_config::SdkConfig, mut plan: FaultPlan) -> aws_conf
     // Each process draws its own sequence: a function restarted after an injected crash
     // must not replay the very sequence that crashed it. The seed still fixes the mix.
     plan.seed ^= u64::from(std::process::id()).rotate_left(32);
-    // aws-config leaves the HTTP client unset, and each client then builds the SDK's
-    // default; build that same default here (hyper 1, rustls with aws-lc) to wrap it.
-    let inner = config.http_client().unwrap_or_else(|| {
-        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
-            .build_https()
-    });
+    let inner = http_client_of(&config);
     tracing::warn!(
         ?plan,
         "fault injection is ON ({FAULTS_ENV}); never set it in production"

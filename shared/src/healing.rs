@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use crate::error::Result;
 use crate::events::{InstanceStateChangeEvent, RunReason, WorkflowInput};
+use crate::health_metrics::{HealthCounts, TargetHealthMetrics};
 use crate::model::{Cluster, InstanceState, Node, Tier};
 use crate::store::{ClusterStore, HealthWatch, epoch_seconds};
 use crate::survey::MembershipSurvey;
@@ -46,6 +47,8 @@ pub struct Healer {
     pub workflow: Workflow,
     pub ec2: aws_sdk_ec2::Client,
     pub targets: WebTargets,
+    /// The fleet-wide first look at target health (one call per 250 target groups).
+    pub metrics: TargetHealthMetrics,
     pub survey: MembershipSurvey,
     pub policy: HealthPolicy,
 }
@@ -125,7 +128,12 @@ enum HealKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub clusters_checked: usize,
+    /// EC2 and ELBv2 Describe calls: grow with clusters / 100 plus the groups in trouble.
     pub describe_calls: usize,
+    /// `GetMetricData` calls (one per 250 target groups).
+    pub metric_calls: usize,
+    /// Target groups whose metrics showed every web target healthy: not described.
+    pub describes_spared: usize,
     pub heals_started: Vec<(String, String)>,
     pub replacements_held: Vec<(String, String)>,
     pub routing_changes: Vec<(String, Routing)>,
@@ -196,26 +204,29 @@ impl Healer {
                 .store
                 .list_clusters(crate::store::MAX_PAGE_SIZE, after.as_deref())
                 .await?;
+            let mut clusters = Vec::new();
             for summary in page
                 .items
                 .iter()
                 .filter(|c| c.phase == crate::model::Phase::Ready)
             {
-                let Some((cluster, watch)) = self.store.get_watched_cluster(&summary.id).await?
-                else {
-                    continue;
-                };
+                if let Some(watched) = self.store.get_watched_cluster(&summary.id).await? {
+                    clusters.push(watched);
+                }
+            }
+            let health_counts = self.page_health_counts(&clusters, &mut report).await;
+            for (cluster, watch) in &clusters {
                 report.clusters_checked += 1;
-                if self.heal_lost_nodes(&cluster, &states, &mut report).await? {
+                if self.heal_lost_nodes(cluster, &states, &mut report).await? {
                     continue;
                 }
                 let heals = report.heals_started.len();
-                self.check_web_health(&cluster, &watch, &rules, &mut report)
+                self.check_web_health(cluster, watch, &rules, &health_counts, &mut report)
                     .await?;
                 if report.heals_started.len() == heals
                     && let Some(command_id) = self
                         .survey
-                        .survey(&cluster, self.policy.survey_interval_seconds)
+                        .survey(cluster, self.policy.survey_interval_seconds)
                         .await?
                 {
                     report.surveys_sent.push((cluster.id.clone(), command_id));
@@ -227,6 +238,33 @@ impl Healer {
             }
         }
         Ok(report)
+    }
+
+    /// The ALB's health metrics for one page of clusters. Unreadable metrics only cost
+    /// calls: every group is then described, so the sweep goes on without them.
+    async fn page_health_counts(
+        &self,
+        clusters: &[(Cluster, HealthWatch)],
+        report: &mut SweepReport,
+    ) -> HashMap<String, HealthCounts> {
+        let groups: Vec<&str> = clusters
+            .iter()
+            .filter(|(c, _)| c.nodes.iter().any(|n| n.tier == Tier::Web))
+            .filter_map(|(c, _)| c.target_group_arn.as_deref())
+            .collect();
+        if groups.is_empty() {
+            return HashMap::new();
+        }
+        match self.metrics.counts(&groups).await {
+            Ok((counts, calls)) => {
+                report.metric_calls += calls;
+                counts
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, groups = groups.len(), "target health metrics unreadable; describing every target group");
+                HashMap::new()
+            }
+        }
     }
 
     /// Heal the nodes whose instances EC2 no longer runs; true when a run started.
@@ -269,6 +307,7 @@ impl Healer {
         cluster: &Cluster,
         watch: &HealthWatch,
         rules: &HashMap<String, ClusterRule>,
+        health_counts: &HashMap<String, HealthCounts>,
         report: &mut SweepReport,
     ) -> Result<()> {
         let web: Vec<&Node> = cluster
@@ -280,6 +319,20 @@ impl Healer {
             return Ok(());
         };
         if web.is_empty() {
+            return Ok(());
+        }
+        // Nothing to find when the metrics show every target healthy, nobody is being
+        // watched and the cluster is served (not on the maintenance page).
+        let serving = rules
+            .get(target_group_arn)
+            .is_none_or(|rule| rule.routing == Routing::Serving);
+        if serving
+            && watch.unhealthy_since.is_empty()
+            && health_counts
+                .get(target_group_arn)
+                .is_some_and(|counts| counts.all_healthy(web.len()))
+        {
+            report.describes_spared += 1;
             return Ok(());
         }
         let health: HashMap<String, String> = self

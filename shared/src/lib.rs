@@ -12,6 +12,8 @@ pub mod events;
 pub mod faults;
 pub mod fleet;
 pub mod healing;
+pub mod health_metrics;
+pub mod metering;
 pub mod model;
 pub mod plan;
 pub mod provision;

@@ -250,6 +250,18 @@ impl WebTargets {
             }
         }
         let priority = (1..=50_000).find(|p| !used.contains(p)).unwrap_or(50_000);
+        self.create_listener_rule(target_group_arn, cluster_name, priority)
+            .await
+    }
+
+    /// Create the cluster's rule at `priority` ([`Self::ensure_listener_rule`] picks the
+    /// lowest free one; the sweep benchmark seeds a thousand at known priorities).
+    pub async fn create_listener_rule(
+        &self,
+        target_group_arn: &str,
+        cluster_name: &str,
+        priority: i32,
+    ) -> Result<()> {
         self.client
             .create_rule()
             .listener_arn(&self.settings.listener_arn)

@@ -8,6 +8,7 @@ use orchestrator::commands::{CommandSettings, Commands};
 use orchestrator::config::{StoreSettings, WorkflowSettings};
 use orchestrator::events::HealingTrigger;
 use orchestrator::healing::{Healer, HealthPolicy};
+use orchestrator::health_metrics::TargetHealthMetrics;
 use orchestrator::startup::require;
 use orchestrator::store::ClusterStore;
 use orchestrator::survey::MembershipSurvey;
@@ -41,6 +42,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         store,
         workflow,
         ec2: aws_sdk_ec2::Client::new(&sdk),
+        metrics: TargetHealthMetrics::new(
+            aws_sdk_cloudwatch::Client::new(&sdk),
+            &targets.listener_arn,
+        ),
         targets: WebTargets::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk), targets),
         policy,
     };
@@ -68,7 +73,7 @@ async fn handle(healer: &Healer, event: LambdaEvent<serde_json::Value>) -> Resul
         }
         Ok(HealingTrigger::Sweep(tick)) => match Box::pin(healer.sweep()).await {
             Ok(report) => {
-                tracing::info!(time = ?tick.time, clusters = report.clusters_checked, describe_calls = report.describe_calls, heals = ?report.heals_started, held = ?report.replacements_held, routing = ?report.routing_changes, surveys = report.surveys_sent.len(), "sweep done");
+                tracing::info!(time = ?tick.time, clusters = report.clusters_checked, describe_calls = report.describe_calls, metric_calls = report.metric_calls, describes_spared = report.describes_spared, heals = ?report.heals_started, held = ?report.replacements_held, routing = ?report.routing_changes, surveys = report.surveys_sent.len(), "sweep done");
                 Ok(())
             }
             Err(error) => {
