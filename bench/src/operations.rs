@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use local_cloud::agent::SsmAgent;
 use local_cloud::{LocalCloud, Stack};
-use orchestrator::model::{Cluster, Phase, Tier};
+use orchestrator::model::{Cluster, Node, Phase, Tier};
 use orchestrator::store::ClusterStore;
 use reqwest::Method;
 use serde::Serialize;
@@ -121,15 +121,15 @@ impl<'a> Scenario<'a> {
 
         let mark = self.mark("heal one web node");
         let cluster = self.cluster(&id).await?;
-        let web = node_instance(&cluster, Tier::Web, None)?;
-        self.lose(&web).await?;
+        let web = node_of(&cluster, Tier::Web, None)?;
+        self.lose(&id, &web).await?;
         self.wait_ready(&id, cluster.generation + 1).await?;
         operations.push(self.finish(mark, 0).await?);
 
         let mark = self.mark("heal the DB primary");
         let cluster = self.cluster(&id).await?;
-        let primary = node_instance(&cluster, Tier::Db, Some("PRIMARY"))?;
-        self.lose(&primary).await?;
+        let primary = node_of(&cluster, Tier::Db, Some("PRIMARY"))?;
+        self.lose(&id, &primary).await?;
         self.wait_ready(&id, cluster.generation + 1).await?;
         operations.push(self.finish(mark, 0).await?);
 
@@ -226,9 +226,22 @@ impl<'a> Scenario<'a> {
             .collect()
     }
 
-    /// Terminate a node's instance and publish the event EC2 publishes; returns when the
-    /// event was published (where a reaction time starts).
-    async fn lose(&self, instance_id: &str) -> Result<SystemTime> {
+    /// Lose a node: for a database node the group first sees its member go (the agent
+    /// plays Group Replication), then the instance is terminated and the event EC2
+    /// publishes is published; returns when it was (where a reaction time starts).
+    async fn lose(&self, cluster_id: &str, node: &Node) -> Result<SystemTime> {
+        let instance_id = node
+            .instance_id
+            .as_deref()
+            .ok_or_else(|| BenchError::Run(format!("{} has no instance", node.slot)))?;
+        if node.tier == Tier::Db {
+            let host = node.host.as_deref().ok_or_else(|| {
+                BenchError::Run(format!("{} has no host name recorded", node.slot))
+            })?;
+            self.agent
+                .lose_member(cluster_id, host)
+                .map_err(|e| BenchError::Run(format!("lose member {host}: {e}")))?;
+        }
         self.ec2
             .terminate_instances()
             .instance_ids(instance_id)
@@ -256,17 +269,16 @@ impl<'a> Scenario<'a> {
         for run in 0..runs {
             let cursor = LogCursor::now(self.cloud);
             let cluster = self.cluster(id).await?;
-            let web: Vec<&str> = cluster
+            let web: Vec<&Node> = cluster
                 .nodes
                 .iter()
-                .filter(|n| n.tier == Tier::Web)
-                .filter_map(|n| n.instance_id.as_deref())
+                .filter(|n| n.tier == Tier::Web && n.instance_id.is_some())
                 .collect();
-            let victim = web
+            let victim = *web
                 .get(run % web.len().max(1))
-                .ok_or_else(|| BenchError::Run(format!("{id} has no web node")))?
-                .to_string();
-            let published = epoch_ms(self.lose(&victim).await?);
+                .ok_or_else(|| BenchError::Run(format!("{id} has no web node")))?;
+            let published = epoch_ms(self.lose(id, victim).await?);
+            let victim = victim.instance_id.clone().unwrap_or_default();
             self.wait_ready(id, cluster.generation + 1).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let activity = cursor.activity_since(self.cloud, self.stack);
@@ -295,8 +307,8 @@ impl<'a> Scenario<'a> {
             }
             let cursor = LogCursor::now(self.cloud);
             let cluster = self.cluster(id).await?;
-            let secondary = node_instance(&cluster, Tier::Db, Some("SECONDARY"))?;
-            self.lose(&secondary).await?;
+            let secondary = node_of(&cluster, Tier::Db, Some("SECONDARY"))?;
+            self.lose(id, &secondary).await?;
             self.wait_ready(id, cluster.generation + 1).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let activity = cursor.activity_since(self.cloud, self.stack);
@@ -435,13 +447,17 @@ struct Mark {
     started: Instant,
 }
 
-/// The instance of the first node of `tier` (with `role`, for database nodes).
-fn node_instance(cluster: &Cluster, tier: Tier, role: Option<&str>) -> Result<String> {
+/// The first node of `tier` with an instance (with `role`, for database nodes).
+fn node_of(cluster: &Cluster, tier: Tier, role: Option<&str>) -> Result<Node> {
     cluster
         .nodes
         .iter()
-        .filter(|n| n.tier == tier && (role.is_none() || n.role.as_deref() == role))
-        .find_map(|n| n.instance_id.clone())
+        .find(|n| {
+            n.tier == tier
+                && n.instance_id.is_some()
+                && (role.is_none() || n.role.as_deref() == role)
+        })
+        .cloned()
         .ok_or_else(|| {
             BenchError::Run(format!(
                 "{} has no {tier:?} node with role {role:?}",

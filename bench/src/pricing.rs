@@ -1,7 +1,7 @@
 //! What the orchestration itself costs on AWS at list prices (us-east-1, on-demand, x86_64,
 //! as published in 2025): Lambda requests and GB-seconds, Step Functions Standard state
 //! transitions, DynamoDB on-demand request units, HTTP API requests, S3 requests for command
-//! output, Secrets Manager and CloudWatch API requests. EC2, ELBv2 and SSM Run Command API
+//! output (DELETE is free), Secrets Manager and CloudWatch API requests. EC2, ELBv2 and SSM Run Command API
 //! calls and EventBridge delivery of AWS service events are free. The instances, the ALB and
 //! the volumes are the workload, not the orchestration, and are not counted.
 
@@ -74,7 +74,10 @@ pub fn bill(activity: &Activity, transitions: u64, api_requests: u64) -> Bill {
         activity
             .calls
             .iter()
-            .filter(|c| c.service == service && read.is_none_or(|r| c.is_read() == r))
+            .filter(|c| {
+                (c.service == service || c.key() == service)
+                    && read.is_none_or(|r| c.is_read() == r)
+            })
             .count() as f64
     };
     let mut bill = Bill {
@@ -84,7 +87,9 @@ pub fn bill(activity: &Activity, transitions: u64, api_requests: u64) -> Bill {
         dynamodb_usd: units.read_units as f64 * DYNAMODB_PER_READ_UNIT
             + units.write_units as f64 * DYNAMODB_PER_WRITE_UNIT,
         api_gateway_usd: api_requests as f64 * HTTP_API_PER_REQUEST,
-        s3_usd: count("s3", Some(true)) * S3_PER_GET + count("s3", Some(false)) * S3_PER_PUT,
+        // S3 DELETE requests are free; PUT, POST and LIST are priced alike.
+        s3_usd: count("s3", Some(true)) * S3_PER_GET
+            + (count("s3", Some(false)) - count("s3:DELETE", None)) * S3_PER_PUT,
         secrets_manager_usd: count("secretsmanager", None) * SECRETS_MANAGER_PER_CALL,
         cloudwatch_usd: count("monitoring", None) * CLOUDWATCH_PER_REQUEST,
         total_usd: 0.0,
@@ -125,6 +130,8 @@ mod tests {
                 call("dynamodb", "TransactWriteItems", 3),
                 call("dynamodb", "UpdateItem", 1),
                 call("ec2", "RunInstances", 0),
+                call("s3", "GET", 0),
+                call("s3", "DELETE", 0),
             ],
             invocations: vec![Invocation {
                 function: "F".into(),

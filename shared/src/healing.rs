@@ -12,6 +12,8 @@
 //! event never came, web targets that stay unhealthy, and clusters with no healthy target.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Result;
 use crate::events::{InstanceStateChangeEvent, RunReason, WorkflowInput};
@@ -141,6 +143,62 @@ pub struct SweepReport {
     pub surveys_sent: Vec<(String, String)>,
 }
 
+impl SweepReport {
+    fn absorb(&mut self, part: SweepReport) {
+        self.clusters_checked += part.clusters_checked;
+        self.describe_calls += part.describe_calls;
+        self.metric_calls += part.metric_calls;
+        self.describes_spared += part.describes_spared;
+        self.heals_started.extend(part.heals_started);
+        self.replacements_held.extend(part.replacements_held);
+        self.routing_changes.extend(part.routing_changes);
+        self.surveys_sent.extend(part.surveys_sent);
+    }
+}
+
+/// Clusters the sweep works on at once: enough to hide the round trips, few enough to stay
+/// far below the APIs' request rates.
+pub const SWEEP_CONCURRENCY: usize = 8;
+/// Membership surveys one sweep sends at most (one SSM command each): a fleet surveyed for
+/// the first time is covered over several sweeps instead of in one burst of SendCommand.
+pub const MAX_SURVEYS_PER_SWEEP: usize = 200;
+
+/// `work` for every item, at most [`SWEEP_CONCURRENCY`] at a time; the results in any
+/// order, or the first error once every started task has ended (a panic stays a panic).
+async fn bounded<T, R, F, Fut>(items: Vec<T>, work: F) -> Result<Vec<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<R>> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pending = items.into_iter();
+    let mut results = Vec::new();
+    let mut first_error = None;
+    loop {
+        while tasks.len() < SWEEP_CONCURRENCY {
+            let Some(item) = pending.next() else { break };
+            tasks.spawn(work(item));
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(Ok(result)) => results.push(result),
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => {}
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(results),
+    }
+}
+
 impl Healer {
     /// Start one healing run for a lost instance; `None` when its loss is already being
     /// healed or the cluster is being deleted.
@@ -178,8 +236,11 @@ impl Healer {
     }
 
     /// The scheduled sweep: every READY cluster against one fleet-wide view of EC2 (a page
-    /// per 1,000 instances) and of the listener's rules (a page per 400), plus one
-    /// DescribeTargetHealth per cluster with web nodes (ELBv2 has no multi-group form).
+    /// per 1,000 instances), of the listener's rules (a page per 400) and of the ALB's
+    /// health metrics (a `GetMetricData` per page of 100 clusters; see
+    /// [`crate::health_metrics`]). `DescribeTargetHealth` (ELBv2 has no multi-group form)
+    /// is called only for the groups the metrics do not show entirely healthy. Each page's
+    /// clusters are read and checked [`SWEEP_CONCURRENCY`] at a time.
     ///
     /// - A node whose instance is lost without its event having arrived (EventBridge
     ///   delivery is not guaranteed) starts a healing run, exactly as the event would have.
@@ -189,7 +250,8 @@ impl Healer {
     /// - A cluster with web targets of which none is healthy gets the maintenance page on its
     ///   listener rule until one is healthy again.
     /// - Otherwise its database group is surveyed (one SSM command, at most once per
-    ///   [`HealthPolicy::survey_interval_seconds`]; see [`crate::survey`]).
+    ///   [`HealthPolicy::survey_interval_seconds`] and [`MAX_SURVEYS_PER_SWEEP`] per sweep;
+    ///   see [`crate::survey`]).
     #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> Result<SweepReport> {
         let (states, describe_calls) = crate::fleet::observe_all(&self.ec2).await?;
@@ -198,44 +260,98 @@ impl Healer {
             describe_calls: describe_calls + 1,
             ..SweepReport::default()
         };
+        let states = Arc::new(states);
+        let rules = Arc::new(rules);
+        let survey_budget = Arc::new(AtomicUsize::new(MAX_SURVEYS_PER_SWEEP));
         let mut after: Option<String> = None;
         loop {
             let page = self
                 .store
                 .list_clusters(crate::store::MAX_PAGE_SIZE, after.as_deref())
                 .await?;
-            let mut clusters = Vec::new();
-            for summary in page
+            let ready: Vec<String> = page
                 .items
                 .iter()
                 .filter(|c| c.phase == crate::model::Phase::Ready)
-            {
-                if let Some(watched) = self.store.get_watched_cluster(&summary.id).await? {
-                    clusters.push(watched);
+                .map(|c| c.id.clone())
+                .collect();
+            let clusters: Vec<(Cluster, HealthWatch)> = bounded(ready, |id| {
+                let store = self.store.clone();
+                async move { store.get_watched_cluster(&id).await }
+            })
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+            let health_counts = Arc::new(self.page_health_counts(&clusters, &mut report).await);
+            let parts = bounded(clusters, |(cluster, watch)| {
+                let healer = self.clone();
+                let (states, rules, health_counts, survey_budget) = (
+                    states.clone(),
+                    rules.clone(),
+                    health_counts.clone(),
+                    survey_budget.clone(),
+                );
+                async move {
+                    healer
+                        .sweep_cluster(
+                            &cluster,
+                            &watch,
+                            &states,
+                            &rules,
+                            &health_counts,
+                            &survey_budget,
+                        )
+                        .await
                 }
-            }
-            let health_counts = self.page_health_counts(&clusters, &mut report).await;
-            for (cluster, watch) in &clusters {
-                report.clusters_checked += 1;
-                if self.heal_lost_nodes(cluster, &states, &mut report).await? {
-                    continue;
-                }
-                let heals = report.heals_started.len();
-                self.check_web_health(cluster, watch, &rules, &health_counts, &mut report)
-                    .await?;
-                if report.heals_started.len() == heals
-                    && let Some(command_id) = self
-                        .survey
-                        .survey(cluster, self.policy.survey_interval_seconds)
-                        .await?
-                {
-                    report.surveys_sent.push((cluster.id.clone(), command_id));
-                }
+            })
+            .await?;
+            for part in parts {
+                report.absorb(part);
             }
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
             }
+        }
+        Ok(report)
+    }
+
+    /// One READY cluster: lost nodes first; else target health, and the survey when due.
+    async fn sweep_cluster(
+        &self,
+        cluster: &Cluster,
+        watch: &HealthWatch,
+        states: &HashMap<String, InstanceState>,
+        rules: &HashMap<String, ClusterRule>,
+        health_counts: &HashMap<String, HealthCounts>,
+        survey_budget: &AtomicUsize,
+    ) -> Result<SweepReport> {
+        let mut report = SweepReport {
+            clusters_checked: 1,
+            ..SweepReport::default()
+        };
+        if self.heal_lost_nodes(cluster, states, &mut report).await? {
+            return Ok(report);
+        }
+        self.check_web_health(cluster, watch, rules, health_counts, &mut report)
+            .await?;
+        let survey_due = watch
+            .surveyed_at
+            .is_none_or(|at| epoch_seconds() - at >= self.policy.survey_interval_seconds);
+        if report.heals_started.is_empty()
+            && survey_due
+            && survey_budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+            && let Some(command_id) = self
+                .survey
+                .survey(cluster, self.policy.survey_interval_seconds)
+                .await?
+        {
+            report.surveys_sent.push((cluster.id.clone(), command_id));
         }
         Ok(report)
     }

@@ -56,6 +56,9 @@ pub struct HealthWatch {
     pub unhealthy_since: HashMap<String, i64>,
     /// Slot -> epoch second of its last replacement for health.
     pub replaced_at: HashMap<String, i64>,
+    /// Epoch second of the last membership survey (the `SURVEY` claim item), so the sweep
+    /// skips clusters not due without a conditional write that would fail.
+    pub surveyed_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -352,6 +355,8 @@ impl ClusterStore {
                         .unhealthy_since
                         .insert(instance_id.to_string(), since as i64);
                 }
+            } else if sk == "SURVEY" {
+                watch.surveyed_at = number_attr(item, "surveyed_at").map(|at| at as i64);
             } else if let Some(slot) = sk.strip_prefix("REPLACED#")
                 && let Some(at) = number_attr(item, "replaced_at")
             {
