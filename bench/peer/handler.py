@@ -4,8 +4,8 @@
 What a user would otherwise write (AWS's own samples for lifecycle hooks and SSM orchestration
 are Python/boto3): at start it builds the boto3 clients the Rust function builds
 (PEER_CLIENTS), then it serves the Lambda Runtime API and answers every event with the same
-first AWS call the Rust function makes (PEER_CALL: client, operation, params). The runtime
-loop is the few lines of the managed Python runtime's bootstrap that matter, so the managed
+AWS calls the Rust function makes for it (PEER_CALLS: a list of client, operation, params).
+The runtime loop is the few lines of the managed Python runtime's bootstrap that matter, so the managed
 runtime's own start-up (which would add to Python's side) is not counted.
 """
 
@@ -23,13 +23,16 @@ CLIENTS = {
     name: boto3.client(name, config=S3_CONFIG if name == "s3" else None)
     for name in os.environ["PEER_CLIENTS"].split(",")
 }
-CALL = json.loads(os.environ["PEER_CALL"])
+CALLS = json.loads(os.environ["PEER_CALLS"])
 API = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
 
 
 def handle(event):
-    answer = getattr(CLIENTS[CALL["client"]], CALL["operation"])(**CALL["params"])
-    return {"ok": True, "items": len(answer.get("Items", [])) + ("Item" in answer)}
+    items = 0
+    for call in CALLS:
+        answer = getattr(CLIENTS[call["client"]], call["operation"])(**call["params"])
+        items += len(answer.get("Items", [])) + ("Item" in answer)
+    return {"ok": True, "items": items}
 
 
 def main():

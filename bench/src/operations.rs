@@ -60,7 +60,6 @@ pub struct Scenario<'a> {
     api: String,
     store: ClusterStore,
     sfn: aws_sdk_sfn::Client,
-    ec2: aws_sdk_ec2::Client,
     state_machine_arn: String,
     /// Every replication call resuming a workflow, for the SSM reaction times.
     resumes: Vec<crate::logs::AwsCall>,
@@ -103,7 +102,6 @@ impl<'a> Scenario<'a> {
                 output(stack, "TableName")?.clone(),
             ),
             sfn: aws_sdk_sfn::Client::new(&sdk),
-            ec2: aws_sdk_ec2::Client::new(&sdk),
             state_machine_arn: output(stack, "StateMachineArn")?.clone(),
             resumes: Vec::new(),
         })
@@ -242,25 +240,7 @@ impl<'a> Scenario<'a> {
                 .lose_member(cluster_id, host)
                 .map_err(|e| BenchError::Run(format!("lose member {host}: {e}")))?;
         }
-        self.ec2
-            .terminate_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| BenchError::Run(format!("TerminateInstances {instance_id}: {e:?}")))?;
-        let published = SystemTime::now();
-        self.cloud
-            .publish_event(
-                "aws.ec2",
-                "EC2 Instance State-change Notification",
-                &serde_json::json!({"instance-id": instance_id, "state": "terminated"}),
-                &[format!(
-                    "arn:aws:ec2:us-east-1:000000000000:instance/{instance_id}"
-                )],
-            )
-            .await
-            .map_err(|e| BenchError::Run(e.to_string()))?;
-        Ok(published)
+        Ok(e2e_tests::lose_instance(self.cloud, instance_id).await)
     }
 
     /// `runs` web-node losses, one after the other: event published -> RunInstances sent.

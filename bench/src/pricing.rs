@@ -150,9 +150,8 @@ mod tests {
         let lambda = LAMBDA_PER_REQUEST + 0.1 * FUNCTION_MEMORY_GB * LAMBDA_PER_GB_SECOND;
         assert!((bill.lambda_usd - lambda).abs() < 1e-12);
         assert!((bill.step_functions_usd - 0.001).abs() < 1e-12);
-        assert!(
-            (bill.total_usd - (lambda + 0.001 + 2.0 * 1.25e-7 + 7.0 * 6.25e-7 + 1e-6)).abs()
-                < 1e-12
-        );
+        assert!((bill.s3_usd - S3_PER_GET).abs() < 1e-15, "a DELETE is free");
+        let expected = lambda + 0.001 + 2.0 * 1.25e-7 + 7.0 * 6.25e-7 + 1e-6 + S3_PER_GET;
+        assert!((bill.total_usd - expected).abs() < 1e-12);
     }
 }

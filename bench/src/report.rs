@@ -163,6 +163,28 @@ pub fn targets(
     targets
 }
 
+/// A titled Markdown table, then a blank line.
+fn markdown(out: &mut String, title: &str, headers: &[&str], rows: Vec<Vec<String>>) {
+    let _ = writeln!(
+        out,
+        "{title}\n| {} |\n|{}",
+        headers.join(" | "),
+        "---|".repeat(headers.len())
+    );
+    for row in rows {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+}
+
+/// `key count` pairs of a call map, for the detail line under a table.
+fn call_list(calls: &std::collections::BTreeMap<String, usize>) -> String {
+    calls
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The whole report as the terminal shows it (and the README quotes it).
 pub fn table(report: &Report) -> String {
     let mut out = String::new();
@@ -173,87 +195,113 @@ pub fn table(report: &Report) -> String {
         m.cpu, m.cores, m.memory_gib, m.os, report.command
     );
     if !report.functions.is_empty() {
-        let _ = writeln!(
-            out,
-            "Startup ({} cold starts each; warm = the last process, {} events)",
-            report.runs,
-            report.functions.first().map_or(0, |f| f.rust.warm_ms.n)
-        );
-        let _ = writeln!(
-            out,
-            "| function | binary MB | init ms p50/p95 | cold start ms p50/p95 | peak RSS MB | warm ms p50 | Python init ms p50 | Python cold ms p50 | Python RSS MB | init ratio |\n|---|---|---|---|---|---|---|---|---|---|"
+        let warm = report.functions.first().map_or(0, |f| f.rust.warm_ms.n);
+        markdown(
+            &mut out,
+            &format!(
+                "Startup ({} cold starts each; warm = {warm} events to the last process)",
+                report.runs
+            ),
+            &[
+                "function",
+                "binary MB",
+                "init ms p50/p95",
+                "cold start ms p50/p95",
+                "peak RSS MB",
+                "warm ms p50",
+                "Python init ms p50",
+                "Python cold ms p50",
+                "Python RSS MB",
+                "init ratio",
+            ],
+            report
+                .functions
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.function.clone(),
+                        format!("{:.1}", f.binary_bytes as f64 / MB),
+                        format!("{:.1} / {:.1}", f.rust.init_ms.median, f.rust.init_ms.p95),
+                        format!(
+                            "{:.1} / {:.1}",
+                            f.rust.cold_start_ms.median, f.rust.cold_start_ms.p95
+                        ),
+                        format!("{:.1}", f.rust.peak_rss_mb.max),
+                        format!("{:.2}", f.rust.warm_ms.median),
+                        format!("{:.0}", f.python.init_ms.median),
+                        format!("{:.0}", f.python.cold_start_ms.median),
+                        format!("{:.1}", f.python.peak_rss_mb.max),
+                        format!("{:.0}x", f.init_ratio),
+                    ]
+                })
+                .collect(),
         );
         for f in &report.functions {
+            let calls = if f.first_calls.is_empty() {
+                "no AWS call".to_string()
+            } else {
+                f.first_calls.join(", ")
+            };
+            let error = if f.rust.answered_with_error {
+                " (answered with an error document)"
+            } else {
+                ""
+            };
+            let peer = if f.same_calls {
+                "the peer makes the same"
+            } else {
+                "THE PEER MAKES OTHER CALLS"
+            };
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0}x |",
-                f.function,
-                f.binary_bytes as f64 / MB,
-                f.rust.init_ms.median,
-                f.rust.init_ms.p95,
-                f.rust.cold_start_ms.median,
-                f.rust.cold_start_ms.p95,
-                f.rust.peak_rss_mb.max,
-                f.rust.warm_ms.median,
-                f.python.init_ms.median,
-                f.python.cold_start_ms.median,
-                f.python.peak_rss_mb.max,
-                f.init_ratio,
-            );
-        }
-        for f in &report.functions {
-            let _ = writeln!(
-                out,
-                "  {}: first event makes {}{}",
-                f.function,
-                if f.first_calls.is_empty() {
-                    "no AWS call".to_string()
-                } else {
-                    f.first_calls.join(", ")
-                },
-                if f.rust.answered_with_error {
-                    " (answered with an error document)"
-                } else {
-                    ""
-                }
+                "  {}: the event makes {calls}{error}; {peer}",
+                f.function
             );
         }
         out.push('\n');
     }
     if !report.operations.is_empty() {
-        let _ = writeln!(
-            out,
-            "Per operation (local cloud; bill = the orchestration at us-east-1 list prices)\n| operation | wall s | AWS calls | mutating | executions | state transitions | Lambda invocations | handler ms | DynamoDB RRU/WRU | bill USD |\n|---|---|---|---|---|---|---|---|---|---|"
+        markdown(
+            &mut out,
+            "Per operation (local cloud; bill = the orchestration at us-east-1 list prices)",
+            &[
+                "operation",
+                "wall s",
+                "AWS calls",
+                "mutating",
+                "executions",
+                "state transitions",
+                "Lambda invocations",
+                "handler ms",
+                "DynamoDB RRU/WRU",
+                "bill USD",
+            ],
+            report
+                .operations
+                .iter()
+                .map(|o| {
+                    vec![
+                        o.name.clone(),
+                        format!("{:.1}", o.wall_seconds),
+                        o.total_calls.to_string(),
+                        o.mutating_calls.to_string(),
+                        o.executions.to_string(),
+                        o.state_transitions.to_string(),
+                        o.total_invocations.to_string(),
+                        format!("{:.0}", o.handler_ms),
+                        format!("{}/{}", o.dynamodb.read_units, o.dynamodb.write_units),
+                        format!("{:.6}", o.bill.total_usd),
+                    ]
+                })
+                .collect(),
         );
         for o in &report.operations {
-            let _ = writeln!(
-                out,
-                "| {} | {:.1} | {} | {} | {} | {} | {} | {:.0} | {}/{} | {:.6} |",
-                o.name,
-                o.wall_seconds,
-                o.total_calls,
-                o.mutating_calls,
-                o.executions,
-                o.state_transitions,
-                o.total_invocations,
-                o.handler_ms,
-                o.dynamodb.read_units,
-                o.dynamodb.write_units,
-                o.bill.total_usd,
-            );
-        }
-        for o in &report.operations {
-            let calls: Vec<String> = o.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let _ = writeln!(out, "  {}: {}", o.name, calls.join(", "));
+            let _ = writeln!(out, "  {}: {}", o.name, call_list(&o.calls));
         }
         out.push('\n');
     }
     if let Some(r) = &report.reactions {
-        let _ = writeln!(
-            out,
-            "Reaction times\n| path | runs | median ms | p95 ms | max ms |\n|---|---|---|---|---|"
-        );
-        for (name, s) in [
+        let rows = [
             (
                 "EC2 terminated event -> replacement RunInstances",
                 &r.ec2_terminated_to_run_instances_ms,
@@ -262,59 +310,83 @@ pub fn table(report: &Report) -> String {
                 "SSM status event -> workflow resumed",
                 &r.ssm_status_to_workflow_resumed_ms,
             ),
-        ] {
-            let _ = writeln!(
-                out,
-                "| {name} | {} | {:.0} | {:.0} | {:.0} |",
-                s.n, s.median, s.p95, s.max
-            );
-        }
+        ]
+        .iter()
+        .map(|(name, s)| {
+            vec![
+                name.to_string(),
+                s.n.to_string(),
+                format!("{:.0}", s.median),
+                format!("{:.0}", s.p95),
+                format!("{:.0}", s.max),
+            ]
+        })
+        .collect();
+        markdown(
+            &mut out,
+            "Reaction times",
+            &["path", "runs", "median ms", "p95 ms", "max ms"],
+            rows,
+        );
         out.push('\n');
     }
     if !report.sweeps.is_empty() {
-        let _ = writeln!(
-            out,
-            "Sweep scale\n| clusters | nodes | sweep | wall s | AWS calls | Describe calls | read calls |\n|---|---|---|---|---|---|---|"
+        markdown(
+            &mut out,
+            "Sweep scale",
+            &[
+                "clusters",
+                "nodes",
+                "sweep",
+                "wall s",
+                "AWS calls",
+                "Describe calls",
+                "read calls",
+            ],
+            report
+                .sweeps
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.clusters.to_string(),
+                        s.nodes.to_string(),
+                        s.sweep.clone(),
+                        format!("{:.2}", s.wall_seconds),
+                        s.total_calls.to_string(),
+                        s.describe_calls.to_string(),
+                        s.read_calls.to_string(),
+                    ]
+                })
+                .collect(),
         );
         for s in &report.sweeps {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {:.2} | {} | {} | {} |",
-                s.clusters,
-                s.nodes,
-                s.sweep,
-                s.wall_seconds,
-                s.total_calls,
-                s.describe_calls,
-                s.read_calls
-            );
-        }
-        for s in &report.sweeps {
-            let calls: Vec<String> = s.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(
                 out,
                 "  {} clusters, {}: {}",
                 s.clusters,
                 s.sweep,
-                calls.join(", ")
+                call_list(&s.calls)
             );
         }
         out.push('\n');
     }
-    let _ = writeln!(
-        out,
-        "Targets\n| target | measured | limit | |\n|---|---|---|---|"
+    markdown(
+        &mut out,
+        "Targets",
+        &["target", "measured", "limit", "verdict"],
+        report
+            .targets
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    format!("{:.1}", t.value),
+                    t.limit.clone(),
+                    if t.met { "met" } else { "NOT MET" }.to_string(),
+                ]
+            })
+            .collect(),
     );
-    for t in &report.targets {
-        let _ = writeln!(
-            out,
-            "| {} | {:.1} | {} | {} |",
-            t.name,
-            t.value,
-            t.limit,
-            if t.met { "met" } else { "NOT MET" }
-        );
-    }
     out
 }
 
@@ -367,4 +439,89 @@ pub fn chart(functions: &[FunctionStartup]) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::startup::RuntimeFigures;
+    use crate::stats::Summary;
+
+    fn figures(init: f64, cold: f64, rss: f64) -> RuntimeFigures {
+        RuntimeFigures {
+            init_ms: Summary::of([init]),
+            cold_start_ms: Summary::of([cold]),
+            peak_rss_mb: Summary::of([rss]),
+            warm_ms: Summary::of([1.0]),
+            answered_with_error: false,
+        }
+    }
+
+    fn function(name: &str, mb: f64, init: f64, cold: f64, rss: f64) -> FunctionStartup {
+        FunctionStartup {
+            function: name.into(),
+            binary_bytes: (mb * MB) as u64,
+            first_calls: vec!["dynamodb:GetItem".into()],
+            same_calls: true,
+            rust: figures(init, cold, rss),
+            python: figures(init * 40.0, cold * 10.0, 80.0),
+            init_ratio: 40.0,
+            cold_start_ratio: 10.0,
+        }
+    }
+
+    #[test]
+    fn every_target_is_judged_against_its_limit() {
+        let good = function("Good", 7.0, 5.0, 20.0, 12.0);
+        let mut bad = function("Bad", 16.0, 5.0, 60.0, 45.0);
+        bad.init_ratio = 12.0;
+        let sweeps = vec![SweepFigures {
+            clusters: 1000,
+            nodes: 5000,
+            sweep: "first".into(),
+            wall_seconds: 31.0,
+            total_calls: 1200,
+            describe_calls: 6,
+            read_calls: 1100,
+            calls: Default::default(),
+        }];
+        let targets = targets(&[good, bad], &[], None, &sweeps);
+        let verdict = |name: &str| {
+            targets
+                .iter()
+                .find(|t| t.name == name)
+                .unwrap_or_else(|| panic!("no target {name}"))
+                .met
+        };
+        assert!(verdict("Good cold start median (ms)"));
+        assert!(verdict("Good peak RSS (MB)"));
+        assert!(verdict("Good binary, stripped (MB)"));
+        assert!(verdict("Good init vs Python/boto3 (x faster)"));
+        assert!(!verdict("Bad cold start median (ms)"));
+        assert!(!verdict("Bad peak RSS (MB)"));
+        assert!(!verdict("Bad binary, stripped (MB)"));
+        assert!(!verdict("Bad init vs Python/boto3 (x faster)"));
+        assert!(!verdict("sweep of 1000 clusters (first), wall (s)"));
+        assert!(verdict("sweep of 1000 clusters (first), Describe calls"));
+        assert_eq!(
+            targets.len(),
+            10,
+            "no operation or reaction targets without their figures"
+        );
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_pair_per_function() {
+        let svg = chart(&[
+            function("A", 7.0, 5.0, 20.0, 12.0),
+            function("B", 7.0, 8.0, 20.0, 12.0),
+        ]);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(
+            svg.matches("fill=\"#d9534f\"").count(),
+            3,
+            "legend + 2 Rust bars"
+        );
+        assert!(svg.contains(">A</text>") && svg.contains(">B</text>"));
+    }
 }

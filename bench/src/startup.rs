@@ -20,16 +20,73 @@ use serde::Serialize;
 use crate::stats::Summary;
 use crate::{BenchError, Result};
 
-/// How the peer reproduces a function's first call (the table's keys as template.yaml
-/// declares them).
+/// One AWS call the peer makes, as the Rust function makes it for the same event (the
+/// bench checks the two lists agree). Keys as template.yaml declares the table.
 #[derive(Debug, Clone, Copy)]
-pub enum FirstCall {
+pub enum PeerCall {
+    /// `GetItem` of one record by `pk`/`sk`.
     GetItem,
-    Query {
+    /// `Query` of one cluster's partition (`pk = CLUSTER#<id>`), consistent.
+    QueryPartition,
+    /// `Query` of a global secondary index by its hash key.
+    QueryIndex {
         index: &'static str,
         key: &'static str,
         value: &'static str,
     },
+    /// `PutItem` of one small record (the event claim).
+    PutItem,
+}
+
+impl PeerCall {
+    fn key(self) -> &'static str {
+        match self {
+            PeerCall::GetItem => "dynamodb:GetItem",
+            PeerCall::QueryPartition | PeerCall::QueryIndex { .. } => "dynamodb:Query",
+            PeerCall::PutItem => "dynamodb:PutItem",
+        }
+    }
+
+    fn boto3(self, table: &str) -> serde_json::Value {
+        let (operation, params) = match self {
+            PeerCall::GetItem => (
+                "get_item",
+                serde_json::json!({
+                    "TableName": table,
+                    "Key": {"pk": {"S": "COMMAND#bench-absent"}, "sk": {"S": "COMMAND"}},
+                    "ConsistentRead": true
+                }),
+            ),
+            PeerCall::QueryPartition => (
+                "query",
+                serde_json::json!({
+                    "TableName": table,
+                    "KeyConditionExpression": "pk = :pk",
+                    "ExpressionAttributeValues": {":pk": {"S": "CLUSTER#c-7f3a9b2e41d0"}},
+                    "ConsistentRead": true
+                }),
+            ),
+            PeerCall::QueryIndex { index, key, value } => (
+                "query",
+                serde_json::json!({
+                    "TableName": table,
+                    "IndexName": index,
+                    "KeyConditionExpression": "#k = :v",
+                    "ExpressionAttributeNames": {"#k": key},
+                    "ExpressionAttributeValues": {":v": {"S": value}},
+                    "Limit": 50
+                }),
+            ),
+            PeerCall::PutItem => (
+                "put_item",
+                serde_json::json!({
+                    "TableName": table,
+                    "Item": {"pk": {"S": "EVENT#bench-peer"}, "sk": {"S": "EVENT"}}
+                }),
+            ),
+        };
+        serde_json::json!({"client": "dynamodb", "operation": operation, "params": params})
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,9 +94,12 @@ pub struct Case {
     pub logical_id: &'static str,
     pub binary: &'static str,
     pub event: &'static str,
+    /// A `host` header the event gets instead of the sample's.
+    pub host: Option<&'static str>,
     /// The boto3 clients the peer builds: the same services the Rust function's `main` builds.
     pub clients: &'static [&'static str],
-    pub first_call: FirstCall,
+    /// What the peer does with each event: what the Rust function does with it.
+    pub calls: &'static [PeerCall],
 }
 
 pub const CASES: [Case; 6] = [
@@ -47,17 +107,19 @@ pub const CASES: [Case; 6] = [
         logical_id: "ApiFunction",
         binary: "api",
         event: "apigw-list-clusters.json",
+        host: None,
         clients: &["dynamodb", "stepfunctions"],
-        first_call: FirstCall::Query {
+        calls: &[PeerCall::QueryIndex {
             index: "clusters",
             key: "list_pk",
             value: "CLUSTER",
-        },
+        }],
     },
     Case {
         logical_id: "ProvisionFunction",
         binary: "provision",
         event: "provision-task-launch.json",
+        host: None,
         clients: &[
             "s3",
             "dynamodb",
@@ -67,19 +129,21 @@ pub const CASES: [Case; 6] = [
             "cloudwatch",
             "secretsmanager",
         ],
-        first_call: FirstCall::GetItem,
+        calls: &[PeerCall::QueryPartition],
     },
     Case {
         logical_id: "ReplicationFunction",
         binary: "replication",
         event: "ssm-command-success.json",
+        host: None,
         clients: &["dynamodb", "ssm", "s3", "stepfunctions"],
-        first_call: FirstCall::GetItem,
+        calls: &[PeerCall::GetItem],
     },
     Case {
         logical_id: "InstanceEventsFunction",
         binary: "instance-events",
         event: "ec2-instance-terminated.json",
+        host: None,
         clients: &[
             "dynamodb",
             "stepfunctions",
@@ -89,25 +153,32 @@ pub const CASES: [Case; 6] = [
             "elbv2",
             "cloudwatch",
         ],
-        first_call: FirstCall::Query {
-            index: "by-instance",
-            key: "instance_id",
-            value: "i-0bench0000000000",
-        },
+        calls: &[
+            PeerCall::PutItem,
+            PeerCall::QueryIndex {
+                index: "by-instance",
+                key: "instance_id",
+                value: "i-0bench0000000000",
+            },
+        ],
     },
     Case {
         logical_id: "ScalingFunction",
         binary: "scaling",
         event: "alarm-high-request-count.json",
+        host: None,
         clients: &["dynamodb", "stepfunctions"],
-        first_call: FirstCall::GetItem,
+        calls: &[PeerCall::QueryPartition],
     },
     Case {
         logical_id: "AlbTargetFunction",
         binary: "alb-target",
         event: "alb-status-page.json",
+        // A cluster's status page (the sample asks for the load balancer's own name, which
+        // needs no lookup): the name is looked up and not found.
+        host: Some("shop.example.com"),
         clients: &["dynamodb"],
-        first_call: FirstCall::GetItem,
+        calls: &[PeerCall::GetItem],
     },
 ];
 
@@ -136,6 +207,8 @@ pub struct FunctionStartup {
     pub binary_bytes: u64,
     /// The Rust function's AWS calls while handling the event, as metered.
     pub first_calls: Vec<String>,
+    /// Whether the peer made exactly those calls.
+    pub same_calls: bool,
     pub rust: RuntimeFigures,
     pub python: RuntimeFigures,
     /// Python's median initialisation over Rust's.
@@ -167,7 +240,11 @@ pub async fn measure(
     let mut results = Vec::new();
     for case in CASES {
         let env = function_env(cloud, stack, &lambda, case.logical_id).await?;
-        let event = Bytes::from(e2e_tests::sample_event(case.event).to_string().into_bytes());
+        let mut event = e2e_tests::sample_event(case.event);
+        if let Some(host) = case.host {
+            event["headers"]["host"] = serde_json::Value::from(host);
+        }
+        let event = Bytes::from(event.to_string().into_bytes());
         let binary = programs.release_dir.join(case.binary);
         let binary_bytes = std::fs::metadata(&binary)
             .map_err(|e| {
@@ -186,10 +263,24 @@ pub async fn measure(
 
         let mut peer_env = env.clone();
         peer_env.push(("PEER_CLIENTS".into(), case.clients.join(",")));
+        let peer_calls: Vec<serde_json::Value> =
+            case.calls.iter().map(|c| c.boto3(&table)).collect();
         peer_env.push((
-            "PEER_CALL".into(),
-            peer_call(case.first_call, &table).to_string(),
+            "PEER_CALLS".into(),
+            serde_json::Value::from(peer_calls).to_string(),
         ));
+        let same_calls = case
+            .calls
+            .iter()
+            .map(|c| c.key())
+            .eq(first_calls.iter().map(String::as_str));
+        if !same_calls {
+            eprintln!(
+                "[bench] WARNING: {} made {first_calls:?} for its event, the peer is set up for {:?}: the comparison is not like for like",
+                case.logical_id,
+                case.calls.iter().map(|c| c.key()).collect::<Vec<_>>()
+            );
+        }
         let script = programs.peer_script.to_string_lossy().to_string();
         let python = figures(
             &programs.python,
@@ -217,6 +308,7 @@ pub async fn measure(
             function: case.logical_id.to_string(),
             binary_bytes,
             first_calls,
+            same_calls,
             rust,
             python,
             init_ratio,
@@ -224,33 +316,6 @@ pub async fn measure(
         });
     }
     Ok(results)
-}
-
-/// The peer's call: same service, operation, table and index as the Rust function's.
-fn peer_call(call: FirstCall, table: &str) -> serde_json::Value {
-    match call {
-        FirstCall::GetItem => serde_json::json!({
-            "client": "dynamodb",
-            "operation": "get_item",
-            "params": {
-                "TableName": table,
-                "Key": {"pk": {"S": "BENCH#absent"}, "sk": {"S": "META"}},
-                "ConsistentRead": true
-            }
-        }),
-        FirstCall::Query { index, key, value } => serde_json::json!({
-            "client": "dynamodb",
-            "operation": "query",
-            "params": {
-                "TableName": table,
-                "IndexName": index,
-                "KeyConditionExpression": "#k = :v",
-                "ExpressionAttributeNames": {"#k": key},
-                "ExpressionAttributeValues": {":v": {"S": value}},
-                "Limit": 50
-            }
-        }),
-    }
 }
 
 fn with_var(env: &[(String, String)], name: &str, value: &str) -> Vec<(String, String)> {
@@ -326,6 +391,85 @@ async fn figures(
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A function process with a Runtime API of its own, as Lambda runs one.
+struct Runtime {
+    server: Arc<Server>,
+    api: tokio::task::JoinHandle<()>,
+    child: tokio::process::Child,
+    started: Instant,
+    program: PathBuf,
+}
+
+impl Runtime {
+    async fn start(
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        stdout: Stdio,
+    ) -> Result<Self> {
+        let server = Arc::new(Server::new(
+            "arn:aws:lambda:us-east-1:000000000000:function:bench".into(),
+        ));
+        let (listener, port) = bind_loopback()
+            .await
+            .map_err(|e| BenchError::Setup(format!("Runtime API port: {e}")))?;
+        let api = server.serve_runtime(listener);
+        let started = Instant::now();
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("start {}: {e}", program.display())))?;
+        Ok(Self {
+            server,
+            api,
+            child,
+            started,
+            program: program.to_path_buf(),
+        })
+    }
+
+    /// One event; its answer (the response or the error document).
+    async fn invoke(&mut self, event: &Bytes) -> Result<Bytes> {
+        let answer =
+            tokio::time::timeout(ANSWER_TIMEOUT, self.server.invoke_payload(event.clone()))
+                .await
+                .ok()
+                .flatten();
+        match answer {
+            Some(answer) => Ok(answer),
+            None => {
+                let _ = self.child.start_kill();
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = pipe.read_to_string(&mut stderr).await;
+                }
+                Err(BenchError::Run(format!(
+                    "{} did not answer within {ANSWER_TIMEOUT:?}; its stderr:\n{stderr}",
+                    self.program.display()
+                )))
+            }
+        }
+    }
+
+    /// Stop the process; what it wrote to stdout, when that was piped.
+    async fn stop(mut self) -> String {
+        let _ = self.child.start_kill();
+        self.api.abort();
+        match self.child.wait_with_output().await {
+            Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
 /// Start `program` as a Lambda runtime, hand it `event` once cold and `warm_runs` times
 /// warm; returns its figures, the warm latencies and whether the first answer was an error.
 async fn run_process(
@@ -335,67 +479,22 @@ async fn run_process(
     event: &Bytes,
     warm_runs: usize,
 ) -> Result<(Run, Vec<f64>, bool)> {
-    let server = Arc::new(Server::new(
-        "arn:aws:lambda:us-east-1:000000000000:function:bench".into(),
-    ));
-    let (listener, port) = bind_loopback()
-        .await
-        .map_err(|e| BenchError::Setup(format!("Runtime API port: {e}")))?;
-    let runtime_api = server.serve_runtime(listener);
-    let started = Instant::now();
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| BenchError::Setup(format!("start {}: {e}", program.display())))?;
-    let pid = child.id().unwrap_or_default();
-    let first = tokio::time::timeout(ANSWER_TIMEOUT, server.invoke_payload(event.clone())).await;
-    let cold_ms = ms(started.elapsed());
-    let answer = match first {
-        Ok(Some(answer)) => answer,
-        _ => {
-            let _ = child.start_kill();
-            let output = child.wait_with_output().await.ok();
-            let stderr = output
-                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                .unwrap_or_default();
-            runtime_api.abort();
-            return Err(BenchError::Run(format!(
-                "{} did not answer its first event within {ANSWER_TIMEOUT:?}; its stderr:\n{stderr}",
-                program.display()
-            )));
-        }
-    };
-    let init_ms = server
+    let mut runtime = Runtime::start(program, args, env, Stdio::null()).await?;
+    let answer = runtime.invoke(event).await?;
+    let cold_ms = ms(runtime.started.elapsed());
+    let init_ms = runtime
+        .server
         .first_poll()
-        .map(|at| ms(at.duration_since(started)))
+        .map(|at| ms(at.duration_since(runtime.started)))
         .unwrap_or(cold_ms);
     let mut warm = Vec::with_capacity(warm_runs);
     for _ in 0..warm_runs {
         let sent = Instant::now();
-        if tokio::time::timeout(ANSWER_TIMEOUT, server.invoke_payload(event.clone()))
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-        {
-            return Err(BenchError::Run(format!(
-                "{} stopped answering",
-                program.display()
-            )));
-        }
+        runtime.invoke(event).await?;
         warm.push(ms(sent.elapsed()));
     }
-    let peak_rss_mb = peak_rss_kb(pid) as f64 / 1024.0;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    runtime_api.abort();
+    let peak_rss_mb = peak_rss_kb(runtime.child.id().unwrap_or_default()) as f64 / 1024.0;
+    runtime.stop().await;
     let error = serde_json::from_slice::<serde_json::Value>(&answer)
         .ok()
         .is_some_and(|v| v.get("errorType").is_some());
@@ -416,37 +515,11 @@ async fn metered_calls(
     env: &[(String, String)],
     event: &Bytes,
 ) -> Result<Vec<String>> {
-    let server = Arc::new(Server::new(
-        "arn:aws:lambda:us-east-1:000000000000:function:bench".into(),
-    ));
-    let (listener, port) = bind_loopback()
-        .await
-        .map_err(|e| BenchError::Setup(format!("Runtime API port: {e}")))?;
-    let runtime_api = server.serve_runtime(listener);
-    let mut child = tokio::process::Command::new(binary)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| BenchError::Setup(format!("start {}: {e}", binary.display())))?;
-    let answered = tokio::time::timeout(ANSWER_TIMEOUT, server.invoke_payload(event.clone())).await;
-    let _ = child.start_kill();
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| BenchError::Run(format!("{}: {e}", binary.display())))?;
-    runtime_api.abort();
-    if !matches!(answered, Ok(Some(_))) {
-        return Err(BenchError::Run(format!(
-            "{} did not answer",
-            binary.display()
-        )));
-    }
+    let mut runtime = Runtime::start(binary, &[], env, Stdio::piped()).await?;
+    runtime.invoke(event).await?;
+    let stdout = runtime.stop().await;
     let mut activity = crate::logs::Activity::default();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
+    for line in stdout.lines() {
         crate::logs::parse_line("", line, &mut activity);
     }
     Ok(activity

@@ -1617,6 +1617,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_sweep_reads_watches_replacements_and_the_last_survey_with_the_cluster() {
+        let spec = r#"{"name":"shop","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#;
+        let mut meta = cluster_item("c-1", "READY");
+        meta.insert("spec".into(), s(spec));
+        meta.insert("generation".into(), n(3));
+        meta.insert("version".into(), n(9));
+        meta.insert("updated_at".into(), s("2026-11-23T10:00:00Z"));
+        let item = |sk: &str, attribute: &str, value: i64| {
+            HashMap::from([
+                ("pk".to_string(), s("CLUSTER#c-1")),
+                ("sk".to_string(), s(sk)),
+                (attribute.to_string(), n(value)),
+            ])
+        };
+        let items = vec![
+            meta,
+            item("WATCH#i-1", "since", 100),
+            item("REPLACED#web-0", "replaced_at", 200),
+            item("SURVEY", "surveyed_at", 300),
+        ];
+        let query = mock!(aws_sdk_dynamodb::Client::query).then_output(move || {
+            QueryOutput::builder()
+                .set_items(Some(items.clone()))
+                .build()
+        });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&query]);
+        let (cluster, watch) = ClusterStore::new(client, "t")
+            .get_watched_cluster("c-1")
+            .await
+            .unwrap()
+            .expect("the cluster");
+        assert_eq!((cluster.id.as_str(), cluster.generation), ("c-1", 3));
+        assert_eq!(watch.unhealthy_since.get("i-1"), Some(&100));
+        assert_eq!(watch.replaced_at.get("web-0"), Some(&200));
+        assert_eq!(watch.surveyed_at, Some(300));
+    }
+
+    #[tokio::test]
     async fn lists_clusters_from_the_sparse_index_newest_first() {
         let query = mock!(aws_sdk_dynamodb::Client::query)
             .match_requests(|req| {

@@ -279,14 +279,15 @@ pub fn action_lines(cluster: &serde_json::Value) -> Vec<String> {
 }
 
 /// Terminate an instance and publish the state-change event EC2 would (fakecloud's EC2
-/// emits none).
-pub async fn lose_instance(cloud: &LocalCloud, instance_id: &str) {
+/// emits none); returns when the event was published (where a reaction time starts).
+pub async fn lose_instance(cloud: &LocalCloud, instance_id: &str) -> std::time::SystemTime {
     let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
     ec2.terminate_instances()
         .instance_ids(instance_id)
         .send()
         .await
         .expect("TerminateInstances");
+    let published = std::time::SystemTime::now();
     cloud
         .publish_event(
             "aws.ec2",
@@ -298,6 +299,7 @@ pub async fn lose_instance(cloud: &LocalCloud, instance_id: &str) {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    published
 }
 
 /// Run the scheduled health sweep now: invoke `instance-events` with the schedule's event.
