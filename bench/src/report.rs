@@ -167,13 +167,15 @@ pub fn targets(
 fn markdown(out: &mut String, title: &str, headers: &[&str], rows: Vec<Vec<String>>) {
     let _ = writeln!(
         out,
-        "{title}\n| {} |\n|{}",
+        "{title}\n\n| {} |\n|{}",
         headers.join(" | "),
         "---|".repeat(headers.len())
     );
     for row in rows {
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }
+    // A blank line ends the table: the detail lines below it are not rows.
+    out.push('\n');
 }
 
 /// `key count` pairs of a call map, for the detail line under a table.

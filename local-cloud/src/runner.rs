@@ -385,6 +385,9 @@ pub struct Server {
     next_id: std::sync::atomic::AtomicU64,
     /// When the runtime first asked for work: the end of its initialisation.
     first_poll: std::sync::OnceLock<Instant>,
+    /// Print Lambda's `REPORT` line per invocation (into the function's log, where
+    /// `make bench` reads it); off for the bench's own measurements.
+    reports: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -470,6 +473,15 @@ impl Server {
             in_flight: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             first_poll: std::sync::OnceLock::new(),
+            reports: true,
+        }
+    }
+
+    /// The same, without `REPORT` lines.
+    pub fn without_reports(function_arn: String) -> Self {
+        Self {
+            reports: false,
+            ..Self::new(function_arn)
         }
     }
 
@@ -565,10 +577,12 @@ impl Server {
         match self.in_flight.lock().await.remove(id) {
             Some((respond, handed_out)) => {
                 // Lambda's own REPORT line: what `make bench` sums as handler time.
-                eprintln!(
-                    "lambda-runner: REPORT RequestId: {id} Duration: {:.2} ms",
-                    handed_out.elapsed().as_secs_f64() * 1000.0
-                );
+                if self.reports {
+                    eprintln!(
+                        "lambda-runner: REPORT RequestId: {id} Duration: {:.2} ms",
+                        handed_out.elapsed().as_secs_f64() * 1000.0
+                    );
+                }
                 let _ = respond.send(body);
                 reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
             }
