@@ -2,7 +2,7 @@
 //! metering target, see `orchestrator::metering`) and the runner's `REPORT` line per
 //! invocation (handler time, as Lambda reports it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
@@ -46,6 +46,17 @@ impl AwsCall {
         .iter()
         .any(|prefix| self.operation.starts_with(prefix))
     }
+}
+
+/// `service:Operation` -> how many of `calls`.
+pub fn count_by_operation<'a>(
+    calls: impl IntoIterator<Item = &'a AwsCall>,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for call in calls {
+        *counts.entry(call.key()).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// One invocation as the runner saw it.

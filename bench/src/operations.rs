@@ -118,17 +118,12 @@ impl<'a> Scenario<'a> {
         operations.push(self.finish(mark, 1).await?);
 
         let mark = self.mark("heal one web node");
-        let cluster = self.cluster(&id).await?;
-        let web = node_of(&cluster, Tier::Web, None)?;
-        self.lose(&id, &web).await?;
-        self.wait_ready(&id, cluster.generation + 1).await?;
+        self.heal(&id, |c| node_of(c, Tier::Web, None)).await?;
         operations.push(self.finish(mark, 0).await?);
 
         let mark = self.mark("heal the DB primary");
-        let cluster = self.cluster(&id).await?;
-        let primary = node_of(&cluster, Tier::Db, Some("PRIMARY"))?;
-        self.lose(&id, &primary).await?;
-        self.wait_ready(&id, cluster.generation + 1).await?;
+        self.heal(&id, |c| node_of(c, Tier::Db, Some("PRIMARY")))
+            .await?;
         operations.push(self.finish(mark, 0).await?);
 
         let mark = self.mark("scale out by 1");
@@ -243,26 +238,49 @@ impl<'a> Scenario<'a> {
         Ok(e2e_tests::lose_instance(self.cloud, instance_id).await)
     }
 
+    /// Lose the node `choose` picks, and wait until the healing run it starts has ended
+    /// READY; returns the node and when its loss was published.
+    async fn heal(
+        &self,
+        id: &str,
+        choose: impl FnOnce(&Cluster) -> Result<Node>,
+    ) -> Result<(Node, SystemTime)> {
+        let cluster = self.cluster(id).await?;
+        let node = choose(&cluster)?;
+        let published = self.lose(id, &node).await?;
+        self.wait_ready(id, cluster.generation + 1).await?;
+        Ok((node, published))
+    }
+
+    /// What the functions did since `cursor` (after a moment for the last log lines),
+    /// noting the workflow resumes in it.
+    async fn observed(&mut self, cursor: &LogCursor) -> Activity {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let activity = cursor.activity_since(self.cloud, self.stack);
+        self.note_resumes(&activity);
+        activity
+    }
+
     /// `runs` web-node losses, one after the other: event published -> RunInstances sent.
     async fn ec2_reactions(&mut self, id: &str, runs: usize) -> Result<Vec<f64>> {
         let mut samples = Vec::with_capacity(runs);
         for run in 0..runs {
             let cursor = LogCursor::now(self.cloud);
-            let cluster = self.cluster(id).await?;
-            let web: Vec<&Node> = cluster
-                .nodes
-                .iter()
-                .filter(|n| n.tier == Tier::Web && n.instance_id.is_some())
-                .collect();
-            let victim = *web
-                .get(run % web.len().max(1))
-                .ok_or_else(|| BenchError::Run(format!("{id} has no web node")))?;
-            let published = epoch_ms(self.lose(id, victim).await?);
-            let victim = victim.instance_id.clone().unwrap_or_default();
-            self.wait_ready(id, cluster.generation + 1).await?;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let activity = cursor.activity_since(self.cloud, self.stack);
-            self.note_resumes(&activity);
+            let (victim, published) = self
+                .heal(id, |cluster| {
+                    let web: Vec<&Node> = cluster
+                        .nodes
+                        .iter()
+                        .filter(|n| n.tier == Tier::Web && n.instance_id.is_some())
+                        .collect();
+                    web.get(run % web.len().max(1))
+                        .map(|n| (*n).clone())
+                        .ok_or_else(|| BenchError::Run(format!("{id} has no web node")))
+                })
+                .await?;
+            let published = epoch_ms(published);
+            let victim = victim.instance_id.unwrap_or_default();
+            let activity = self.observed(&cursor).await;
             let launched = activity
                 .calls
                 .iter()
@@ -286,13 +304,9 @@ impl<'a> Scenario<'a> {
                 break;
             }
             let cursor = LogCursor::now(self.cloud);
-            let cluster = self.cluster(id).await?;
-            let secondary = node_of(&cluster, Tier::Db, Some("SECONDARY"))?;
-            self.lose(id, &secondary).await?;
-            self.wait_ready(id, cluster.generation + 1).await?;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let activity = cursor.activity_since(self.cloud, self.stack);
-            self.note_resumes(&activity);
+            self.heal(id, |c| node_of(c, Tier::Db, Some("SECONDARY")))
+                .await?;
+            self.observed(&cursor).await;
             eprintln!(
                 "[bench] SSM reaction samples: {}",
                 self.ssm_reactions().len()
@@ -454,10 +468,6 @@ fn summarize(
     executions: usize,
     state_transitions: u64,
 ) -> OperationStats {
-    let mut calls = BTreeMap::new();
-    for call in &activity.calls {
-        *calls.entry(call.key()).or_insert(0) += 1;
-    }
     let mut lambda_invocations = BTreeMap::new();
     for invocation in &activity.invocations {
         *lambda_invocations
@@ -470,7 +480,7 @@ fn summarize(
         api_requests,
         total_calls: activity.calls.len(),
         mutating_calls: activity.calls.iter().filter(|c| !c.is_read()).count(),
-        calls,
+        calls: crate::logs::count_by_operation(&activity.calls),
         executions,
         state_transitions,
         total_invocations: activity.invocations.len(),

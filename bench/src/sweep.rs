@@ -127,10 +127,6 @@ async fn sweep_once(
         .iter()
         .filter(|c| c.function == "InstanceEventsFunction")
         .collect();
-    let mut by_operation = BTreeMap::new();
-    for call in &calls {
-        *by_operation.entry(call.key()).or_insert(0) += 1;
-    }
     let figures = SweepFigures {
         clusters,
         nodes: clusters * (WEB + DB),
@@ -142,7 +138,7 @@ async fn sweep_once(
             .filter(|c| c.operation.starts_with("Describe"))
             .count(),
         read_calls: calls.iter().filter(|c| c.is_read()).count(),
-        calls: by_operation,
+        calls: crate::logs::count_by_operation(calls.iter().copied()),
     };
     eprintln!(
         "[bench] {sweep} sweep of {clusters} clusters: {wall_seconds:.2} s, {} calls, {} Describe: {:?}",
@@ -153,24 +149,12 @@ async fn sweep_once(
 
 /// Seed `count` READY clusters numbered from `first`; returns their target group ARNs.
 async fn seed(seeder: &Seeder, first: usize, count: usize) -> Result<Vec<String>> {
-    let mut groups = vec![String::new(); count];
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut next = 0;
-    while next < count || !tasks.is_empty() {
-        while next < count && tasks.len() < SEED_CONCURRENCY {
-            let seeder = seeder.clone();
-            let n = first + next;
-            let slot = next;
-            tasks.spawn(async move { (slot, seed_one(&seeder, n).await) });
-            next += 1;
-        }
-        if let Some(joined) = tasks.join_next().await {
-            let (slot, result) =
-                joined.map_err(|e| BenchError::Run(format!("seeding task: {e}")))?;
-            groups[slot] = result?;
-        }
-    }
-    Ok(groups)
+    let numbers: Vec<usize> = (first..first + count).collect();
+    orchestrator::concurrency::bounded(numbers, SEED_CONCURRENCY, |n| {
+        let seeder = seeder.clone();
+        async move { seed_one(&seeder, n).await }
+    })
+    .await
 }
 
 /// One cluster, written as a finished create run writes it.

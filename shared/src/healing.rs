@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::concurrency::bounded;
 use crate::error::Result;
 use crate::events::{InstanceStateChangeEvent, RunReason, WorkflowInput};
 use crate::health_metrics::{HealthCounts, TargetHealthMetrics};
@@ -49,7 +50,7 @@ pub struct Healer {
     pub workflow: Workflow,
     pub ec2: aws_sdk_ec2::Client,
     pub targets: WebTargets,
-    /// The fleet-wide first look at target health (one call per 250 target groups).
+    /// The fleet-wide first look at target health (one `GetMetricData` per page of clusters).
     pub metrics: TargetHealthMetrics,
     pub survey: MembershipSurvey,
     pub policy: HealthPolicy,
@@ -132,7 +133,7 @@ pub struct SweepReport {
     pub clusters_checked: usize,
     /// EC2 and ELBv2 Describe calls: grow with clusters / 100 plus the groups in trouble.
     pub describe_calls: usize,
-    /// `GetMetricData` calls (one per 250 target groups).
+    /// `GetMetricData` calls (one per page of up to 100 clusters).
     pub metric_calls: usize,
     /// Target groups whose metrics showed every web target healthy: not described.
     pub describes_spared: usize,
@@ -162,42 +163,6 @@ pub const SWEEP_CONCURRENCY: usize = 8;
 /// Membership surveys one sweep sends at most (one SSM command each): a fleet surveyed for
 /// the first time is covered over several sweeps instead of in one burst of SendCommand.
 pub const MAX_SURVEYS_PER_SWEEP: usize = 200;
-
-/// `work` for every item, at most [`SWEEP_CONCURRENCY`] at a time; the results in any
-/// order, or the first error once every started task has ended (a panic stays a panic).
-async fn bounded<T, R, F, Fut>(items: Vec<T>, work: F) -> Result<Vec<R>>
-where
-    T: Send + 'static,
-    R: Send + 'static,
-    F: Fn(T) -> Fut,
-    Fut: std::future::Future<Output = Result<R>> + Send + 'static,
-{
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut pending = items.into_iter();
-    let mut results = Vec::new();
-    let mut first_error = None;
-    loop {
-        while tasks.len() < SWEEP_CONCURRENCY {
-            let Some(item) = pending.next() else { break };
-            tasks.spawn(work(item));
-        }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok(Ok(result)) => results.push(result),
-            Ok(Err(error)) => {
-                first_error.get_or_insert(error);
-            }
-            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            Err(_) => {}
-        }
-    }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(results),
-    }
-}
 
 impl Healer {
     /// Start one healing run for a lost instance; `None` when its loss is already being
@@ -275,7 +240,7 @@ impl Healer {
                 .filter(|c| c.phase == crate::model::Phase::Ready)
                 .map(|c| c.id.clone())
                 .collect();
-            let clusters: Vec<(Cluster, HealthWatch)> = bounded(ready, |id| {
+            let clusters: Vec<(Cluster, HealthWatch)> = bounded(ready, SWEEP_CONCURRENCY, |id| {
                 let store = self.store.clone();
                 async move { store.get_watched_cluster(&id).await }
             })
@@ -284,7 +249,7 @@ impl Healer {
             .flatten()
             .collect();
             let health_counts = Arc::new(self.page_health_counts(&clusters, &mut report).await);
-            let parts = bounded(clusters, |(cluster, watch)| {
+            let parts = bounded(clusters, SWEEP_CONCURRENCY, |(cluster, watch)| {
                 let healer = self.clone();
                 let (states, rules, health_counts, survey_budget) = (
                     states.clone(),

@@ -121,27 +121,24 @@ impl TargetHealthMetrics {
                 calls += 1;
                 for result in output.metric_data_results() {
                     let Some(id) = result.id() else { continue };
-                    let values = result.values();
                     let (kind, index) = id.split_at(1);
                     let Some((arn, _)) = index.parse::<usize>().ok().and_then(|i| groups.get(i))
                     else {
                         continue;
                     };
+                    // A result can come in several pages: fold every page's values in.
                     let entry = counts.entry((*arn).to_string()).or_default();
+                    let values = result.values().iter().copied();
                     match kind {
                         "h" => {
-                            entry.healthy_min = values
-                                .iter()
-                                .copied()
-                                .reduce(f64::min)
-                                .map(|v| entry.healthy_min.map_or(v, |old| old.min(v)));
+                            entry.healthy_min = values.fold(entry.healthy_min, |seen, v| {
+                                Some(seen.map_or(v, |s| s.min(v)))
+                            });
                         }
                         _ => {
-                            entry.unhealthy_max = values
-                                .iter()
-                                .copied()
-                                .reduce(f64::max)
-                                .map(|v| entry.unhealthy_max.map_or(v, |old| old.max(v)));
+                            entry.unhealthy_max = values.fold(entry.unhealthy_max, |seen, v| {
+                                Some(seen.map_or(v, |s| s.max(v)))
+                            });
                         }
                     }
                 }
@@ -267,6 +264,37 @@ mod tests {
         assert_eq!(counts[&arns[1]].healthy_min, Some(1.0));
         assert_eq!(counts[&arns[1]].unhealthy_max, Some(1.0));
         assert!(!counts.contains_key(&arns[250]), "no data is no entry");
+    }
+
+    #[tokio::test]
+    async fn a_later_page_without_values_keeps_what_an_earlier_page_said() {
+        let first = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+            .match_requests(|req| req.next_token().is_none())
+            .then_output(|| {
+                GetMetricDataOutput::builder()
+                    .metric_data_results(result("h0", &[2.0]))
+                    .metric_data_results(result("u0", &[0.0]))
+                    .next_token("page-2")
+                    .build()
+            });
+        let second = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+            .match_requests(|req| req.next_token() == Some("page-2"))
+            .then_output(|| {
+                GetMetricDataOutput::builder()
+                    .metric_data_results(result("h0", &[]))
+                    .metric_data_results(result("u0", &[1.0]))
+                    .build()
+            });
+        let client =
+            crate::mocked_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&first, &second]);
+        let arns = [arn(0)];
+        let (counts, calls) = TargetHealthMetrics::new(client, LISTENER)
+            .counts(&[arns[0].as_str()])
+            .await
+            .unwrap();
+        assert_eq!(calls, 2);
+        assert_eq!(counts[&arns[0]].healthy_min, Some(2.0));
+        assert_eq!(counts[&arns[0]].unhealthy_max, Some(1.0));
     }
 
     fn result(id: &str, values: &[f64]) -> MetricDataResult {

@@ -6,6 +6,7 @@ pub mod alarms;
 pub mod api;
 pub mod aws;
 pub mod commands;
+pub mod concurrency;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -67,7 +67,6 @@ impl NodeReport {
     }
 }
 
-/// What the split-brain guard decides from every reachable node's report.
 /// The distinct groups the reporting members belong to (two or more is a split brain).
 pub fn groups_of<'a>(reports: impl Iterator<Item = &'a NodeReport>) -> Vec<&'a str> {
     let mut groups: Vec<&str> = reports
@@ -79,6 +78,7 @@ pub fn groups_of<'a>(reports: impl Iterator<Item = &'a NodeReport>) -> Vec<&'a s
     groups
 }
 
+/// What the split-brain guard decides from every reachable node's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupDecision {
     /// No node belongs to a group and none holds metadata: create on the seed.
