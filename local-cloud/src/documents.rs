@@ -200,6 +200,13 @@ pub fn render(project_root: &Path) -> std::io::Result<String> {
             "      Name: !Sub \"${{AWS::StackName}}-{}\"",
             doc.name
         ));
+        // A fixed name and the default UpdateMethod (Replace) make CloudFormation replace the
+        // document whenever its content changes, which it refuses for a custom-named resource
+        // ("cannot update a stack when a custom-named resource requires replacing"): every
+        // redeploy after a change under scripts/ssm would fail. NewVersion updates the
+        // document in place and makes the new version the default (AWS::SSM::Document,
+        // UpdateMethod). The cfn-lint rule E9106 keeps it so.
+        out.push("      UpdateMethod: NewVersion".into());
         out.push("      Content:".into());
         out.push("        schemaVersion: \"2.2\"".into());
         out.push(format!(

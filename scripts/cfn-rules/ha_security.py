@@ -21,6 +21,9 @@ NO_RESOURCE_LEVEL = (
     re.compile(r"^secretsmanager:GetRandomPassword$"),
     re.compile(r"^cloudwatch:(DescribeAlarms|GetMetricData|PutMetricData)$"),
     re.compile(r"^xray:(PutTraceSegments|PutTelemetryRecords)$"),
+    # Empty "Resource types" column in the Service Authorization Reference ("Actions,
+    # resources, and condition keys for AWS Step Functions"): the task token is the scope.
+    re.compile(r"^states:(SendTaskSuccess|SendTaskFailure|SendTaskHeartbeat)$"),
 )
 
 # A resource ARN that names a type but no resource of it: "…:instance/*", "…:subnet/*".
@@ -75,7 +78,9 @@ class OpenIngress(CloudFormationLintRule):
         for path, ingress in rules:
             if not isinstance(ingress, dict):
                 continue
-            cidrs = {ingress.get("CidrIp"), ingress.get("CidrIpv6")} & OPEN_CIDRS
+            cidrs = {
+                c for c in (ingress.get("CidrIp"), ingress.get("CidrIpv6")) if isinstance(c, str)
+            } & OPEN_CIDRS
             if not cidrs:
                 continue
             protocol = str(ingress.get("IpProtocol", "")).lower()
@@ -306,4 +311,294 @@ class ApiAuthorization(CloudFormationLintRule):
                     RuleMatch(["Resources", name, "Properties"],
                               f"{name} has no authorization: set AuthorizationType")
                 )
+        return matches
+
+
+class SsmDocumentUpdate(CloudFormationLintRule):
+    """A named SSM document is updated in place, never replaced."""
+
+    id = "E9106"
+    shortdesc = "Named SSM document replaced on update"
+    description = (
+        "An AWS::SSM::Document with a Name must set UpdateMethod: NewVersion: the default "
+        "(Replace) makes CloudFormation replace it when its content changes, which it "
+        "refuses for a custom-named resource, so the next deploy after a script change fails"
+    )
+    tags = ["reliability", "ssm"]
+
+    def match(self, cfn):
+        matches = []
+        for name, _, props in _resources(cfn, "AWS::SSM::Document"):
+            if "Name" in props and props.get("UpdateMethod") != "NewVersion":
+                matches.append(
+                    RuleMatch(
+                        ["Resources", name, "Properties"],
+                        f"{name} has a fixed Name and UpdateMethod "
+                        f"{props.get('UpdateMethod', 'Replace (the default)')}: a content change "
+                        "needs a replacement, which CloudFormation refuses for a custom-named "
+                        "resource; set UpdateMethod: NewVersion",
+                    )
+                )
+        return matches
+
+
+def _strings(value, path):
+    """Every string inside `value` (a !Sub text counts as one), with its path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, path + [key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, path + [index])
+
+
+LITERAL_PARTITION = re.compile(r"\barn:aws(-[a-z]+)*:")
+
+
+class LiteralPartition(CloudFormationLintRule):
+    """ARNs are built with ${AWS::Partition}, so the stack deploys in every partition."""
+
+    id = "E9107"
+    shortdesc = "ARN with a literal partition"
+    description = (
+        "An ARN written as arn:aws:... works only in the commercial partition; build it "
+        "with arn:${AWS::Partition}:..."
+    )
+    tags = ["portability"]
+
+    def match(self, cfn):
+        matches = []
+        for name, resource in (cfn.template.get("Resources") or {}).items():
+            if not isinstance(resource, dict):
+                continue
+            for path, text in _strings(resource.get("Properties") or {},
+                                       ["Resources", name, "Properties"]):
+                found = LITERAL_PARTITION.search(text)
+                if found:
+                    matches.append(
+                        RuleMatch(path, f"{name}: '{found.group(0)}' names the partition: "
+                                        "use arn:${AWS::Partition}:")
+                    )
+        return matches
+
+
+# ---------------------------------------------------------------------------- defaults
+# Some checks are about the stack a user gets with the default parameters: conditions and
+# Fn::If are resolved with each parameter's Default (pseudo parameters stay unknown).
+
+
+def _condition_value(cfn, expression, seen=()):
+    """True/False for a condition expression under the parameter defaults; None if unknown."""
+    conditions = cfn.template.get("Conditions") or {}
+    params = cfn.template.get("Parameters") or {}
+
+    def value_of(node):
+        if isinstance(node, (str, int, float, bool)):
+            return str(node)
+        if isinstance(node, dict) and "Ref" in node:
+            default = (params.get(node["Ref"]) or {}).get("Default")
+            return None if default is None else str(default)
+        return None
+
+    if isinstance(expression, dict) and len(expression) == 1:
+        (fn, args), = expression.items()
+        if fn == "Condition":
+            if args in seen or args not in conditions:
+                return None
+            return _condition_value(cfn, conditions[args], seen + (args,))
+        if fn == "Fn::Equals" and isinstance(args, list) and len(args) == 2:
+            left, right = (value_of(a) for a in args)
+            return None if left is None or right is None else left == right
+        if fn == "Fn::Not" and isinstance(args, list) and len(args) == 1:
+            inner = _condition_value(cfn, args[0], seen)
+            return None if inner is None else not inner
+        if fn in ("Fn::And", "Fn::Or") and isinstance(args, list):
+            values = [_condition_value(cfn, a, seen) for a in args]
+            if fn == "Fn::And":
+                return False if False in values else (None if None in values else True)
+            return True if True in values else (None if None in values else False)
+    return None
+
+
+def _named_condition(cfn, name):
+    return _condition_value(cfn, {"Condition": name})
+
+
+def _by_default(cfn, value):
+    """`value` with every Fn::If resolved under the parameter defaults (unknown: kept)."""
+    if isinstance(value, dict):
+        if "Fn::If" in value and isinstance(value["Fn::If"], list) and len(value["Fn::If"]) == 3:
+            name, then, otherwise = value["Fn::If"]
+            chosen = _named_condition(cfn, name)
+            if chosen is not None:
+                return _by_default(cfn, then if chosen else otherwise)
+        return {k: _by_default(cfn, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_by_default(cfn, v) for v in value]
+    return value
+
+
+def _deployed(cfn, *types):
+    """(name, resource, properties) of the resources a default deploy creates."""
+    for name, resource, props in _resources(cfn, *types):
+        condition = resource.get("Condition")
+        if condition is not None and _named_condition(cfn, condition) is False:
+            continue
+        yield name, resource, _by_default(cfn, props)
+
+
+def _ref(value):
+    return value.get("Ref") if isinstance(value, dict) else None
+
+
+class ZonalEgress(CloudFormationLintRule):
+    """With the default parameters, each zone's private subnet egresses in its own zone."""
+
+    id = "E9108"
+    shortdesc = "Egress of one zone depends on another zone"
+    description = (
+        "With the default parameters every subnet routed to a NAT gateway must route to a "
+        "NAT gateway in its own zone (one route table per zone), so losing a zone cuts no "
+        "other zone off from SSM, Secrets Manager and S3; and a subnet in a third zone "
+        "(!Select [2, !GetAZs]) needs a Condition, since some regions offer two"
+    )
+    tags = ["reliability", "ec2"]
+
+    def match(self, cfn):
+        matches = []
+        subnets = {name: props for name, _, props in _deployed(cfn, "AWS::EC2::Subnet")}
+        nats = {name: props for name, _, props in _deployed(cfn, "AWS::EC2::NatGateway")}
+        nat_of_table = {}
+        for _, _, props in _deployed(cfn, "AWS::EC2::Route"):
+            nat = _ref(props.get("NatGatewayId"))
+            table = _ref(props.get("RouteTableId"))
+            if nat and table:
+                nat_of_table[table] = nat
+        zones_of_table = {}
+        for name, _, props in _deployed(cfn, "AWS::EC2::SubnetRouteTableAssociation"):
+            table, subnet = _ref(props.get("RouteTableId")), _ref(props.get("SubnetId"))
+            if table in nat_of_table and subnet in subnets:
+                zone = json_key(subnets[subnet].get("AvailabilityZone"))
+                zones_of_table.setdefault(table, set()).add(zone)
+                nat_subnet = _ref((nats.get(nat_of_table[table]) or {}).get("SubnetId"))
+                nat_zone = json_key((subnets.get(nat_subnet) or {}).get("AvailabilityZone"))
+                if nat_zone != zone:
+                    matches.append(
+                        RuleMatch(
+                            ["Resources", name],
+                            f"{subnet} routes to NAT gateway {nat_of_table[table]} in another "
+                            "zone: give each zone its own NAT gateway and route table",
+                        )
+                    )
+        for table, zones in zones_of_table.items():
+            if len(zones) > 1:
+                matches.append(
+                    RuleMatch(["Resources", table],
+                              f"{table} routes subnets of {len(zones)} zones through one NAT "
+                              "gateway: one route table per zone")
+                )
+        for name, resource, props in _resources(cfn, "AWS::EC2::Subnet"):
+            zone = props.get("AvailabilityZone")
+            select = zone.get("Fn::Select") if isinstance(zone, dict) else None
+            if (isinstance(select, list) and select and isinstance(select[0], int)
+                    and select[0] >= 2 and "Condition" not in resource):
+                matches.append(
+                    RuleMatch(["Resources", name],
+                              f"{name} takes zone {select[0] + 1} of !GetAZs unconditionally: "
+                              "regions offering two zones fail the deploy; add a Condition")
+                )
+        return matches
+
+
+def json_key(value):
+    """A hashable, comparable form of a template value."""
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class AuditTrail(CloudFormationLintRule):
+    """Requests and data leave a trail: access logs, PITR, versioning, named invokers."""
+
+    id = "E9109"
+    shortdesc = "Missing access logs, recovery or invoker scope"
+    description = (
+        "ALBs log access to S3, HTTP APIs have AccessLogSettings, DynamoDB tables have "
+        "point-in-time recovery, buckets are versioned or say why not "
+        "(Metadata.Unversioned), and a Lambda permission for Elastic Load Balancing names "
+        "its SourceArn"
+    )
+    tags = ["security", "audit"]
+
+    def match(self, cfn):
+        matches = []
+        for name, _, props in _resources(cfn, "AWS::ElasticLoadBalancingV2::LoadBalancer"):
+            attrs = {a.get("Key"): a.get("Value") for a in _as_list(props.get("LoadBalancerAttributes"))
+                     if isinstance(a, dict)}
+            if props.get("Type", "application") == "application" and \
+                    str(attrs.get("access_logs.s3.enabled")).lower() != "true":
+                matches.append(RuleMatch(["Resources", name, "Properties"],
+                                         f"{name} keeps no access logs: set access_logs.s3.enabled"))
+        for name, _, props in _resources(cfn, "AWS::Serverless::HttpApi", "AWS::Serverless::Api"):
+            if not props.get("AccessLogSettings") and not props.get("AccessLogSetting"):
+                matches.append(RuleMatch(["Resources", name, "Properties"],
+                                         f"{name} keeps no access logs: set AccessLogSettings"))
+        for name, _, props in _resources(cfn, "AWS::DynamoDB::Table"):
+            pitr = (props.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled")
+            if pitr not in (True, "true"):
+                matches.append(RuleMatch(["Resources", name, "Properties"],
+                                         f"{name} has no point-in-time recovery"))
+        for name, resource, props in _resources(cfn, "AWS::S3::Bucket"):
+            versioned = (props.get("VersioningConfiguration") or {}).get("Status") == "Enabled"
+            reason = (resource.get("Metadata") or {}).get("Unversioned")
+            if not versioned and not reason:
+                matches.append(RuleMatch(["Resources", name],
+                                         f"{name} is not versioned: enable VersioningConfiguration "
+                                         "or say why in Metadata.Unversioned"))
+        for name, _, props in _resources(cfn, "AWS::Lambda::Permission"):
+            if props.get("Principal") == "elasticloadbalancing.amazonaws.com" and not props.get("SourceArn"):
+                matches.append(RuleMatch(["Resources", name, "Properties"],
+                                         f"{name} lets any target group invoke the function: "
+                                         "name the target group in SourceArn"))
+        return matches
+
+
+class IamFitsInputs(CloudFormationLintRule):
+    """Policies allow what the stack's parameters and the API accept."""
+
+    id = "E9110"
+    shortdesc = "Policy narrower than the inputs it serves"
+    description = (
+        "ssm:GetParameter on an ARN without an account fits only AWS's public parameters: "
+        "allow the account's own form too; RunInstances on subnets is scoped by the stack's "
+        "VPC (ec2:Vpc), not a list of the stack's subnets, since a cluster may name its own"
+    )
+    tags = ["iam"]
+
+    def match(self, cfn):
+        matches = []
+        for path, statement in _statements(cfn):
+            if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+                continue
+            actions = [a for a in _as_list(statement.get("Action")) if isinstance(a, str)]
+            texts = [t for t in (_literal(r) for r in _as_list(statement.get("Resource"))) if t]
+            if any(a.startswith("ssm:GetParameter") for a in actions):
+                public = [t for t in texts
+                          if re.search(r":ssm:(\$\{AWS::Region\}|[a-z0-9-]*)::parameter", t)]
+                owned = {t.replace("::parameter", ":${AWS::AccountId}:parameter") for t in public}
+                missing = owned - set(texts)
+                if missing:
+                    matches.append(RuleMatch(path + ["Resource"],
+                                             f"{statement.get('Sid', 'a statement')} allows only "
+                                             "AWS's public parameter ARN form: add "
+                                             + ", ".join(sorted(missing))))
+            if "ec2:RunInstances" in actions:
+                named = [t for t in texts if re.search(r":subnet/\$\{[A-Za-z0-9]+\}$", t)]
+                if named:
+                    matches.append(RuleMatch(path + ["Resource"],
+                                             f"{statement.get('Sid', 'a statement')} allows "
+                                             "launches only in the stack's own subnets: allow "
+                                             "subnet/* with an ec2:Vpc condition"))
         return matches
