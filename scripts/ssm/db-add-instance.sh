@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 
 readonly node="${1:?usage: db-add-instance.sh NODE_HOST}"
 
-IFS=$'\t' read -r state _role group cluster _gtid < <(node_view)
+IFS=$'\x1f' read -r state _role group cluster _gtid < <(node_view)
 if [[ "$state" != "ONLINE" || -z "$cluster" ]]; then
   echo "refusing: this node is not an ONLINE cluster member (state $state); run on the primary" >&2
   exit 3
@@ -17,7 +17,7 @@ if grep -qx "$node" <<<"$members"; then
   echo "$node is already a member of cluster $cluster; nothing to do"
   exit 0
 fi
-theirs="$(sql_on "$node" "SELECT @@group_replication_group_name" 2>/dev/null || true)"
+theirs="$(sql_on "$node" "SELECT VARIABLE_VALUE FROM performance_schema.global_variables WHERE VARIABLE_NAME = 'group_replication_group_name'" 2>/dev/null || true)"
 if [[ -n "$theirs" && "$theirs" != "$group" ]]; then
   echo "refusing: $node belongs to group $theirs, not $group; remove it from that group first" >&2
   exit 3

@@ -22,7 +22,7 @@ SQL
   echo "application account ${APP_USER} on schema ${APP_DATABASE} ensured"
 }
 
-IFS=$'\t' read -r state _role group cluster _gtid < <(node_view)
+IFS=$'\x1f' read -r state _role group cluster _gtid < <(node_view)
 if [[ -n "$group" && "$state" != "OFFLINE" ]]; then
   if [[ "$cluster" == "$name" ]]; then
     echo "cluster $name already exists on this node (member $state of group $group); nothing to do"

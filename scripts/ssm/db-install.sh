@@ -9,12 +9,22 @@ source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 
 readonly CONFIG="${SYSROOT}/etc/my.cnf.d/ha-orchestrator.cnf"
 readonly DATADIR="${SYSROOT}/var/lib/mysql"
+readonly MY_CNF="${SYSROOT}/etc/my.cnf"
 
 if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
   dnf install -y "$REPO_RPM"
 fi
 if ! rpm -q mysql-community-server mysql-shell >/dev/null 2>&1; then
   dnf install -y mysql-community-server mysql-shell
+fi
+
+# Initialise the data directory ourselves before anything starts the server: the packaged
+# unit's first start (mysqld_pre_systemd) would initialise it with a random, expired root
+# password instead. Root then logs in only over the socket.
+first_start=false
+if [[ ! -d "$DATADIR/mysql" ]]; then
+  mysqld --initialize-insecure --user=mysql --datadir="$DATADIR"
+  first_start=true
 fi
 
 # Identity from IMDSv2: server_id from the private address, report_host its DNS name.
@@ -33,23 +43,22 @@ server_id=${server_id}
 report_host=${hostname}
 gtid_mode=ON
 enforce_gtid_consistency=ON
-binlog_transaction_dependency_tracking=WRITESET
 disabled_storage_engines=MyISAM,BLACKHOLE,FEDERATED,ARCHIVE,MEMORY
 require_secure_transport=ON
 plugin-load-add=auth_socket.so
 CNF
 )"
-if [[ "$(cat "$CONFIG" 2>/dev/null || true)" != "$desired" ]]; then
+# Oracle's RPM /etc/my.cnf includes no directory: without this line mysqld never reads the
+# settings above.
+include_changed=false
+if ! grep -qx '!includedir /etc/my.cnf.d' "$MY_CNF" 2>/dev/null; then
+  printf '!includedir /etc/my.cnf.d\n' >>"$MY_CNF"
+  include_changed=true
+fi
+if [[ "$(cat "$CONFIG" 2>/dev/null || true)" != "$desired" || "$include_changed" == true ]]; then
   mkdir -p "$(dirname "$CONFIG")"
   printf '%s\n' "$desired" >"$CONFIG"
-  systemctl restart mysqld 2>/dev/null || true
-fi
-# Initialise the data directory ourselves before the first start: the packaged service
-# would give root a random, expired password. Root then logs in only over the socket.
-first_start=false
-if [[ ! -d "$DATADIR/mysql" ]]; then
-  mysqld --initialize-insecure --user=mysql --datadir="$DATADIR"
-  first_start=true
+  systemctl restart mysqld
 fi
 systemctl enable --now mysqld
 if [[ "$first_start" == true ]]; then

@@ -66,13 +66,17 @@ group_members() {
   local_sql "SELECT MEMBER_HOST FROM performance_schema.replication_group_members WHERE MEMBER_STATE <> 'OFFLINE'"
 }
 
-# This node's view as "state<TAB>role<TAB>group name<TAB>cluster name<TAB>gtid set".
+# This node's view as "state role group-name cluster-name gtid-set", separated by the ASCII
+# unit separator (\x1f): read splits on it without merging empty fields, which it does for a
+# tab (IFS whitespace), so an OFFLINE member's empty role would shift every later field. The
+# group name comes from performance_schema.global_variables: @@group_replication_group_name
+# is an error (1193, unknown system variable) until MySQL Shell has installed the plugin.
 node_view() {
   local member cluster
-  member="$(local_sql "SELECT IFNULL(m.MEMBER_STATE,'OFFLINE'), IFNULL(m.MEMBER_ROLE,''), IFNULL(@@group_replication_group_name,''), REPLACE(@@gtid_executed, '\n', '') FROM (SELECT 1) AS one LEFT JOIN performance_schema.replication_group_members AS m ON m.MEMBER_ID = @@server_uuid")"
+  member="$(local_sql "SELECT IFNULL(m.MEMBER_STATE,'OFFLINE'), IFNULL(m.MEMBER_ROLE,''), IFNULL((SELECT VARIABLE_VALUE FROM performance_schema.global_variables WHERE VARIABLE_NAME = 'group_replication_group_name'),''), REPLACE(@@gtid_executed, '\n', '') FROM (SELECT 1) AS one LEFT JOIN performance_schema.replication_group_members AS m ON m.MEMBER_ID = @@server_uuid")"
   cluster="$(local_sql "SELECT cluster_name FROM mysql_innodb_cluster_metadata.clusters LIMIT 1" 2>/dev/null || true)"
-  IFS=$'\t' read -r state role group gtid <<<"$member"
-  printf '%s\t%s\t%s\t%s\t%s\n' "${state:-OFFLINE}" "${role:-}" "${group:-}" "${cluster:-}" "${gtid:-}"
+  IFS=$'\x1f' read -r state role group gtid <<<"${member//$'\t'/$'\x1f'}"
+  printf '%s\x1f%s\x1f%s\x1f%s\x1f%s\n' "${state:-OFFLINE}" "${role:-}" "${group:-}" "${cluster:-}" "${gtid:-}"
 }
 
 # Escape a value for a JSON string (the values here are identifiers and GTID sets).

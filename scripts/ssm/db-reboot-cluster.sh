@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 
 readonly name="${1:?usage: db-reboot-cluster.sh CLUSTER_NAME}"
 
-IFS=$'\t' read -r state _role group cluster _gtid < <(node_view)
+IFS=$'\x1f' read -r state _role group cluster _gtid < <(node_view)
 if [[ "$state" == "ONLINE" && -n "$group" ]]; then
   echo "cluster ${cluster:-$name} is already ONLINE on this node (group $group); nothing to do"
   exit 0

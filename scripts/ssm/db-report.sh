@@ -6,7 +6,7 @@ set -euo pipefail
 # shellcheck source=db-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 
-IFS=$'\t' read -r state role group cluster gtid < <(node_view)
+IFS=$'\x1f' read -r state role group cluster gtid < <(node_view)
 members=""
 if [[ "$state" != "OFFLINE" && -n "$group" ]]; then
   while IFS= read -r member; do

@@ -20,7 +20,8 @@ fi
 if ! rpm -q mysql-router-community >/dev/null 2>&1; then
   dnf install -y mysql-router-community
 fi
-if grep -qs "^cluster_name=${name}\$" "$CONFIG"; then
+# Router names the cluster in its [metadata_cache:...] section as metadata_cluster=.
+if grep -qs "^metadata_cluster=${name}\$" "$CONFIG"; then
   echo "router already bootstrapped for cluster $name"
 else
   # The metadata cache finds every member from any one; --force replaces a router

@@ -1,6 +1,11 @@
-//! The database scripts (scripts/ssm/) run against recording fakes of `mysqlsh`, `mysql`
-//! and `aws` (tests/fakes/) that keep each node's state in a temp dir: what cannot run
-//! here (MySQL itself) is replaced by the nearest thing that records what was asked of it.
+//! The database scripts (scripts/ssm/) run against recording fakes of `mysqlsh`, `mysql`,
+//! `mysqld`, `mysqlrouter`, `aws`, `dnf`, `rpm`, `systemctl` and `curl` (tests/fakes/) that
+//! keep each node's state in a temp dir: what cannot run here (MySQL itself) is replaced by
+//! the nearest thing that records what was asked of it.
+//!
+//! A fake may not accept what the real tool rejects: the tests at the end of this file show
+//! each fake refusing the forms its real tool refuses (each rule is cited in the fake), so a
+//! script that uses one fails here, not first on an instance.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,17 +34,36 @@ impl Nodes {
         }
     }
 
+    /// Nodes on which `db-install.sh` has run (MySQL installed, configured and running).
+    fn installed(hosts: &[&str]) -> Self {
+        let nodes = Self::new();
+        for host in hosts {
+            let run = nodes.run(host, "db-install.sh", &[]);
+            assert_eq!(
+                run.code, 0,
+                "install on {host}: {}\n{}",
+                run.stdout, run.stderr
+            );
+        }
+        nodes
+    }
+
     /// `scripts/ssm/<script>` as the SSM agent would run it on `host`, fakes on the PATH.
     fn command(&self, host: &str, script: &str, args: &[&str]) -> Command {
+        let mut command = self.on(host, "bash");
+        command.arg(project("scripts/ssm").join(script)).args(args);
+        command
+    }
+
+    /// `program` run on `host` with the fakes first on the PATH, as a script there would.
+    fn on(&self, host: &str, program: &str) -> Command {
         let path = format!(
             "{}:{}",
             project("tests/fakes").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut command = Command::new("bash");
+        let mut command = Command::new(program);
         command
-            .arg(project("scripts/ssm").join(script))
-            .args(args)
             .env("PATH", path)
             .env("FAKE_MYSQL_ROOT", self.root.path())
             .env("FAKE_MYSQL_PASSWORD", PASSWORD)
@@ -55,12 +79,22 @@ impl Nodes {
     }
 
     fn run(&self, host: &str, script: &str, args: &[&str]) -> Run {
-        let output = self.command(host, script, args).output().expect("run bash");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        output(self.command(host, script, args), "")
+    }
+
+    /// A fake tool run directly on `host` with `args`, `stdin` on its standard input.
+    fn tool(&self, host: &str, program: &str, args: &[&str], stdin: &str) -> Run {
+        let fake = project("tests/fakes").join(program);
+        let mut command = self.on(host, &fake.display().to_string());
+        command.args(args);
+        output(command, stdin)
+    }
+
+    /// Write `text` to `path` inside `host`'s sysroot.
+    fn write(&self, host: &str, path: &str, text: &str) {
+        let file = self.root.path().join(host).join("sysroot").join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(file, text).expect("write");
     }
 
     fn calls(&self, what: &str) -> usize {
@@ -85,9 +119,31 @@ impl Nodes {
     }
 }
 
+fn output(mut command: Command, stdin: &str) -> Run {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("wait");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 #[test]
 fn a_fresh_node_creates_the_cluster_once() {
-    let nodes = Nodes::new();
+    let nodes = Nodes::installed(&["db-0"]);
     let fresh = nodes.report("db-0");
     assert_eq!(fresh["memberState"], "OFFLINE");
     assert_eq!(fresh["clusterName"], "");
@@ -120,7 +176,7 @@ fn a_fresh_node_creates_the_cluster_once() {
 
 #[test]
 fn a_node_of_another_group_is_never_used_to_create_a_cluster() {
-    let nodes = Nodes::new();
+    let nodes = Nodes::installed(&["db-0"]);
     assert_eq!(
         nodes.run("db-0", "db-create-cluster.sh", &["other"]).code,
         0
@@ -144,7 +200,7 @@ fn a_node_of_another_group_is_never_used_to_create_a_cluster() {
 
 #[test]
 fn members_join_with_clone_once_and_leave_once() {
-    let nodes = Nodes::new();
+    let nodes = Nodes::installed(&["db-0", "db-1", "db-2"]);
     assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
     for node in ["db-1", "db-2"] {
         let added = nodes.run("db-0", "db-add-instance.sh", &[node]);
@@ -181,7 +237,7 @@ fn members_join_with_clone_once_and_leave_once() {
 
 #[test]
 fn a_member_that_left_rejoins_instead_of_being_cloned_again() {
-    let nodes = Nodes::new();
+    let nodes = Nodes::installed(&["db-0", "db-1"]);
     assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
     assert_eq!(nodes.run("db-0", "db-add-instance.sh", &["db-1"]).code, 0);
     // mysqld on db-1 restarted without Group Replication: OFFLINE, the group's name kept.
@@ -214,7 +270,7 @@ fn a_member_that_left_rejoins_instead_of_being_cloned_again() {
 
 #[test]
 fn a_node_of_another_group_is_refused_and_adds_run_only_on_members() {
-    let nodes = Nodes::new();
+    let nodes = Nodes::installed(&["db-0", "db-9", "db-5", "db-1"]);
     assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
     assert_eq!(
         nodes.run("db-9", "db-create-cluster.sh", &["rogue"]).code,
@@ -239,7 +295,7 @@ fn a_node_of_another_group_is_refused_and_adds_run_only_on_members() {
 
 #[test]
 fn the_password_travels_only_on_stdin_and_in_a_private_file() {
-    let nodes = Nodes::new();
+    let nodes = Nodes::installed(&["db-0", "db-1"]);
     assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
     assert_eq!(nodes.run("db-0", "db-add-instance.sh", &["db-1"]).code, 0);
     let log = nodes.log();
@@ -289,7 +345,16 @@ fn install_configures_mysql_and_the_admin_account_once() {
         "server_id=",
     ] {
         assert!(config.contains(line), "{line} missing from\n{config}");
+        // ... and the running server read it (/etc/my.cnf includes the file).
+        let running = nodes.attr("db-0", "server_options");
+        assert!(
+            running.contains(line),
+            "{line} not read by mysqld:\n{running}"
+        );
     }
+    // The server accepts every option it reads.
+    let validate = nodes.tool("db-0", "mysqld", &["--validate-config"], "");
+    assert_eq!(validate.code, 0, "{}", validate.stderr);
 
     // Idempotent: nothing installed, initialised, restarted or created a second time.
     let second = nodes.run("db-0", "db-install.sh", &[]);
@@ -306,7 +371,7 @@ fn install_configures_mysql_and_the_admin_account_once() {
 
 #[test]
 fn a_full_outage_is_rebooted_only_on_a_node_of_that_cluster() {
-    let nodes = Nodes::new();
+    let nodes = Nodes::installed(&["db-0"]);
     assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
     // Complete outage: the member is OFFLINE, the metadata survives.
     std::fs::write(nodes.root.path().join("db-0/state"), "OFFLINE").unwrap();
@@ -324,7 +389,7 @@ fn a_full_outage_is_rebooted_only_on_a_node_of_that_cluster() {
 
 #[test]
 fn routers_bootstrap_against_an_online_member_once() {
-    let nodes = Nodes::new();
+    let nodes = Nodes::installed(&["db-0"]);
     let early = nodes.run("web-0", "web-router.sh", &["shop", "db-0"]);
     assert_ne!(early.code, 0, "bootstrapped against a node with no cluster");
     assert!(
@@ -348,7 +413,7 @@ fn routers_bootstrap_against_an_online_member_once() {
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert!(first.stdout.contains("6446"), "{}", first.stdout);
     let config = nodes.attr("web-0", "sysroot/etc/mysqlrouter/mysqlrouter.conf");
-    assert!(config.contains("cluster_name=shop"), "{config}");
+    assert!(config.contains("metadata_cluster=shop"), "{config}");
 
     let second = nodes.run("web-0", "web-router.sh", &["shop", "db-0"]);
     assert_eq!(second.code, 0, "{}", second.stderr);
@@ -363,4 +428,677 @@ fn routers_bootstrap_against_an_online_member_once() {
         "one refused, one done"
     );
     assert!(!nodes.log().contains(PASSWORD));
+}
+
+#[test]
+fn an_offline_member_reports_its_group_and_gtids_in_their_fields() {
+    let nodes = Nodes::installed(&["db-0"]);
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    // Group Replication stopped: the member row says OFFLINE with an empty role, as
+    // `take_member_offline` of the local cloud's agent leaves it.
+    std::fs::write(nodes.root.path().join("db-0/state"), "OFFLINE").unwrap();
+    std::fs::write(nodes.root.path().join("db-0/role"), "").unwrap();
+    let report = nodes.report("db-0");
+    assert_eq!(report["memberState"], "OFFLINE");
+    assert_eq!(report["role"], "", "{report}");
+    assert_eq!(report["groupName"], nodes.attr("db-0", "group"), "{report}");
+    assert_eq!(
+        report["gtidExecuted"],
+        nodes.attr("db-0", "gtid"),
+        "{report}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// The fakes refuse what the real tools refuse (rules and sources in tests/fakes/).
+// ------------------------------------------------------------------------------------------
+
+/// `host` with Oracle's server package installed (its /etc/my.cnf) and nothing else.
+fn with_server_package(nodes: &Nodes, host: &str) {
+    let url = "https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm";
+    assert_eq!(nodes.tool(host, "dnf", &["install", "-y", url], "").code, 0);
+    let server = nodes.tool(
+        host,
+        "dnf",
+        &["install", "-y", "mysql-community-server"],
+        "",
+    );
+    assert_eq!(server.code, 0, "{}", server.stderr);
+}
+
+/// A 0600 client options file for the cluster admin on `host`, as `mysql_as_admin` writes it.
+fn admin_options(nodes: &Nodes, host: &str) -> PathBuf {
+    let file = nodes.root.path().join(format!("{host}-client.cnf"));
+    std::fs::write(
+        &file,
+        format!("[client]\nuser=clusteradmin\npassword={PASSWORD}\nhost={host}\n"),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn mysqld_refuses_variables_the_server_no_longer_has() {
+    let nodes = Nodes::new();
+    with_server_package(&nodes, "db-0");
+    for removed in [
+        "binlog_transaction_dependency_tracking=WRITESET",
+        "transaction_write_set_extraction=XXHASH64",
+        "master_info_repository=TABLE",
+        "relay_log_info_repository=TABLE",
+        "default_authentication_plugin=mysql_native_password",
+        "expire_logs_days=7",
+    ] {
+        nodes.write("db-0", "etc/my.cnf", &format!("[mysqld]\n{removed}\n"));
+        let run = nodes.tool("db-0", "mysqld", &["--validate-config"], "");
+        assert_eq!(run.code, 1, "{removed} accepted");
+        assert!(
+            run.stderr.contains(&format!(
+                "[ERROR] [MY-000067] [Server] unknown variable '{removed}'."
+            )) && run.stderr.contains("[MY-010119] [Server] Aborting"),
+            "{}",
+            run.stderr
+        );
+    }
+    // The server does not start with it: systemctl says the job failed, nothing runs.
+    nodes.write(
+        "db-0",
+        "etc/my.cnf",
+        "[mysqld]\ndatadir=/var/lib/mysql\nbinlog_transaction_dependency_tracking=WRITESET\n",
+    );
+    let start = nodes.tool("db-0", "systemctl", &["start", "mysqld"], "");
+    assert_eq!(start.code, 1);
+    assert!(
+        start.stderr.contains("Job for mysqld.service failed"),
+        "{}",
+        start.stderr
+    );
+    assert_ne!(nodes.attr("db-0", "server"), "running");
+    // A variable the server has is accepted, in either spelling.
+    nodes.write(
+        "db-0",
+        "etc/my.cnf",
+        "[mysqld]\ngtid-mode=ON\nenforce_gtid_consistency=ON\n",
+    );
+    assert_eq!(
+        nodes
+            .tool("db-0", "mysqld", &["--validate-config"], "")
+            .code,
+        0
+    );
+    let option = nodes.tool(
+        "db-0",
+        "mysqld",
+        &["--validate-config", "--no-such-option"],
+        "",
+    );
+    assert_eq!(option.code, 1);
+    assert!(
+        option.stderr.contains("unknown option '--no-such-option'."),
+        "{}",
+        option.stderr
+    );
+}
+
+#[test]
+fn mysqld_reads_my_cnf_and_only_the_files_it_includes() {
+    let nodes = Nodes::new();
+    with_server_package(&nodes, "db-0");
+    // Oracle's /etc/my.cnf includes no directory: a file in /etc/my.cnf.d is never read.
+    nodes.write(
+        "db-0",
+        "etc/my.cnf.d/extra.cnf",
+        "[mysqld]\nno_such_variable=1\n",
+    );
+    assert_eq!(
+        nodes
+            .tool("db-0", "mysqld", &["--validate-config"], "")
+            .code,
+        0
+    );
+    let packaged = nodes.attr("db-0", "sysroot/etc/my.cnf");
+    nodes.write(
+        "db-0",
+        "etc/my.cnf",
+        &format!("{packaged}!includedir /etc/my.cnf.d\n"),
+    );
+    let included = nodes.tool("db-0", "mysqld", &["--validate-config"], "");
+    assert_eq!(included.code, 1, "the included file was not read");
+    assert!(
+        included
+            .stderr
+            .contains("unknown variable 'no_such_variable=1'"),
+        "{}",
+        included.stderr
+    );
+    // Groups other than the server's are not the server's business.
+    nodes.write(
+        "db-0",
+        "etc/my.cnf.d/extra.cnf",
+        "[client]\nno_such_variable=1\n",
+    );
+    assert_eq!(
+        nodes
+            .tool("db-0", "mysqld", &["--validate-config"], "")
+            .code,
+        0
+    );
+}
+
+#[test]
+fn group_replication_options_need_the_plugin_or_the_loose_prefix() {
+    let nodes = Nodes::new();
+    with_server_package(&nodes, "db-0");
+    let datadir = nodes.root.path().join("db-0/sysroot/var/lib/mysql");
+    let datadir_option = format!("--datadir={}", datadir.display());
+    let initialize = |config: &str| {
+        let _ = std::fs::remove_dir_all(&datadir);
+        nodes.write("db-0", "etc/my.cnf", config);
+        nodes.tool(
+            "db-0",
+            "mysqld",
+            &["--initialize-insecure", "--user=mysql", &datadir_option],
+            "",
+        )
+    };
+    let plain =
+        initialize("[mysqld]\ngroup_replication_group_name=aaaaaaaa-0000-4000-8000-000000000000\n");
+    assert_eq!(plain.code, 1, "a plugin option was known before its plugin");
+    assert!(
+        plain
+            .stderr
+            .contains("unknown variable 'group_replication_group_name="),
+        "{}",
+        plain.stderr
+    );
+    let loose = initialize(
+        "[mysqld]\nloose-group_replication_group_name=aaaaaaaa-0000-4000-8000-000000000000\n",
+    );
+    assert_eq!(loose.code, 0, "{}", loose.stderr);
+    assert!(loose.stderr.contains("[Warning]"), "{}", loose.stderr);
+    let loaded = initialize(
+        "[mysqld]\nplugin-load-add=group_replication.so\ngroup_replication_group_name=aaaaaaaa-0000-4000-8000-000000000000\n",
+    );
+    assert_eq!(loaded.code, 0, "{}", loaded.stderr);
+    // A data directory that already has files is refused.
+    let again = nodes.tool(
+        "db-0",
+        "mysqld",
+        &["--initialize-insecure", "--user=mysql", &datadir_option],
+        "",
+    );
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("MY-010457"), "{}", again.stderr);
+}
+
+#[test]
+fn the_packaged_first_start_leaves_root_a_password_the_scripts_do_not_know() {
+    let nodes = Nodes::new();
+    with_server_package(&nodes, "db-0");
+    // Started before `mysqld --initialize-insecure`: the unit initialises the data directory
+    // with a generated, expired root password.
+    assert_eq!(
+        nodes
+            .tool("db-0", "systemctl", &["start", "mysqld"], "")
+            .code,
+        0
+    );
+    let root = nodes.tool(
+        "db-0",
+        "mysql",
+        &[
+            "--user=root",
+            "--batch",
+            "-e",
+            "SELECT 1 FROM mysql.user WHERE user='x'",
+        ],
+        "",
+    );
+    assert_eq!(root.code, 1);
+    assert!(
+        root.stderr
+            .contains("Access denied for user 'root'@'localhost' (using password: NO)"),
+        "{}",
+        root.stderr
+    );
+}
+
+#[test]
+fn auth_socket_needs_its_plugin_loaded() {
+    let nodes = Nodes::new();
+    with_server_package(&nodes, "db-0");
+    let datadir = format!(
+        "--datadir={}",
+        nodes
+            .root
+            .path()
+            .join("db-0/sysroot/var/lib/mysql")
+            .display()
+    );
+    let init = nodes.tool(
+        "db-0",
+        "mysqld",
+        &["--initialize-insecure", "--user=mysql", &datadir],
+        "",
+    );
+    assert_eq!(init.code, 0, "{}", init.stderr);
+    assert_eq!(
+        nodes
+            .tool("db-0", "systemctl", &["start", "mysqld"], "")
+            .code,
+        0
+    );
+    let alter = [
+        "--user=root",
+        "--batch",
+        "-e",
+        "ALTER USER 'root'@'localhost' IDENTIFIED WITH auth_socket",
+    ];
+    let refused = nodes.tool("db-0", "mysql", &alter, "");
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("ERROR 1524 (HY000) at line 1: Plugin 'auth_socket' is not loaded"),
+        "{}",
+        refused.stderr
+    );
+    let packaged = nodes.attr("db-0", "sysroot/etc/my.cnf");
+    nodes.write(
+        "db-0",
+        "etc/my.cnf",
+        &format!("{packaged}plugin-load-add=auth_socket.so\n"),
+    );
+    assert_eq!(
+        nodes
+            .tool("db-0", "systemctl", &["restart", "mysqld"], "")
+            .code,
+        0
+    );
+    assert_eq!(nodes.tool("db-0", "mysql", &alter, "").code, 0);
+}
+
+#[test]
+fn the_mysql_client_refuses_what_mysql_refuses() {
+    let nodes = Nodes::installed(&["db-0"]);
+    let options = admin_options(&nodes, "db-0");
+    let defaults = format!("--defaults-extra-file={}", options.display());
+    let query = |sql: &str| {
+        nodes.tool(
+            "db-0",
+            "mysql",
+            &[&defaults, "--batch", "--skip-column-names", "-e", sql],
+            "",
+        )
+    };
+    // Group Replication's variables do not exist before MySQL Shell installs its plugin.
+    let unknown = query("SELECT @@group_replication_group_name");
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains(
+            "ERROR 1193 (HY000) at line 1: Unknown system variable 'group_replication_group_name'"
+        ),
+        "{}",
+        unknown.stderr
+    );
+    // performance_schema.global_variables answers with no row instead.
+    let listed = query(
+        "SELECT VARIABLE_VALUE FROM performance_schema.global_variables WHERE VARIABLE_NAME = 'group_replication_group_name'",
+    );
+    assert_eq!(
+        (listed.code, listed.stdout.as_str()),
+        (0, ""),
+        "{}",
+        listed.stderr
+    );
+    assert_eq!(query("SELECT @@no_such_variable").code, 1);
+
+    // --defaults-extra-file is read only as the first option.
+    let late = nodes.tool(
+        "db-0",
+        "mysql",
+        &["--batch", &defaults, "-e", "SELECT 1"],
+        "",
+    );
+    assert_eq!(late.code, 1);
+    assert!(
+        late.stderr
+            .contains("[ERROR] unknown variable 'defaults-extra-file="),
+        "{}",
+        late.stderr
+    );
+    let option = nodes.tool("db-0", "mysql", &[&defaults, "--no-such-option"], "");
+    assert_eq!(option.code, 1, "{}", option.stderr);
+    std::fs::write(&options, "[client]\nuser=clusteradmin\nno_such_key=1\n").unwrap();
+    let key = query("SELECT 1");
+    assert_eq!(key.code, 1);
+    assert!(
+        key.stderr.contains("unknown variable 'no_such_key=1'"),
+        "{}",
+        key.stderr
+    );
+
+    // A server that is not running does not answer.
+    let stopped = Nodes::new();
+    let options = admin_options(&stopped, "db-3");
+    let down = stopped.tool(
+        "db-3",
+        "mysql",
+        &[
+            &format!("--defaults-extra-file={}", options.display()),
+            "-e",
+            "SELECT 1",
+        ],
+        "",
+    );
+    assert_eq!(down.code, 1);
+    assert!(
+        down.stderr.contains("ERROR 2003 (HY000)"),
+        "{}",
+        down.stderr
+    );
+}
+
+#[test]
+fn mysqlsh_accepts_only_its_real_command_line() {
+    let nodes = Nodes::installed(&["db-0", "db-1"]);
+    let shell = |args: &[&str]| {
+        let mut all = vec![
+            "--passwords-from-stdin",
+            "--uri",
+            "clusteradmin@127.0.0.1:3306",
+        ];
+        all.extend_from_slice(args);
+        nodes.tool("db-0", "mysqlsh", &all, &format!("{PASSWORD}\n"))
+    };
+    // An option the Shell does not know, before `--`.
+    let unknown = nodes.tool(
+        "db-0",
+        "mysqlsh",
+        &["--no-such-option", "--", "dba", "create-cluster", "shop"],
+        "",
+    );
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("unknown option --no-such-option"),
+        "{}",
+        unknown.stderr
+    );
+    // Named options the method does not have (interactive is gone from 8.4's createCluster).
+    let invalid = shell(&["--", "dba", "create-cluster", "shop", "--interactive=false"]);
+    assert_eq!(invalid.code, 10, "{}", invalid.stderr);
+    assert!(
+        invalid
+            .stderr
+            .contains("The following option is invalid: --interactive"),
+        "{}",
+        invalid.stderr
+    );
+    for (args, message) in [
+        (
+            &[
+                "--",
+                "dba",
+                "create-cluster",
+                "shop",
+                "--memberSslMode=SOMETIMES",
+            ][..],
+            "Invalid value for memberSslMode option",
+        ),
+        (
+            &["--", "dba", "create-cluster", "shop", "--multiPrimary=no"][..],
+            "Bool expected",
+        ),
+        (
+            &["--", "dba", "create-cluster", "shop cluster"][..],
+            "may only contain alphanumeric characters",
+        ),
+        (
+            &["--", "dba", "create-cluster", "shop", "extra"][..],
+            "The following argument is invalid: extra",
+        ),
+        (
+            &["--", "cluster", "add-instance", "db-1:3306"][..],
+            "not available through a session to a standalone instance",
+        ),
+        (
+            &["--", "nosuch", "thing"][..],
+            "There is no object registered",
+        ),
+    ] {
+        let run = shell(args);
+        assert_ne!(run.code, 0, "{args:?} accepted");
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(nodes.calls("Cluster successfully created"), 0);
+    // camelCase and kebab-case alike, as the Shell's command-line integration.
+    let created = shell(&[
+        "--",
+        "dba",
+        "createCluster",
+        "shop",
+        "--multi-primary=false",
+        "--member-ssl-mode=REQUIRED",
+    ]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let clone = shell(&[
+        "--",
+        "cluster",
+        "add-instance",
+        "db-1:3306",
+        "--recoveryMethod=copy",
+    ]);
+    assert_ne!(clone.code, 0);
+    assert!(
+        clone
+            .stderr
+            .contains("Invalid value for option recoveryMethod: copy"),
+        "{}",
+        clone.stderr
+    );
+    let added = shell(&[
+        "--",
+        "cluster",
+        "add-instance",
+        "db-1:3306",
+        "--recovery-method=clone",
+    ]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+}
+
+#[test]
+fn mysqlsh_checks_the_instance_configuration_the_server_runs_with() {
+    let nodes = Nodes::installed(&["db-0"]);
+    // The server restarted with the packaged configuration only: no GTIDs.
+    let packaged = "[mysqld]\ndatadir=/var/lib/mysql\nplugin-load-add=auth_socket.so\n";
+    nodes.write("db-0", "etc/my.cnf", packaged);
+    assert_eq!(
+        nodes
+            .tool("db-0", "systemctl", &["restart", "mysqld"], "")
+            .code,
+        0
+    );
+    let created = nodes.run("db-0", "db-create-cluster.sh", &["shop"]);
+    assert_ne!(created.code, 0);
+    assert!(
+        created
+            .stderr
+            .contains("Dba.createCluster: Instance check failed"),
+        "{}",
+        created.stderr
+    );
+}
+
+#[test]
+fn mysqlrouter_bootstrap_refuses_what_router_refuses() {
+    let nodes = Nodes::installed(&["db-0"]);
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    let bootstrap = |args: &[&str]| {
+        let mut all = vec!["--bootstrap", "clusteradmin@db-0:3306"];
+        all.extend_from_slice(args);
+        nodes.tool("web-0", "mysqlrouter", &all, &format!("{PASSWORD}\n"))
+    };
+    let root = bootstrap(&["--conf-base-port=6446"]);
+    assert_eq!(root.code, 1);
+    assert!(
+        root.stderr.contains("You are bootstrapping as a superuser"),
+        "{}",
+        root.stderr
+    );
+    assert_eq!(
+        bootstrap(&["--user=mysqlrouter", "--no-such-option"]).code,
+        1
+    );
+    assert_eq!(
+        bootstrap(&["--user=mysqlrouter", "--conf-base-port=65533"]).code,
+        1
+    );
+    let done = bootstrap(&["--user=mysqlrouter", "--conf-base-port=6446"]);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    // Router names the cluster as metadata_cluster= in its metadata_cache section.
+    let config = nodes.attr("web-0", "sysroot/etc/mysqlrouter/mysqlrouter.conf");
+    assert!(config.contains("\nmetadata_cluster=shop\n"), "{config}");
+    assert!(!config.contains("cluster_name="), "{config}");
+    // A configuration for another cluster is replaced only with --force.
+    std::fs::write(
+        nodes
+            .root
+            .path()
+            .join("web-0/sysroot/etc/mysqlrouter/mysqlrouter.conf"),
+        config.replace("metadata_cluster=shop", "metadata_cluster=other"),
+    )
+    .unwrap();
+    let other = bootstrap(&["--user=mysqlrouter"]);
+    assert_eq!(other.code, 1);
+    assert!(
+        other.stderr.contains("please use the --force"),
+        "{}",
+        other.stderr
+    );
+    assert_eq!(bootstrap(&["--user=mysqlrouter", "--force"]).code, 0);
+}
+
+#[test]
+fn the_aws_cli_refuses_unknown_and_missing_parameters() {
+    let nodes = Nodes::new();
+    let aws = |args: &[&str]| {
+        let mut all = vec!["secretsmanager", "get-secret-value"];
+        all.extend_from_slice(args);
+        nodes.tool("db-0", "aws", &all, "")
+    };
+    let good = aws(&[
+        "--secret-id",
+        "s/admin",
+        "--query",
+        "SecretString",
+        "--output",
+        "text",
+    ]);
+    assert_eq!((good.code, good.stdout.trim()), (0, PASSWORD));
+    let unknown = aws(&[
+        "--secret",
+        "s/admin",
+        "--query",
+        "SecretString",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(unknown.code, 252);
+    assert!(
+        unknown.stderr.contains("Unknown options: --secret"),
+        "{}",
+        unknown.stderr
+    );
+    let missing = aws(&["--query", "SecretString", "--output", "text"]);
+    assert_eq!(missing.code, 252);
+    assert!(
+        missing
+            .stderr
+            .contains("the following arguments are required: --secret-id"),
+        "{}",
+        missing.stderr
+    );
+    assert_eq!(
+        aws(&["--secret-id", "s/admin", "--output", "txt"]).code,
+        252
+    );
+}
+
+#[test]
+fn imds_answers_only_with_a_session_token() {
+    let nodes = Nodes::new();
+    let url = "http://169.254.169.254/latest/meta-data/local-hostname";
+    assert_eq!(nodes.tool("db-0", "curl", &["-sf", url], "").code, 22);
+    let token = "http://169.254.169.254/latest/api/token";
+    assert_eq!(
+        nodes
+            .tool("db-0", "curl", &["-sf", "-X", "PUT", token], "")
+            .code,
+        22
+    );
+    let ttl_zero = [
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "X-aws-ec2-metadata-token-ttl-seconds: 0",
+        token,
+    ];
+    assert_eq!(nodes.tool("db-0", "curl", &ttl_zero, "").code, 22);
+    let issued = nodes.tool(
+        "db-0",
+        "curl",
+        &[
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+            token,
+        ],
+        "",
+    );
+    assert_eq!(issued.code, 0);
+    let header = format!("X-aws-ec2-metadata-token: {}", issued.stdout);
+    let host = nodes.tool("db-0", "curl", &["-sf", "-H", &header, url], "");
+    assert_eq!((host.code, host.stdout.as_str()), (0, "db-0"));
+}
+
+#[test]
+fn packages_and_units_exist_only_once_their_repository_and_package_do() {
+    let nodes = Nodes::new();
+    let early = nodes.tool(
+        "db-0",
+        "dnf",
+        &["install", "-y", "mysql-community-server"],
+        "",
+    );
+    assert_eq!(early.code, 1, "installed before its repository");
+    assert!(
+        early
+            .stderr
+            .contains("Unable to find a match: mysql-community-server"),
+        "{}",
+        early.stderr
+    );
+    assert_eq!(
+        nodes
+            .tool("db-0", "dnf", &["install", "-y", "no-such-package"], "")
+            .code,
+        1
+    );
+    let unit = nodes.tool("db-0", "systemctl", &["start", "mysqld"], "");
+    assert_eq!(unit.code, 5);
+    assert!(
+        unit.stderr.contains("Unit mysqld.service not found"),
+        "{}",
+        unit.stderr
+    );
+    let rpm = nodes.tool(
+        "db-0",
+        "rpm",
+        &["-q", "mysql-community-server", "mysql-shell"],
+        "",
+    );
+    assert_eq!(rpm.code, 2, "{}", rpm.stdout);
 }
