@@ -2,19 +2,24 @@
 //!
 //! fakecloud accepts `SendCommand` but runs nothing (it moves every invocation to `Success`
 //! with empty output after two seconds) and publishes no status events. This agent does
-//! what the real agent and SSM do, as closely as the local cloud allows:
+//! what the real agent and SSM do, as closely as the local cloud allows; the rules it
+//! follows, each with the agent source file it was read from, are in
+//! [`crate::agent_contract`]:
 //! - it polls `ListCommands` for the stack's documents and, per target instance, runs the
-//!   document's command (rendered from `scripts/ssm/` exactly as `template.yaml` carries it,
-//!   parameters interpolated after their `allowedPattern` check) with `bash`, the recording
-//!   fakes of `tests/fakes/` first on the PATH, and a state directory per instance;
-//! - it reads the admin password from the local Secrets Manager, as the instance role
-//!   would, and gives it to the fakes as the password the "server" accepts;
-//! - it writes stdout and stderr to the command's S3 output location, under the key layout
-//!   of the real agent;
-//! - it marks a failed invocation `Failed` with its stderr (fakecloud's
-//!   `/_fakecloud/ssm/commands/{id}/fail`), and publishes the "EC2 Command Invocation
-//!   Status-change Notification" events (`InProgress`, then the final status) on the
-//!   default bus, shaped as AWS publishes them.
+//!   document's one `aws:runShellScript` step (step name, plugin and `timeoutSeconds` read
+//!   from `template.yaml`; the command rendered from `scripts/ssm/` exactly as the template
+//!   carries it, parameters interpolated after their `allowedPattern` check) the way the
+//!   plugin does: written to `_script.sh`, run by `sh -c` (bash in POSIX mode, as on Amazon
+//!   Linux 2023) in its own process group, killed at the execution timeout;
+//! - the instance is a folder (`sysroot`, its `/`) with the recording fakes of
+//!   `tests/fakes/` first on the PATH and a state directory per cluster; the admin password
+//!   comes from the local Secrets Manager, as the instance role would read it;
+//! - it uploads stdout and stderr to the command's S3 output location under the real
+//!   agent's key layout, and only the streams that are not empty;
+//! - it reports the result to fakecloud (`Success`; `Failed` with the agent's
+//!   `StandardErrorContent` through `/_fakecloud/ssm/commands/{id}/fail`; `TimedOut`) and
+//!   publishes the "EC2 Command Invocation Status-change Notification" events
+//!   (`InProgress`, then the final status) on the default bus, shaped as AWS publishes them.
 //!
 //! Faults can be injected per document and cluster (see [`Fault`]) to test failure paths.
 
@@ -23,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::agent_contract::{self as contract, Ending, Finished, StepStatus};
 use crate::{LocalCloud, project_root};
 
 /// A deliberate failure: the next `times` invocations of `document` (its name without the
@@ -310,6 +316,9 @@ async fn run_invocation(
         })
         .unwrap_or_default();
     let instance = describe(context, instance_id).await?;
+    // The step as the deployed document declares it: its name and plugin make the S3 key,
+    // its timeoutSeconds the execution timeout.
+    let step = document_step(&document)?;
     publish(context, command, &instance, instance_id, "InProgress").await?;
 
     let fault = {
@@ -327,59 +336,56 @@ async fn run_invocation(
         })
     };
     let injected = fault.is_some();
-    let (code, stdout, stderr) = match fault {
-        Some(stderr) => (1, String::new(), stderr),
-        None => execute(context, &document, &parameters, &instance).await?,
+    let finished = match fault {
+        // To everyone else, an injected fault is a script that wrote `stderr` and exited 1.
+        Some(stderr) => Finished::new(Ending::Exited(1), String::new(), stderr),
+        None => {
+            let invocation = Invocation {
+                command_id,
+                instance_id,
+                document: &document,
+                step: &step,
+                parameters: &parameters,
+                instance: &instance,
+            };
+            execute(context, &invocation).await?
+        }
     };
 
+    // The streams are uploaded when the step's writers close, before the agent reports the
+    // step's result (framework/runpluginutil/runpluginutil.go, executePlugin: `defer
+    // output.Close()`, which waits for every iomodule's Read, S3 upload included), so the
+    // objects are there when the status changes. Only when the command names a bucket
+    // (iomodule/fileS3.go: `file.OutputS3BucketName != ""`), and only non-empty streams.
     let bucket = command.output_s3_bucket_name().unwrap_or_default();
     if !bucket.is_empty() {
         let prefix = command.output_s3_key_prefix().unwrap_or_default();
-        for (stream, text) in [("stdout", &stdout), ("stderr", &stderr)] {
-            // Where the real agent writes it, and where the orchestrator reads it.
-            let key = orchestrator::commands::output_key(prefix, command_id, instance_id, stream);
+        for (stream, text) in contract::uploaded_streams(&finished.stdout, &finished.stderr) {
+            let key = contract::output_key(
+                prefix,
+                command_id,
+                instance_id,
+                &step.action,
+                &step.name,
+                stream,
+            );
             context
                 .s3
                 .put_object()
                 .bucket(bucket)
                 .key(&key)
-                .body(text.clone().into_bytes().into())
+                .body(text.to_string().into_bytes().into())
                 .send()
                 .await
                 .map_err(|e| format!("PutObject {key}: {e:?}"))?;
         }
     }
-    let status = if code == 0 {
-        // fakecloud moves invocations to Success by itself; publish once it has.
-        wait_for_success(context, command_id, instance_id).await?;
-        "Success"
-    } else {
-        let excerpt: String = {
-            let chars: Vec<char> = stderr.chars().collect();
-            chars[chars.len().saturating_sub(2400)..].iter().collect()
-        };
-        let url = format!(
-            "{}/_fakecloud/ssm/commands/{command_id}/fail",
-            context.endpoint
-        );
-        context
-            .http
-            .post(&url)
-            .json(&serde_json::json!({
-                "instanceId": instance_id,
-                "statusDetails": "Failed",
-                "standardErrorContent": excerpt,
-            }))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        "Failed"
-    };
+    let status = report(context, command, instance_id, &instance, &finished).await?;
     eprintln!(
-        "[ssm-agent] {document} {command_id} on {instance_id} ({} {}): exit {code}{}",
+        "[ssm-agent] {document} {command_id} on {instance_id} ({} {}): exit {} {status}{}",
         instance.cluster_id,
         instance.slot,
+        finished.exit_code,
         if injected { " (injected)" } else { "" }
     );
     {
@@ -390,7 +396,7 @@ async fn run_invocation(
             instance_id: instance_id.to_string(),
             cluster_id: instance.cluster_id.clone(),
             slot: instance.slot.clone(),
-            exit_code: code,
+            exit_code: finished.exit_code,
             injected,
             parameters,
         });
@@ -404,20 +410,156 @@ async fn run_invocation(
     publish(context, command, &instance, instance_id, status).await
 }
 
-/// Run the document's command as the agent would, against the fakes.
-async fn execute(
+/// The one step of `document` as `template.yaml` (what `sam deploy` deploys) declares it.
+fn document_step(document: &str) -> Result<contract::Step, String> {
+    let path = project_root().join("template.yaml");
+    let template =
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let step = contract::Step::from_template(&template, document)?;
+    if step.action != contract::RUN_SHELL_SCRIPT {
+        return Err(format!(
+            "{document}: the stand-in runs {} steps only, not {}",
+            contract::RUN_SHELL_SCRIPT,
+            step.action
+        ));
+    }
+    Ok(step)
+}
+
+/// Tell fakecloud the invocation's result, the way the agent's reply sets it in SSM, and
+/// return the status the event carries. fakecloud's admin endpoints set `ResponseCode` to 1
+/// for every failure (not the script's exit code) and cannot set `StandardOutputContent`;
+/// the orchestrator reads both streams from S3 first, where they are complete.
+async fn report(
     context: &Context,
-    document: &str,
-    parameters: &[(String, String)],
+    command: &aws_sdk_ssm::types::Command,
+    instance_id: &str,
     instance: &Instance,
-) -> Result<(i32, String, String), String> {
+    finished: &Finished,
+) -> Result<&'static str, String> {
+    let command_id = command.command_id().unwrap_or_default();
+    match finished.status {
+        StepStatus::Success => {
+            // fakecloud moves invocations to Success by itself; publish once it has.
+            wait_for_success(context, command_id, instance_id).await?;
+        }
+        StepStatus::Failed => {
+            fail(context, command_id, instance_id, "Failed", finished).await?;
+        }
+        StepStatus::TimedOut if command.instance_ids().len() == 1 => {
+            // fakecloud can set TimedOut only for every invocation of a command at once.
+            let url = format!(
+                "{}/_fakecloud/ssm/commands/{command_id}/status",
+                context.endpoint
+            );
+            let answer: serde_json::Value = context
+                .http
+                .post(&url)
+                .json(&serde_json::json!({"status": "TimedOut", "accountId": instance.account}))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| format!("POST {url}: {e}"))?
+                .json()
+                .await
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            if answer["updated"] != true {
+                return Err(format!(
+                    "fakecloud did not mark {command_id} TimedOut: {answer}"
+                ));
+            }
+        }
+        StepStatus::TimedOut => {
+            // Deviation: with several instances, fakecloud can only say Failed for this one;
+            // the status details and the event say it timed out.
+            fail(
+                context,
+                command_id,
+                instance_id,
+                "Execution Timed Out",
+                finished,
+            )
+            .await?;
+        }
+        StepStatus::SuccessAndReboot => {
+            fail(context, command_id, instance_id, "Failed", finished).await?;
+            context.note_error(format!(
+                "{command_id} on {instance_id}: the script exited {} to have the agent reboot \
+                 the instance and run it again, which the local cloud cannot do",
+                contract::REBOOT_EXIT_CODE
+            ));
+            return Ok("Failed");
+        }
+    }
+    Ok(finished.status.as_invocation_status())
+}
+
+/// Mark one invocation Failed in fakecloud with its `StandardErrorContent`.
+async fn fail(
+    context: &Context,
+    command_id: &str,
+    instance_id: &str,
+    status_details: &str,
+    finished: &Finished,
+) -> Result<(), String> {
+    let url = format!(
+        "{}/_fakecloud/ssm/commands/{command_id}/fail",
+        context.endpoint
+    );
+    let answer: serde_json::Value = context
+        .http
+        .post(&url)
+        .json(&serde_json::json!({
+            "instanceId": instance_id,
+            "statusDetails": status_details,
+            "standardErrorContent": finished.stderr_content(),
+        }))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("POST {url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    if answer["updatedInvocations"] != 1 {
+        return Err(format!(
+            "fakecloud did not mark {command_id} on {instance_id} Failed: {answer}"
+        ));
+    }
+    Ok(())
+}
+
+/// One invocation to run.
+struct Invocation<'a> {
+    command_id: &'a str,
+    instance_id: &'a str,
+    document: &'a str,
+    step: &'a contract::Step,
+    parameters: &'a [(String, String)],
+    instance: &'a Instance,
+}
+
+/// Run the document's command as the agent would (see [`contract::run_script`]), on the
+/// instance's stand-in: its root folder is `sysroot`, the recording fakes of `tests/fakes/`
+/// are its MySQL tools, and the harness tells them who they are through `FAKE_*` variables.
+async fn execute(context: &Context, invocation: &Invocation<'_>) -> Result<Finished, String> {
+    let Invocation {
+        command_id,
+        instance_id,
+        document,
+        step,
+        parameters,
+        instance,
+    } = invocation;
     let root = project_root();
     let text = match crate::documents::interpolated_command(&root, document, parameters) {
         Ok(text) => text,
-        // SSM itself refuses such a command; the invocation fails with the reason.
-        Err(reason) => return Ok((1, String::new(), reason)),
+        // Deviation: SSM refuses such a command at SendCommand (InvalidParameters), so no
+        // invocation exists; the stand-in fails the invocation with the reason instead.
+        Err(reason) => return Ok(Finished::new(Ending::Exited(1), String::new(), reason)),
     };
-    // The instance role reads the secrets; a missing secret fails the script as it would.
+    // The instance role reads the secrets; a missing secret fails the script as the AWS CLI
+    // would (exit status 255 with the service's error on stderr).
     let mut passwords = Vec::new();
     for (parameter, variable) in [
         ("adminSecretId", "FAKE_MYSQL_PASSWORD"),
@@ -434,15 +576,15 @@ async fn execute(
             .await
         {
             Ok(secret) => passwords.push((
-                variable,
+                variable.to_string(),
                 secret.secret_string().unwrap_or_default().to_string(),
             )),
             Err(e) => {
-                return Ok((
-                    255,
+                return Ok(Finished::new(
+                    Ending::Exited(255),
                     String::new(),
                     format!(
-                        "An error occurred when calling the GetSecretValue operation for {secret_id}: {e:?}"
+                        "An error occurred when calling the GetSecretValue operation for {secret_id}: {e:?}\n"
                     ),
                 ));
             }
@@ -451,33 +593,63 @@ async fn execute(
     let cluster_dir = context.state_dir.join(&instance.cluster_id);
     let sysroot = cluster_dir.join(&instance.host).join("sysroot");
     std::fs::create_dir_all(&sysroot).map_err(|e| format!("{}: {e}", sysroot.display()))?;
-    let path = format!(
-        "{}:{}",
-        root.join("tests/fakes").display(),
-        std::env::var("PATH").unwrap_or_default()
+    let on_instance = |path: &str| sysroot.join(path.trim_start_matches('/'));
+    let timeout = contract::execution_timeout(
+        step.timeout_seconds
+            .as_deref()
+            .map(|t| interpolate(t, parameters))
+            .as_deref(),
     );
-    let run = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(&text)
-        .current_dir(&cluster_dir)
-        .env("PATH", path)
-        .env("FAKE_MYSQL_ROOT", &cluster_dir)
-        .envs(passwords)
-        .env("FAKE_NODE_HOST", &instance.host)
-        .env("FAKE_NODE_IP", &instance.address)
-        .env("HA_SYSROOT", &sysroot)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            format!(
+                "{}:{}",
+                root.join("tests/fakes").display(),
+                contract::SERVICE_PATH
+            ),
+        ),
+        // plugins/runscript/runscript.go, setCommandIdEnvironment.
+        ("SSM_COMMAND_ID".into(), command_id.to_string()),
+        // executers/executers.go, prepareEnvironment. The platform's name and version are
+        // what the agent reads on Amazon Linux 2023 (assumption: /etc/os-release's NAME and
+        // VERSION_ID there).
+        ("AWS_SSM_INSTANCE_ID".into(), instance_id.to_string()),
+        ("AWS_SSM_REGION_NAME".into(), crate::REGION.into()),
+        ("AWS_SSM_PLATFORM_NAME".into(), "Amazon Linux".into()),
+        ("AWS_SSM_PLATFORM_VERSION".into(), "2023".into()),
+        // The instance stand-in.
+        ("FAKE_MYSQL_ROOT".into(), cluster_dir.display().to_string()),
+        ("FAKE_NODE_HOST".into(), instance.host.clone()),
+        ("FAKE_NODE_IP".into(), instance.address.clone()),
+        ("HA_SYSROOT".into(), sysroot.display().to_string()),
+    ];
+    env.extend(passwords);
+    let run = contract::ScriptRun {
+        orchestration_dir: on_instance(&format!(
+            "/var/lib/amazon/ssm/{instance_id}/document/orchestration/{command_id}"
+        )),
+        step: step.name.clone(),
+        run_command: vec![text],
+        working_dir: match step.working_directory.as_deref() {
+            Some(dir) if dir.starts_with('/') => on_instance(dir),
+            _ => sysroot.clone(),
+        },
+        env,
+        timeout,
+    };
+    contract::run_script(&run)
         .await
-        .map_err(|_| "the command ran past 120 s".to_string())?
-        .map_err(|e| format!("bash: {e}"))?;
-    Ok((
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
+        .map_err(|e| format!("run {}: {e}", run.script_path().display()))
+}
+
+/// SSM's `{{ name }}` interpolation of a document input.
+fn interpolate(text: &str, parameters: &[(String, String)]) -> String {
+    parameters
+        .iter()
+        .fold(text.to_string(), |text, (name, value)| {
+            text.replace(&format!("{{{{ {name} }}}}"), value)
+        })
 }
 
 async fn wait_for_success(
@@ -502,7 +674,14 @@ async fn wait_for_success(
     Err("fakecloud did not mark the invocation Success within 10 s".into())
 }
 
-/// The event SSM publishes on every invocation status change.
+/// The event SSM publishes on an invocation's status change. Its shape is the "Run Command
+/// Invocation Status-change Notification" example of the Systems Manager user guide
+/// ("Amazon EventBridge event examples for Systems Manager", Run Command events): source
+/// `aws.ssm`, the instance's ARN as the one resource, and a detail of exactly `command-id`,
+/// `document-name`, `instance-id`, `requested-date-time` (UTC, milliseconds) and `status`.
+/// Which statuses are published is not in the agent's source (SSM publishes them); the
+/// stand-in publishes InProgress when it starts and the terminal status at the end, which
+/// is what the stack's rule matches (assumption: AWS may publish Pending and Delayed too).
 async fn publish(
     context: &Context,
     command: &aws_sdk_ssm::types::Command,
@@ -510,20 +689,7 @@ async fn publish(
     instance_id: &str,
     status: &str,
 ) -> Result<(), String> {
-    let requested = command
-        .requested_date_time()
-        .and_then(|t| {
-            t.fmt(aws_sdk_ssm::primitives::DateTimeFormat::DateTime)
-                .ok()
-        })
-        .unwrap_or_default();
-    let detail = serde_json::json!({
-        "command-id": command.command_id().unwrap_or_default(),
-        "document-name": command.document_name().unwrap_or_default(),
-        "instance-id": instance_id,
-        "requested-date-time": requested,
-        "status": status,
-    });
+    let detail = event_detail(command, instance_id, status);
     let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
         .source("aws.ssm")
         .detail_type("EC2 Command Invocation Status-change Notification")
@@ -548,4 +714,104 @@ async fn publish(
         ));
     }
     Ok(())
+}
+
+/// The `detail` of an "EC2 Command Invocation Status-change Notification" (see [`publish`]).
+fn event_detail(
+    command: &aws_sdk_ssm::types::Command,
+    instance_id: &str,
+    status: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "command-id": command.command_id().unwrap_or_default(),
+        "document-name": command.document_name().unwrap_or_default(),
+        "instance-id": instance_id,
+        "requested-date-time": command
+            .requested_date_time()
+            .map(|t| iso8601_millis(*t))
+            .unwrap_or_default(),
+        "status": status,
+    })
+}
+
+/// `2016-07-10T21:51:30.049Z`: the form of the documented example.
+fn iso8601_millis(time: aws_sdk_ssm::primitives::DateTime) -> String {
+    let millis = time.to_millis().unwrap_or_default();
+    let whole = aws_sdk_ssm::primitives::DateTime::from_secs(millis.div_euclid(1000))
+        .fmt(aws_sdk_ssm::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default();
+    format!(
+        "{}.{:03}Z",
+        whole.trim_end_matches('Z'),
+        millis.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrator::commands::{Document, output_key, output_prefix};
+
+    #[test]
+    fn every_deployed_document_is_one_shell_step_whose_output_the_orchestrator_finds() {
+        for document in Document::ALL {
+            let step = document_step(document.suffix()).expect("step");
+            assert_eq!(step.action, contract::RUN_SHELL_SCRIPT, "{document:?}");
+            assert_eq!(
+                contract::execution_timeout(step.timeout_seconds.as_deref()),
+                Duration::from_secs(1800),
+                "{document:?}"
+            );
+            let prefix = output_prefix("c-1");
+            for stream in [contract::STDOUT, contract::STDERR] {
+                assert_eq!(
+                    contract::output_key(&prefix, "cmd", "i-1", &step.action, &step.name, stream),
+                    output_key(&prefix, "cmd", "i-1", stream),
+                    "{document:?}: the orchestrator reads {stream} where the agent does not write it"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn status_events_have_the_documented_shape() {
+        let command = aws_sdk_ssm::types::Command::builder()
+            .command_id("e8d3c0e4-71f7-4491-898f-c9b35bee5f3b")
+            .document_name("stack-DbReport")
+            .requested_date_time(aws_sdk_ssm::primitives::DateTime::from_millis(
+                1_468_187_490_049,
+            ))
+            .instance_ids("i-9bb89e2b")
+            .build();
+        let detail = event_detail(&command, "i-9bb89e2b", "Success");
+        assert_eq!(
+            detail,
+            serde_json::json!({
+                "command-id": "e8d3c0e4-71f7-4491-898f-c9b35bee5f3b",
+                "document-name": "stack-DbReport",
+                "instance-id": "i-9bb89e2b",
+                "requested-date-time": "2016-07-10T21:51:30.049Z",
+                "status": "Success",
+            })
+        );
+        // What the orchestrator parses it into.
+        let parsed: orchestrator::events::CommandInvocationStatusChange =
+            serde_json::from_value(detail).expect("the orchestrator reads it");
+        assert_eq!(parsed.status, orchestrator::events::CommandStatus::Success);
+        assert_eq!(
+            iso8601_millis(aws_sdk_ssm::primitives::DateTime::from_secs(1_468_187_490)),
+            "2016-07-10T21:51:30.000Z"
+        );
+    }
+
+    #[test]
+    fn every_final_status_the_stand_in_publishes_is_one_the_orchestrator_knows() {
+        for code in [0, 1, 3, 137, 168, 169, 255, -1] {
+            let status = contract::step_status(code).as_invocation_status();
+            let parsed: orchestrator::events::CommandStatus =
+                serde_json::from_value(serde_json::Value::String(status.into()))
+                    .unwrap_or_else(|e| panic!("{status}: {e}"));
+            assert!(parsed.is_terminal(), "exit {code}: {status}");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! started under `setpriv --pdeathsig KILL`, so even a killed test process leaks nothing.
 
 pub mod agent;
+pub mod agent_contract;
 pub mod documents;
 pub mod runner;
 
