@@ -17,6 +17,11 @@
 //! CloudWatch), whose callers the workflow retries. `make chaos` runs several seeds against
 //! every service (`CHAOS_SEEDS`, `CHAOS_RATE`, `CHAOS_SERVICES`) and prints the table. The
 //! test client retries the API's 5xx answers, as any AWS client would.
+//!
+//! Every seed must run every scenario step (create, scale, heal, delete) to its end (READY,
+//! or DELETED for the delete): a step that ends FAILED or does not settle leaves the later
+//! steps unrun (only the delete still runs, to check for leaks), and the test fails. The
+//! table shows, per seed, each step's outcome and how long it took.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -56,9 +61,25 @@ fn settings() -> Settings {
     }
 }
 
+/// The scenario every seed runs, in order.
+const STEPS: [&str; 4] = ["create", "scale 2 -> 3", "heal a lost web node", "delete"];
+
+/// One scenario step of one seed: how it ended and how long it took.
+struct StepRun {
+    seed: u64,
+    step: &'static str,
+    /// READY, DELETED, FAILED, or the phase it was stuck in.
+    outcome: String,
+    /// The end it aims at (READY; DELETED for the delete).
+    reached: bool,
+    seconds: u64,
+    /// The cluster's `lastError` when it ended FAILED.
+    reason: String,
+}
+
 #[derive(Default)]
 struct Tally {
-    steps: Vec<String>,
+    steps: Vec<StepRun>,
     failed_with_reason: Vec<String>,
     violations: Vec<String>,
     leaks: Vec<String>,
@@ -79,7 +100,8 @@ async fn api_call(
     (status, json)
 }
 
-/// Wait until the cluster is READY at `generation` or later, FAILED, or DELETED.
+/// Wait until the cluster is READY at `generation` or later, FAILED, or DELETED; past
+/// [`SETTLE`] the cluster as it is (the caller reports it as not settled).
 async fn settle(tally: &mut Tally, api: &str, id: &str, generation: u64) -> serde_json::Value {
     let deadline = Instant::now() + SETTLE;
     let mut last = String::new();
@@ -103,10 +125,10 @@ async fn settle(tally: &mut Tally, api: &str, id: &str, generation: u64) -> serd
         if phase == "FAILED" || phase == "DELETED" || (phase == "READY" && at >= generation) {
             return cluster;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{id} did not settle in {SETTLE:?}: {cluster:#}"
-        );
+        if Instant::now() >= deadline {
+            eprintln!("[chaos] {id} did not settle in {SETTLE:?}: {cluster:#}");
+            return cluster;
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -279,6 +301,43 @@ async fn leaks(cloud: &LocalCloud, id: &str) -> Vec<String> {
     left
 }
 
+/// Record how scenario step `step` (an entry of [`STEPS`]) of `seed` ended: it reached
+/// its end when the cluster is READY at `generation` or later (DELETED for the delete).
+fn record(
+    tally: &mut Tally,
+    seed: u64,
+    step: &'static str,
+    started: Instant,
+    cluster: &serde_json::Value,
+    generation: Option<u64>,
+) {
+    let phase = cluster["phase"].as_str().unwrap_or("?");
+    let at = cluster["generation"].as_u64().unwrap_or_default();
+    let reached = match generation {
+        Some(wanted) => phase == "READY" && at >= wanted,
+        None => phase == "DELETED",
+    };
+    let outcome = if reached || phase == "FAILED" {
+        phase.to_string()
+    } else {
+        format!(
+            "stuck {phase}/{} g{at}",
+            cluster["step"].as_str().unwrap_or("-")
+        )
+    };
+    tally.steps.push(StepRun {
+        seed,
+        step,
+        reached,
+        outcome,
+        seconds: started.elapsed().as_secs(),
+        reason: cluster["lastError"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    });
+}
+
 async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
     let faults = format!(
         "rate={};seed={seed};kinds={};services={}",
@@ -293,9 +352,9 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
     )
     .await;
     let api = stack.api_url.clone().expect("ApiId output");
-    let mut context = format!("seed {seed} create");
+    let mut context = format!("seed {seed} {}", STEPS[0]);
 
-    tally.steps.push(context.clone());
+    let started = Instant::now();
     let (status, created) = api_call(
         tally,
         Method::POST,
@@ -307,11 +366,12 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
     assert_eq!(status, 202, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
     let mut cluster = settle(tally, &api, &id, 1).await;
+    record(tally, seed, STEPS[0], started, &cluster, Some(1));
     check(tally, &cloud, &stack, &cluster, &context).await;
 
-    if cluster["phase"] == "READY" {
-        context = format!("seed {seed} scale 2 -> 3");
-        tally.steps.push(context.clone());
+    if tally.steps.last().is_some_and(|r| r.reached) {
+        context = format!("seed {seed} {}", STEPS[1]);
+        let started = Instant::now();
         let (status, answer) = api_call(
             tally,
             Method::PATCH,
@@ -323,12 +383,13 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
         assert_eq!(status, 202, "{answer}");
         let generation = answer["generation"].as_u64().expect("generation");
         cluster = settle(tally, &api, &id, generation).await;
+        record(tally, seed, STEPS[1], started, &cluster, Some(generation));
         check(tally, &cloud, &stack, &cluster, &context).await;
     }
 
-    if cluster["phase"] == "READY" {
-        context = format!("seed {seed} heal a lost web node");
-        tally.steps.push(context.clone());
+    if tally.steps.last().is_some_and(|r| r.reached) {
+        context = format!("seed {seed} {}", STEPS[2]);
+        let started = Instant::now();
         let before = cluster["generation"].as_u64().unwrap_or_default();
         let victim = cluster["nodes"]
             .as_array()
@@ -342,6 +403,7 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
         // The event's handler may itself have failed under faults (EventBridge does not
         // retry in the local cloud): the sweep is what catches that, as on AWS.
         let deadline = Instant::now() + Duration::from_secs(60);
+        let give_up = Instant::now() + SETTLE;
         loop {
             let (_, now) = api_call(
                 tally,
@@ -351,7 +413,7 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
                 &[],
             )
             .await;
-            if now["generation"].as_u64().unwrap_or_default() > before {
+            if now["generation"].as_u64().unwrap_or_default() > before || Instant::now() > give_up {
                 break;
             }
             if Instant::now() > deadline {
@@ -361,11 +423,12 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         cluster = settle(tally, &api, &id, before + 1).await;
+        record(tally, seed, STEPS[2], started, &cluster, Some(before + 1));
         check(tally, &cloud, &stack, &cluster, &context).await;
     }
 
-    context = format!("seed {seed} delete");
-    tally.steps.push(context.clone());
+    context = format!("seed {seed} {}", STEPS[3]);
+    let started = Instant::now();
     let (status, answer) = api_call(
         tally,
         Method::DELETE,
@@ -376,6 +439,7 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
     .await;
     assert_eq!(status, 202, "{answer}");
     let gone = settle(tally, &api, &id, u64::MAX).await;
+    record(tally, seed, STEPS[3], started, &gone, None);
     if gone["phase"] != "DELETED" {
         tally.violations.push(format!(
             "{context}: ended {} instead of DELETED: {gone}",
@@ -416,12 +480,50 @@ async fn the_fleet_stays_consistent_under_injected_faults() {
             .entry(key.rsplit(' ').next().unwrap_or("?"))
             .or_default() += count;
     }
+    // Every seed's every step: how it ended, or that it never ran.
+    let mut per_seed = Vec::new();
+    let mut unfinished = Vec::new();
+    for seed in &settings.seeds {
+        let mut cells = Vec::new();
+        for step in STEPS {
+            let run = tally
+                .steps
+                .iter()
+                .find(|r| r.seed == *seed && r.step == step);
+            match run {
+                Some(run) => {
+                    cells.push(format!("{} in {} s", run.outcome, run.seconds));
+                    if !run.reached {
+                        unfinished.push(format!(
+                            "seed {seed} {step}: {} {}",
+                            run.outcome, run.reason
+                        ));
+                    }
+                }
+                None => {
+                    cells.push("not run".to_string());
+                    unfinished.push(format!("seed {seed} {step}: not run"));
+                }
+            }
+        }
+        per_seed.push((*seed, cells));
+    }
     let table = serde_json::json!({
         "seeds": settings.seeds,
         "rate": settings.rate,
         "kinds": settings.kinds,
         "services": settings.services,
         "scenarioSteps": tally.steps.len(),
+        "scenarioStepsPlanned": settings.seeds.len() * STEPS.len(),
+        "steps": tally.steps.iter().map(|r| serde_json::json!({
+            "seed": r.seed,
+            "step": r.step,
+            "outcome": r.outcome,
+            "reachedItsEnd": r.reached,
+            "seconds": r.seconds,
+            "reason": r.reason,
+        })).collect::<Vec<_>>(),
+        "stepsNotRunToTheirEnd": unfinished,
         "faultsInjected": injected,
         "faultsByKind": by_kind,
         "faultsByServiceAndKind": tally.faults,
@@ -434,7 +536,21 @@ async fn the_fleet_stays_consistent_under_injected_faults() {
         "\nchaos: seeds {:?}, rate {}, kinds {}, services {}",
         settings.seeds, settings.rate, settings.kinds, settings.services
     );
-    println!("{:<34} {:>8}", "scenario steps run", tally.steps.len());
+    println!("\n| seed | {} |", STEPS.join(" | "));
+    println!("|---:|{}", "---|".repeat(STEPS.len()));
+    for (seed, cells) in &per_seed {
+        println!("| {seed} | {} |", cells.join(" | "));
+    }
+    println!();
+    println!(
+        "{:<34} {:>8}",
+        "scenario steps run",
+        format!(
+            "{} of {}",
+            tally.steps.len(),
+            settings.seeds.len() * STEPS.len()
+        )
+    );
     for (kind, count) in &by_kind {
         println!("{:<34} {:>8}", format!("faults injected: {kind}"), count);
     }
@@ -468,4 +584,8 @@ async fn the_fleet_stays_consistent_under_injected_faults() {
     );
     assert!(tally.violations.is_empty(), "{:#?}", tally.violations);
     assert!(tally.leaks.is_empty(), "{:#?}", tally.leaks);
+    assert!(
+        unfinished.is_empty(),
+        "not every seed ran every scenario step to its end: {unfinished:#?}"
+    );
 }
