@@ -370,6 +370,15 @@ pub fn table(report: &Report) -> String {
                 call_list(&s.calls)
             );
         }
+        if report.sweeps.iter().any(|s| s.clusters > 99) {
+            let _ = writeln!(
+                out,
+                "  Note: more than 99 clusters on one load balancer is not a layout AWS accepts \
+                 (100 target groups per ALB, not adjustable; the API refuses a create beyond \
+                 MaxClusters). The fleet is seeded past the API to measure the sweep's reads, \
+                 which grow the same way over several stacks."
+            );
+        }
         out.push('\n');
     }
     markdown(

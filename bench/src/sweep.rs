@@ -4,6 +4,13 @@
 //! then the deployed sweep invoked and its AWS calls counted. Measured at growing fleet
 //! sizes, so the growth of the calls is visible: it must follow clusters / 100, not nodes.
 //!
+//! Not a layout AWS accepts beyond 99 clusters: one load balancer holds at most 100 target
+//! groups (not adjustable) and its listeners 100 rules by default, and the API refuses a
+//! create beyond `MaxClusters` (at most 99). The seeding writes past the API on purpose, so
+//! the local cloud holds 1,000 clusters on one load balancer: what is measured is the
+//! sweep's reads, which grow the same way across several stacks of 99 each. The report
+//! says so next to the figures.
+//!
 //! Each size is swept twice in a row. Clusters never surveyed are due a membership survey
 //! (one SSM command each); a sweep sends at most `MAX_SURVEYS_PER_SWEEP` (200), so at 100
 //! clusters the second sweep sends none, and at 1,000 both send 200.
@@ -256,6 +263,7 @@ async fn seed_one(seeder: &Seeder, n: usize) -> Result<String> {
             role,
             host: None,
             group_name: None,
+            launch_token: None,
             updated_at: "2026-11-24T00:00:00Z".into(),
         };
         seeder

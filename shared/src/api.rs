@@ -7,8 +7,10 @@
 
 use serde_json::{Value, json};
 
+use crate::config::ClusterLimits;
 use crate::error::Error;
 use crate::events::{RunReason, WorkflowInput};
+use crate::fleet::StackNetwork;
 use crate::model::{Cluster, NodeState, Phase, Tier};
 use crate::spec::ClusterSpec;
 use crate::store::{ClusterStore, Created, MAX_PAGE_SIZE, unique_u32};
@@ -67,6 +69,9 @@ impl ApiResponse {
 pub struct ApiContext {
     pub store: ClusterStore,
     pub workflow: Workflow,
+    /// Checks a create's subnets against the stack's VPC.
+    pub network: StackNetwork,
+    pub limits: ClusterLimits,
 }
 
 #[tracing::instrument(skip_all, fields(method = %request.method, path = %request.path, request_id = %request.request_id))]
@@ -201,6 +206,8 @@ async fn create_cluster(ctx: &ApiContext, request: &ApiRequest) -> Result<ApiRes
     let key = idempotency_key(request)?;
     let spec = ClusterSpec::from_request_body(request.body.as_deref().unwrap_or_default())?;
     let id = new_cluster_id(key);
+    ctx.network.check_subnets(&spec.subnets).await?;
+    ensure_room_for(ctx, &id).await?;
     match ctx.store.create_cluster(&id, &spec).await? {
         Created::New => {}
         Created::Existing(existing) if key.is_some() && existing == spec => {}
@@ -238,6 +245,31 @@ async fn create_cluster(ctx: &ApiContext, request: &ApiRequest) -> Result<ApiRes
         .headers
         .push(("location", format!("/clusters/{id}")));
     Ok(response)
+}
+
+/// Refuse a create the stack's load balancer could not take (see [`ClusterLimits`])
+/// before anything is recorded, instead of failing half-way at CreateTargetGroup. A retry
+/// of a create that was accepted (same Idempotency-Key) is not a new cluster and passes.
+/// Two creates racing for the last place can both pass; the second then fails at
+/// CreateTargetGroup with `TooManyTargetGroups`, and its run tears down what it made.
+async fn ensure_room_for(ctx: &ApiContext, id: &str) -> Result<(), Error> {
+    let live = ctx.store.count_live_clusters().await?;
+    if live < ctx.limits.max_clusters || ctx.store.get_cluster(id).await?.is_some() {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "this stack holds {live} clusters, its limit of {max}: each cluster takes a target group and a listener rule on the stack's load balancer, which holds at most 100 target groups (AWS does not raise that quota); delete a cluster you no longer need, or deploy another stack for more clusters{lowered}",
+        max = ctx.limits.max_clusters,
+        lowered = if ctx.limits.max_clusters < ClusterLimits::LOAD_BALANCER_CAPACITY {
+            format!(
+                " (the stack's MaxClusters parameter sets {}; up to {} fit)",
+                ctx.limits.max_clusters,
+                ClusterLimits::LOAD_BALANCER_CAPACITY
+            )
+        } else {
+            String::new()
+        },
+    )))
 }
 
 async fn get_cluster(ctx: &ApiContext, id: &str) -> Result<ApiResponse, Error> {
@@ -506,13 +538,124 @@ mod tests {
     }
 
     fn ctx_with(client: aws_sdk_dynamodb::Client) -> ApiContext {
+        ctx_of(client, mocked_client!(aws_sdk_ec2, []), 99)
+    }
+
+    fn ctx_of(
+        dynamodb: aws_sdk_dynamodb::Client,
+        ec2: aws_sdk_ec2::Client,
+        max_clusters: u32,
+    ) -> ApiContext {
         ApiContext {
-            store: ClusterStore::new(client, "table"),
+            store: ClusterStore::new(dynamodb, "table"),
             workflow: Workflow::new(
                 mocked_client!(aws_sdk_sfn, []),
                 "arn:aws:states:us-east-1:1:stateMachine:w",
             ),
+            network: StackNetwork::new(ec2, "vpc-stack"),
+            limits: ClusterLimits { max_clusters },
         }
+    }
+
+    fn create_request(body: serde_json::Value) -> ApiRequest {
+        ApiRequest {
+            body: Some(body.to_string().into_bytes()),
+            ..request("POST", "/clusters", &[])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_beyond_the_load_balancer_is_a_409_before_anything_is_written() {
+        // The COUNT query says the stack is full; nothing else may be called.
+        let count = mock!(aws_sdk_dynamodb::Client::query)
+            .match_requests(|r| r.select() == Some(&aws_sdk_dynamodb::types::Select::Count))
+            .then_output(|| QueryOutput::builder().count(2).build());
+        let absent =
+            mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
+        let ctx = ctx_of(
+            mocked_client!(
+                aws_sdk_dynamodb,
+                aws_smithy_mocks::RuleMode::MatchAny,
+                [&count, &absent]
+            ),
+            mocked_client!(aws_sdk_ec2, []),
+            2,
+        );
+        let response = handle(
+            &ctx,
+            create_request(json!({"name": "shop", "web": {"count": 2, "instanceType": "t3.small"}, "db": {"count": 3, "instanceType": "t3.small"}})),
+        )
+        .await;
+        assert_eq!(response.status, 409, "{}", response.body);
+        let text = response.body.to_string();
+        assert!(text.contains("100 target groups"), "{text}");
+        assert!(text.contains("delete a cluster"), "{text}");
+        assert!(text.contains("MaxClusters"), "{text}");
+        assert_eq!(count.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_subnet_outside_the_stack_vpc_is_a_400_naming_it() {
+        let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
+            aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput::builder()
+                .subnets(
+                    aws_sdk_ec2::types::Subnet::builder()
+                        .subnet_id("subnet-0aaaaaaa")
+                        .vpc_id("vpc-stack")
+                        .build(),
+                )
+                .subnets(
+                    aws_sdk_ec2::types::Subnet::builder()
+                        .subnet_id("subnet-0bbbbbbb")
+                        .vpc_id("vpc-other")
+                        .build(),
+                )
+                .build()
+        });
+        let ctx = ctx_of(
+            mocked_client!(aws_sdk_dynamodb, []),
+            mocked_client!(aws_sdk_ec2, [&subnets]),
+            99,
+        );
+        let response = handle(
+            &ctx,
+            create_request(json!({
+                "name": "shop", "web": {"count": 2, "instanceType": "t3.small"}, "db": {"count": 3, "instanceType": "t3.small"},
+                "subnets": ["subnet-0aaaaaaa", "subnet-0bbbbbbb"]
+            })),
+        )
+        .await;
+        assert_eq!(response.status, 400, "{}", response.body);
+        let text = response.body.to_string();
+        assert!(text.contains("subnet-0bbbbbbb is in vpc-other"), "{text}");
+        assert!(text.contains("vpc-stack"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_subnet_is_a_400() {
+        let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_error(|| {
+            aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("InvalidSubnetID.NotFound")
+                    .message("The subnet ID 'subnet-0ccccccc' does not exist")
+                    .build(),
+            )
+        });
+        let ctx = ctx_of(
+            mocked_client!(aws_sdk_dynamodb, []),
+            mocked_client!(aws_sdk_ec2, [&subnets]),
+            99,
+        );
+        let response = handle(
+            &ctx,
+            create_request(json!({
+                "name": "shop", "web": {"count": 2, "instanceType": "t3.small"}, "db": {"count": 3, "instanceType": "t3.small"},
+                "subnets": ["subnet-0ccccccc"]
+            })),
+        )
+        .await;
+        assert_eq!(response.status, 400, "{}", response.body);
+        assert!(response.body.to_string().contains("subnet-0ccccccc"));
     }
 
     #[test]

@@ -297,7 +297,24 @@ impl CommandOutput {
                     String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
                 ))
             }
+            // The agent uploads a stream only when it is not empty (amazon-ssm-agent,
+            // agent/framework/processor/executer/iohandler: empty files are skipped), so an
+            // absent key is the normal answer for an empty stderr.
             Err(e) if matches!(sdk_error_code(&e), Some("NoSuchKey" | "NotFound")) => Ok(None),
+            // Without s3:ListBucket on the bucket, S3 answers a missing key with 403 instead
+            // of 404 (S3 API reference, GetObject, "Permissions"): say what to grant.
+            Err(e) if sdk_error_code(&e) == Some("AccessDenied") => Err(Error::Aws {
+                service: "s3",
+                operation: "GetObject",
+                code: "AccessDenied".into(),
+                message: format!(
+                    "reading s3://{}/{key} was denied; the function's role needs s3:GetObject on \
+                     the commands/ keys and s3:ListBucket on the bucket for that prefix (without \
+                     ListBucket, S3 answers 403 for the absent stream of an empty output)",
+                    self.bucket
+                ),
+                retryable: false,
+            }),
             Err(e) => Err(from_sdk("s3", "GetObject", e)),
         }
     }
@@ -335,6 +352,58 @@ impl CommandOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::mocked_client;
+    use aws_smithy_mocks::{RuleMode, mock};
+
+    fn s3_error(code: &'static str) -> aws_sdk_s3::operation::get_object::GetObjectError {
+        aws_sdk_s3::operation::get_object::GetObjectError::generic(
+            aws_smithy_types::error::ErrorMetadata::builder()
+                .code(code)
+                .build(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_absent_stream_is_empty_and_a_denied_read_says_what_to_grant() {
+        let stdout = mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/stdout")))
+            .then_output(|| {
+                aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+                    .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                        b"{\"ok\":1}\n",
+                    ))
+                    .build()
+            });
+        let stderr = mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/stderr")))
+            .then_error(|| s3_error("NoSuchKey"));
+        let invocation = mock!(aws_sdk_ssm::Client::get_command_invocation).then_output(|| {
+            aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput::builder()
+                .response_code(0)
+                .standard_output_content("{\"ok\":1}\n")
+                .standard_error_content("")
+                .build()
+        });
+        let commands = Commands::new(
+            mocked_client!(aws_sdk_ssm, [&invocation]),
+            mocked_client!(aws_sdk_s3, RuleMode::MatchAny, [&stdout, &stderr]),
+            CommandSettings {
+                document_prefix: "stack".into(),
+                output_bucket: "bucket".into(),
+            },
+        );
+        let (output, code) = commands.output("c-1", "cmd-1", "i-1").await.unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(output.stdout, "{\"ok\":1}\n");
+        assert_eq!(output.stderr, "");
+
+        let denied = mock!(aws_sdk_s3::Client::get_object).then_error(|| s3_error("AccessDenied"));
+        let reader = CommandOutput::new(mocked_client!(aws_sdk_s3, [&denied]), "bucket");
+        let error = reader.read("commands/c-1/x/stderr").await.unwrap_err();
+        assert!(!error.is_retryable(), "{error}");
+        assert!(error.to_string().contains("s3:ListBucket"), "{error}");
+    }
 
     #[test]
     fn documents_round_trip_through_their_ssm_names() {

@@ -120,3 +120,43 @@ mod tests {
         assert!(ok.state_machine_arn.ends_with("ClusterWorkflow"));
     }
 }
+
+/// How many clusters one stack takes. Each cluster owns a target group and a listener rule
+/// on the stack's one Application Load Balancer, which holds at most 100 target groups (a
+/// quota AWS does not raise) and, by default, 100 rules besides the default ones; the
+/// stack's own status target group and `/_status` rule take one of each. So 99 at most,
+/// and an operator may set a lower cap (`MaxClusters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterLimits {
+    pub max_clusters: u32,
+}
+
+impl ClusterLimits {
+    pub const MAX_CLUSTERS: &'static str = "MAX_CLUSTERS";
+    /// 100 target groups per load balancer, less the status target group.
+    pub const LOAD_BALANCER_CAPACITY: u32 = 99;
+
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let max_clusters = match lookup(Self::MAX_CLUSTERS) {
+            None => Self::LOAD_BALANCER_CAPACITY,
+            Some(value) => match value.trim().parse::<u32>() {
+                Ok(n) if (1..=Self::LOAD_BALANCER_CAPACITY).contains(&n) => n,
+                _ => {
+                    return Err(Error::InvalidConfig {
+                        name: Self::MAX_CLUSTERS,
+                        value,
+                        reason: format!(
+                            "use a whole number from 1 to {} (one load balancer's target groups, less the status one)",
+                            Self::LOAD_BALANCER_CAPACITY
+                        ),
+                    });
+                }
+            },
+        };
+        Ok(Self { max_clusters })
+    }
+}

@@ -459,7 +459,9 @@ mod tests {
             .expect("a seed")
     }
 
-    async fn launch_through_faults(kind: &str) -> (crate::Result<String>, Vec<String>) {
+    async fn launch_through_faults(
+        kind: &str,
+    ) -> (crate::Result<crate::fleet::Launched>, Vec<String>) {
         let rule = format!("rate=0.5;kinds={kind}");
         let seed = seed_failing_first_attempt_only(&rule);
         let ec2 = RecordingEc2::default();
@@ -499,7 +501,7 @@ mod tests {
                     user_data: None,
                     cluster_id: "c-0123456789ab",
                     cluster_name: "shop",
-                    generation: 1,
+                    client_token: "c-0123456789ab-web-0-00000000000000aa",
                     slot: crate::model::Slot {
                         tier: crate::model::Tier::Web,
                         index: 0,
@@ -519,7 +521,7 @@ mod tests {
         let (launched, tokens) = launch_through_faults("throttle").await;
         assert_eq!(
             launched.expect("launched after a retry"),
-            "i-0123456789abcdef0"
+            crate::fleet::Launched::Instance("i-0123456789abcdef0".into())
         );
         assert_eq!(
             tokens.len(),
@@ -536,7 +538,7 @@ mod tests {
         let (launched, tokens) = launch_through_faults("drop").await;
         assert_eq!(
             launched.expect("launched after a retry"),
-            "i-0123456789abcdef0"
+            crate::fleet::Launched::Instance("i-0123456789abcdef0".into())
         );
         assert_eq!(tokens.len(), 2, "{tokens:?}");
         assert!(!tokens[0].is_empty(), "RunInstances without a ClientToken");

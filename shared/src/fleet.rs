@@ -7,7 +7,7 @@ use aws_sdk_ec2::types::{
 
 use crate::error::{Error, Result, from_sdk, sdk_error_code};
 use crate::model::{InstanceState, Slot};
-use crate::plan::{ObservedInstance, Subnet, client_token};
+use crate::plan::{ObservedInstance, Subnet};
 
 /// Tags every instance carries from launch: what the orchestrator owns and where it goes.
 pub const TAG_CLUSTER: &str = "ha-orchestrator:cluster";
@@ -46,6 +46,18 @@ impl FleetSettings {
     }
 }
 
+/// What EC2 made of a launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launched {
+    /// The instance of this launch: new, or the one an earlier request with the same
+    /// ClientToken started.
+    Instance(String),
+    /// EC2 refused the token: an earlier request used it with other parameters (the AMI
+    /// parameter moved on between two attempts, say). The caller reserves the slot anew
+    /// with a fresh token; whatever the earlier request started is found by its slot tag.
+    TokenUsedWithOtherParameters,
+}
+
 /// One instance to launch.
 #[derive(Debug, Clone)]
 pub struct LaunchRequest<'a> {
@@ -53,7 +65,8 @@ pub struct LaunchRequest<'a> {
     pub user_data: Option<String>,
     pub cluster_id: &'a str,
     pub cluster_name: &'a str,
-    pub generation: u64,
+    /// The launch intent's ClientToken (`plan::launch_token`).
+    pub client_token: &'a str,
     pub slot: Slot,
     pub subnet: &'a Subnet,
     pub instance_type: &'a str,
@@ -192,7 +205,7 @@ impl Fleet {
 
     /// Launch one instance into its slot. Tags are part of the launch, so the instance is
     /// findable by slot from its first moment (see `plan`).
-    pub async fn launch(&self, request: &LaunchRequest<'_>, image_id: &str) -> Result<String> {
+    pub async fn launch(&self, request: &LaunchRequest<'_>, image_id: &str) -> Result<Launched> {
         let template = match request.slot.tier {
             crate::model::Tier::Web => &self.settings.web_launch_template,
             crate::model::Tier::Db => &self.settings.db_launch_template,
@@ -221,11 +234,7 @@ impl Fleet {
             .set_user_data(request.user_data.clone())
             .min_count(1)
             .max_count(1)
-            .client_token(client_token(
-                request.cluster_id,
-                request.generation,
-                request.slot,
-            ))
+            .client_token(request.client_token)
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::Instance)
@@ -239,13 +248,19 @@ impl Fleet {
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| from_sdk("ec2", "RunInstances", e))?;
+            .await;
+        let output = match output {
+            Ok(output) => output,
+            Err(e) if sdk_error_code(&e) == Some("IdempotentParameterMismatch") => {
+                return Ok(Launched::TokenUsedWithOtherParameters);
+            }
+            Err(e) => return Err(from_sdk("ec2", "RunInstances", e)),
+        };
         output
             .instances()
             .first()
             .and_then(|i| i.instance_id())
-            .map(str::to_string)
+            .map(|id| Launched::Instance(id.to_string()))
             .ok_or_else(|| Error::Aws {
                 service: "ec2",
                 operation: "RunInstances",
@@ -271,6 +286,80 @@ impl Fleet {
             Err(e) if sdk_error_code(&e) == Some("InvalidInstanceID.NotFound") => Ok(()),
             Err(e) => Err(from_sdk("ec2", "TerminateInstances", e)),
         }
+    }
+}
+
+/// The stack's VPC, against which the API checks the subnets a create asks for: the
+/// instance role and the provision role may launch only into the stack's VPC, so a subnet
+/// elsewhere would fail at launch with `UnauthorizedOperation`, after the cluster had been
+/// accepted. Checking up front turns that into a 400 that names the subnet.
+#[derive(Debug, Clone)]
+pub struct StackNetwork {
+    ec2: aws_sdk_ec2::Client,
+    vpc_id: String,
+}
+
+impl StackNetwork {
+    pub fn new(ec2: aws_sdk_ec2::Client, vpc_id: impl Into<String>) -> Self {
+        Self {
+            ec2,
+            vpc_id: vpc_id.into(),
+        }
+    }
+
+    /// `Ok` when every subnet exists and lies in the stack's VPC; a validation error naming
+    /// the first that does not, and what to send instead, otherwise. One DescribeSubnets.
+    pub async fn check_subnets(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let fix = || {
+            format!(
+                "list subnets of the stack's VPC {}, or omit subnets to use the stack's own",
+                self.vpc_id
+            )
+        };
+        let output = match self
+            .ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(ids.to_vec()))
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            // EC2 names the unknown subnet in its message; ours names the field.
+            Err(e) if sdk_error_code(&e) == Some("InvalidSubnetID.NotFound") => {
+                let message = aws_sdk_ec2::error::ProvideErrorMetadata::message(&e)
+                    .unwrap_or("a subnet does not exist")
+                    .to_string();
+                return Err(Error::validation("subnets", message, fix()));
+            }
+            Err(e) => return Err(from_sdk("ec2", "DescribeSubnets", e)),
+        };
+        for id in ids {
+            let found = output
+                .subnets()
+                .iter()
+                .find(|s| s.subnet_id() == Some(id.as_str()));
+            match found.and_then(|s| s.vpc_id()) {
+                Some(vpc) if vpc == self.vpc_id => {}
+                Some(vpc) => {
+                    return Err(Error::validation(
+                        "subnets",
+                        format!("subnet {id} is in {vpc}, outside the stack's VPC"),
+                        fix(),
+                    ));
+                }
+                None => {
+                    return Err(Error::validation(
+                        "subnets",
+                        format!("subnet {id} does not exist in this account and region"),
+                        fix(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -185,6 +185,11 @@ pub struct Node {
     /// The Group Replication group (a UUID) the node last reported belonging to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_name: Option<String>,
+    /// The RunInstances ClientToken of the launch this record reserves (see
+    /// `plan::launch_token`): kept so a retry of that same launch sends the same token and
+    /// gets the same instance, and replaced by a fresh one for every new launch of the slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_token: Option<String>,
     pub updated_at: String,
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{InstanceState, Slot, Tier};
+use crate::model::{InstanceState, Node, NodeState, Slot, Tier};
 use crate::spec::ClusterSpec;
 
 /// A subnet and its availability zone.
@@ -110,10 +110,41 @@ pub fn plan_launches(
     plan
 }
 
-/// The ClientToken of a slot's RunInstances: the same (cluster, generation, slot) always
-/// sends the same token, so AWS returns the first launch instead of making a second.
-pub fn client_token(cluster_id: &str, generation: u64, slot: Slot) -> String {
-    format!("{cluster_id}-g{generation}-{slot}")
+/// The RunInstances ClientToken for filling `slot`: one token per *launch intent*.
+///
+/// EC2 answers a repeated token with the instance of the first request (for at least 24
+/// hours, even after that instance terminated), and with `IdempotentParameterMismatch` when
+/// the parameters differ (EC2 API reference, "Ensuring idempotency"). So a token must be
+/// stable across retries of one launch (a lost answer, a crashed task) and new for every
+/// other launch of the slot (a relaunch after its instance was lost, a later generation,
+/// different parameters). The token of a launch is minted when the slot is reserved and
+/// kept in the slot's record; a record still reserving (`Launching`, no instance yet)
+/// means the same launch is being retried, and its token is reused. Anything else (no
+/// record, a record of an instance, one without a token) starts a new launch.
+pub fn launch_token(cluster_id: &str, slot: Slot, recorded: Option<&Node>) -> String {
+    match recorded {
+        Some(Node {
+            state: NodeState::Launching,
+            instance_id: None,
+            launch_token: Some(token),
+            ..
+        }) if token.starts_with(&token_prefix(cluster_id, slot)) => token.clone(),
+        _ => fresh_launch_token(cluster_id, slot),
+    }
+}
+
+/// A token no earlier launch has used: `<cluster>-<slot>-<16 random hex digits>` (at most
+/// 64 ASCII characters, as EC2 requires).
+pub fn fresh_launch_token(cluster_id: &str, slot: Slot) -> String {
+    format!(
+        "{}{:016x}",
+        token_prefix(cluster_id, slot),
+        fastrand::u64(..)
+    )
+}
+
+fn token_prefix(cluster_id: &str, slot: Slot) -> String {
+    format!("{cluster_id}-{slot}-")
 }
 
 #[cfg(test)]
@@ -278,14 +309,64 @@ mod tests {
         assert_eq!(surplus, ["i-untagged", "i-extra"]);
     }
 
-    #[test]
-    fn client_tokens_are_stable_per_cluster_generation_and_slot() {
-        let slot = Slot {
+    fn reserved(token: Option<&str>, instance: Option<&str>, state: NodeState) -> Node {
+        Node {
+            slot: "db-1".into(),
             tier: Tier::Db,
-            index: 1,
-        };
-        assert_eq!(client_token("c-1", 3, slot), "c-1-g3-db-1");
-        assert_eq!(client_token("c-1", 3, slot), client_token("c-1", 3, slot));
-        assert_ne!(client_token("c-1", 4, slot), client_token("c-1", 3, slot));
+            instance_id: instance.map(str::to_string),
+            state,
+            availability_zone: None,
+            subnet_id: None,
+            role: None,
+            target_health: None,
+            host: None,
+            member_state: None,
+            group_name: None,
+            launch_token: token.map(str::to_string),
+            updated_at: String::new(),
+        }
+    }
+
+    const DB_1: Slot = Slot {
+        tier: Tier::Db,
+        index: 1,
+    };
+
+    #[test]
+    fn a_retried_launch_reuses_its_reserved_token() {
+        let token = fresh_launch_token("c-0123456789ab", DB_1);
+        let record = reserved(Some(&token), None, NodeState::Launching);
+        assert_eq!(
+            launch_token("c-0123456789ab", DB_1, Some(&record)),
+            token,
+            "a crashed or lost launch must be retried with its own token"
+        );
+        assert!(token.len() <= 64 && token.is_ascii(), "{token}");
+        assert!(token.starts_with("c-0123456789ab-db-1-"), "{token}");
+    }
+
+    #[test]
+    fn every_new_launch_of_a_slot_gets_a_new_token() {
+        let first = fresh_launch_token("c-0123456789ab", DB_1);
+        // The slot's instance was launched (and since lost): a relaunch must not get the
+        // old, terminated instance back from EC2.
+        let launched = reserved(Some(&first), Some("i-0old"), NodeState::Terminated);
+        let relaunch = launch_token("c-0123456789ab", DB_1, Some(&launched));
+        assert_ne!(relaunch, first);
+        // No record, or one written before tokens were kept: new tokens, never equal.
+        let a = launch_token("c-0123456789ab", DB_1, None);
+        let b = launch_token("c-0123456789ab", DB_1, None);
+        assert_ne!(a, b);
+        let legacy = reserved(None, None, NodeState::Launching);
+        assert_ne!(launch_token("c-0123456789ab", DB_1, Some(&legacy)), a);
+        // A token recorded for another slot or cluster is never borrowed.
+        let other = reserved(
+            Some(&fresh_launch_token("c-ffffffffffff", DB_1)),
+            None,
+            NodeState::Launching,
+        );
+        assert!(
+            launch_token("c-0123456789ab", DB_1, Some(&other)).starts_with("c-0123456789ab-db-1-")
+        );
     }
 }

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::events::{RunReason, WorkflowInput};
-use crate::fleet::{Fleet, LaunchRequest};
+use crate::fleet::{Fleet, LaunchRequest, Launched};
 use crate::model::{
     Cluster, InstanceState, LastError, Node, NodeState, Phase, Slot, Tier, now_rfc3339,
 };
-use crate::plan::{ObservedInstance, desired_slots, plan_launches};
+use crate::plan::{
+    ObservedInstance, desired_slots, fresh_launch_token, launch_token, plan_launches,
+};
 use crate::store::{ClusterStore, Fence};
 use crate::targets::WebTargets;
 
@@ -157,6 +159,7 @@ fn observed_node(
             .or_else(|| previous.and_then(|n| n.host.clone())),
         member_state: previous.and_then(|n| n.member_state.clone()),
         group_name: previous.and_then(|n| n.group_name.clone()),
+        launch_token: previous.and_then(|n| n.launch_token.clone()),
         target_health: previous.and_then(|n| n.target_health.clone()),
         updated_at: now_rfc3339(),
     }
@@ -293,8 +296,9 @@ impl Provisioner {
             self.fleet.image_id().await?
         };
         for (slot, subnet) in &plan.launch {
-            // Reserve the slot first: the record shows the launch even if we crash now.
-            let reserved = Node {
+            // Reserve the slot first: the record shows the launch even if we crash now, and
+            // keeps the launch's ClientToken, so a retry of this launch reuses it.
+            let mut reserved = Node {
                 slot: slot.name(),
                 tier: slot.tier,
                 instance_id: None,
@@ -305,6 +309,7 @@ impl Provisioner {
                 host: None,
                 member_state: None,
                 group_name: None,
+                launch_token: Some(launch_token(&cluster.id, *slot, recorded(*slot))),
                 target_health: None,
                 updated_at: now_rfc3339(),
             };
@@ -313,27 +318,62 @@ impl Provisioner {
                 Tier::Web => &cluster.spec.web.instance_type,
                 Tier::Db => &cluster.spec.db.instance_type,
             };
-            let instance_id = self
-                .fleet
-                .launch(
-                    &LaunchRequest {
-                        user_data: match slot.tier {
-                            Tier::Web => Some(crate::userdata::encode(&crate::userdata::web(
-                                self.targets.settings().web_port,
-                                &self.targets.settings().health_check_path,
-                            ))),
-                            Tier::Db => None,
+            let user_data = match slot.tier {
+                Tier::Web => Some(crate::userdata::encode(&crate::userdata::web(
+                    self.targets.settings().web_port,
+                    &self.targets.settings().health_check_path,
+                ))),
+                Tier::Db => None,
+            };
+            let mut instance_id = None;
+            // Two tries at most: the reserved token, then (only if EC2 says that token
+            // went with other parameters) one fresh token, recorded before it is used.
+            for attempt in 0..2 {
+                let token = reserved.launch_token.clone().unwrap_or_default();
+                let launched = self
+                    .fleet
+                    .launch(
+                        &LaunchRequest {
+                            user_data: user_data.clone(),
+                            cluster_id: &cluster.id,
+                            cluster_name: &cluster.spec.name,
+                            client_token: &token,
+                            slot: *slot,
+                            subnet,
+                            instance_type,
                         },
-                        cluster_id: &cluster.id,
-                        cluster_name: &cluster.spec.name,
-                        generation: request.ctx.generation,
-                        slot: *slot,
-                        subnet,
-                        instance_type,
-                    },
-                    &image_id,
-                )
-                .await?;
+                        &image_id,
+                    )
+                    .await?;
+                match launched {
+                    Launched::Instance(id) => {
+                        instance_id = Some(id);
+                        break;
+                    }
+                    Launched::TokenUsedWithOtherParameters if attempt == 0 => {
+                        self.record(
+                            cluster,
+                            "LaunchTokenRenewed",
+                            &format!(
+                                "{slot}: EC2 answered IdempotentParameterMismatch for ClientToken \
+                                 {token} (an earlier attempt used other parameters); launching \
+                                 with a new token, an instance of the earlier attempt is \
+                                 retired as a duplicate of the slot if it exists"
+                            ),
+                        )
+                        .await?;
+                        reserved.launch_token = Some(fresh_launch_token(&cluster.id, *slot));
+                        self.store.put_node(&cluster.id, fence, &reserved).await?;
+                    }
+                    Launched::TokenUsedWithOtherParameters => {}
+                }
+            }
+            let Some(instance_id) = instance_id else {
+                return Err(Error::terminal(format!(
+                    "RunInstances for {slot} answered IdempotentParameterMismatch twice, \
+                     with two different ClientTokens: a bug in how launch tokens are made"
+                )));
+            };
             self.store
                 .put_node(
                     &cluster.id,
@@ -829,6 +869,7 @@ mod tests {
                 host: None,
                 member_state: None,
                 group_name: None,
+                launch_token: None,
                 target_health: None,
                 updated_at: "2026-11-23T12:01:00Z".into(),
             };
@@ -861,6 +902,60 @@ mod tests {
             );
         }
         (items, instances)
+    }
+
+    /// A provisioner on mocked clients; the services a launch does not use answer nothing.
+    fn provisioner(
+        dynamodb: aws_sdk_dynamodb::Client,
+        ec2: aws_sdk_ec2::Client,
+        secretsmanager: aws_sdk_secretsmanager::Client,
+    ) -> Provisioner {
+        Provisioner {
+            store: ClusterStore::new(dynamodb, "table"),
+            fleet: Fleet::new(
+                ec2,
+                mocked_client!(
+                    aws_sdk_ssm,
+                    [&mock!(aws_sdk_ssm::Client::get_parameter).then_output(|| {
+                        aws_sdk_ssm::operation::get_parameter::GetParameterOutput::builder()
+                            .parameter(
+                                aws_sdk_ssm::types::Parameter::builder()
+                                    .value("ami-1")
+                                    .build(),
+                            )
+                            .build()
+                    })]
+                ),
+                FleetSettings {
+                    web_launch_template: "lt-web".into(),
+                    db_launch_template: "lt-db".into(),
+                    ami_parameter: "/ami".into(),
+                    default_subnets: (0..3).map(|i| format!("subnet-0000000{i}")).collect(),
+                },
+            ),
+            secrets: crate::secrets::ClusterSecrets::new(secretsmanager),
+            targets: WebTargets::new(
+                mocked_client!(aws_sdk_elasticloadbalancingv2, []),
+                TargetSettings {
+                    vpc_id: "vpc-1".into(),
+                    listener_arn: "arn:listener".into(),
+                    status_target_group_arn: "arn:status".into(),
+                    web_port: 80,
+                    health_check_path: "/healthz".into(),
+                },
+            ),
+            alarms: crate::alarms::ScalingAlarms::new(
+                mocked_client!(aws_sdk_cloudwatch, []),
+                crate::alarms::AlarmSettings {
+                    scale_out_requests_per_target: 1000.0,
+                    scale_in_requests_per_target: 100.0,
+                },
+            ),
+            command_output: crate::commands::CommandOutput::new(
+                mocked_client!(aws_sdk_s3, []),
+                "bucket",
+            ),
+        }
     }
 
     #[tokio::test]
@@ -934,56 +1029,23 @@ mod tests {
                 aws_sdk_secretsmanager::operation::create_secret::CreateSecretOutput::builder()
                     .build()
             });
-        let provisioner = Provisioner {
-            store: ClusterStore::new(
-                mocked_client!(
-                    aws_sdk_dynamodb,
-                    RuleMode::MatchAny,
-                    [&query, &actions, &renew, &put, &transact]
-                ),
-                "table",
+        let provisioner = provisioner(
+            mocked_client!(
+                aws_sdk_dynamodb,
+                RuleMode::MatchAny,
+                [&query, &actions, &renew, &put, &transact]
             ),
-            fleet: Fleet::new(
-                mocked_client!(
-                    aws_sdk_ec2,
-                    RuleMode::MatchAny,
-                    [&subnets, &describe, &run, &terminate]
-                ),
-                mocked_client!(aws_sdk_ssm, []),
-                FleetSettings {
-                    web_launch_template: "lt-web".into(),
-                    db_launch_template: "lt-db".into(),
-                    ami_parameter: "/ami".into(),
-                    default_subnets: (0..3).map(|i| format!("subnet-0000000{i}")).collect(),
-                },
+            mocked_client!(
+                aws_sdk_ec2,
+                RuleMode::MatchAny,
+                [&subnets, &describe, &run, &terminate]
             ),
-            secrets: crate::secrets::ClusterSecrets::new(mocked_client!(
+            mocked_client!(
                 aws_sdk_secretsmanager,
                 RuleMode::MatchAny,
                 [&existing_secret, &create_secret]
-            )),
-            targets: WebTargets::new(
-                mocked_client!(aws_sdk_elasticloadbalancingv2, []),
-                TargetSettings {
-                    vpc_id: "vpc-1".into(),
-                    listener_arn: "arn:listener".into(),
-                    status_target_group_arn: "arn:status".into(),
-                    web_port: 80,
-                    health_check_path: "/healthz".into(),
-                },
             ),
-            alarms: crate::alarms::ScalingAlarms::new(
-                mocked_client!(aws_sdk_cloudwatch, []),
-                crate::alarms::AlarmSettings {
-                    scale_out_requests_per_target: 1000.0,
-                    scale_in_requests_per_target: 100.0,
-                },
-            ),
-            command_output: crate::commands::CommandOutput::new(
-                mocked_client!(aws_sdk_s3, []),
-                "bucket",
-            ),
-        };
+        );
         let request: TaskRequest = serde_json::from_value(serde_json::json!({
             "task": "launch",
             "ctx": {"clusterId": ID, "generation": 1, "reason": "create"},
@@ -1011,6 +1073,143 @@ mod tests {
             0,
             "CreateSecret on a converged cluster"
         );
+    }
+
+    #[tokio::test]
+    async fn a_token_ec2_refuses_as_mismatched_is_renewed_once_and_recorded_first() {
+        // db-2's instance is gone from EC2 (lost); its record still names it.
+        let (items, mut instances) = converged();
+        instances.pop();
+        let query = mock!(aws_sdk_dynamodb::Client::query)
+            .match_requests(|r| {
+                r.expression_attribute_values()
+                    .and_then(|v| v.get(":pk"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|pk| pk.starts_with("CLUSTER#"))
+            })
+            .then_output(move || {
+                aws_sdk_dynamodb::operation::query::QueryOutput::builder()
+                    .set_items(Some(items.clone()))
+                    .build()
+            });
+        let renew = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
+        });
+        // Node records go through a fenced transaction: keep every node written, in order.
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Node>::new()));
+        let seen = written.clone();
+        let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+            .match_requests(move |r| {
+                for item in r.transact_items() {
+                    if let Some(data) = item
+                        .put()
+                        .and_then(|p| p.item().get("data"))
+                        .and_then(|d| d.as_s().ok())
+                        && let Ok(node) = serde_json::from_str::<Node>(data)
+                    {
+                        seen.lock().unwrap().push(node);
+                    }
+                }
+                true
+            })
+            .then_output(|| {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder()
+                    .build()
+            });
+        let put = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
+            aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
+        });
+        let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
+            let subnet = |i: usize| {
+                aws_sdk_ec2::types::Subnet::builder()
+                    .subnet_id(format!("subnet-0000000{i}"))
+                    .availability_zone(zone(i))
+                    .build()
+            };
+            aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput::builder()
+                .subnets(subnet(0))
+                .subnets(subnet(1))
+                .subnets(subnet(2))
+                .build()
+        });
+        let describe = mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
+            aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+                .reservations(
+                    aws_sdk_ec2::types::Reservation::builder()
+                        .set_instances(Some(instances.clone()))
+                        .build(),
+                )
+                .build()
+        });
+        let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sent = tokens.clone();
+        let run = mock!(aws_sdk_ec2::Client::run_instances)
+            .match_requests(move |r| {
+                sent.lock()
+                    .unwrap()
+                    .push(r.client_token().unwrap_or_default().to_string());
+                true
+            })
+            .sequence()
+            .error(|| {
+                aws_sdk_ec2::operation::run_instances::RunInstancesError::generic(
+                    aws_smithy_types::error::ErrorMetadata::builder()
+                        .code("IdempotentParameterMismatch")
+                        .message("client token used with different parameters")
+                        .build(),
+                )
+            })
+            .output(|| {
+                aws_sdk_ec2::operation::run_instances::RunInstancesOutput::builder()
+                    .instances(
+                        aws_sdk_ec2::types::Instance::builder()
+                            .instance_id("i-0000000000000new")
+                            .build(),
+                    )
+                    .build()
+            })
+            .build();
+        let existing_secret =
+            mock!(aws_sdk_secretsmanager::Client::describe_secret).then_output(|| {
+                aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput::builder()
+                    .build()
+            });
+        let provisioner = provisioner(
+            mocked_client!(
+                aws_sdk_dynamodb,
+                RuleMode::MatchAny,
+                [&query, &renew, &put, &transact]
+            ),
+            mocked_client!(aws_sdk_ec2, RuleMode::MatchAny, [&subnets, &describe, &run]),
+            mocked_client!(
+                aws_sdk_secretsmanager,
+                RuleMode::MatchAny,
+                [&existing_secret]
+            ),
+        );
+        let request: TaskRequest = serde_json::from_value(serde_json::json!({
+            "task": "launch",
+            "ctx": {"clusterId": ID, "generation": 1, "reason": "heal"},
+            "leaseToken": 3
+        }))
+        .unwrap();
+        let outcome = provisioner.run(request).await.unwrap();
+        assert_eq!(outcome.detail, "launched 1, kept 4, surplus 0");
+        let tokens = tokens.lock().unwrap().clone();
+        assert_eq!(tokens.len(), 2, "{tokens:?}");
+        assert_ne!(tokens[0], tokens[1], "the refused token was sent again");
+        let prefix = format!("{ID}-db-2-");
+        assert!(tokens.iter().all(|t| t.starts_with(&prefix)), "{tokens:?}");
+        // Each token was in the slot's record before RunInstances carried it, and the
+        // record of the launched instance keeps the token that launched it.
+        let written = written.lock().unwrap().clone();
+        let db2: Vec<&Node> = written.iter().filter(|n| n.slot == "db-2").collect();
+        let token_at = |i: usize| db2[i].launch_token.clone().unwrap_or_default();
+        assert_eq!(db2.len(), 3, "reserve, renew, launched: {db2:?}");
+        assert_eq!(token_at(0), tokens[0]);
+        assert_eq!(token_at(1), tokens[1]);
+        assert_eq!(db2[2].instance_id.as_deref(), Some("i-0000000000000new"));
+        assert_eq!(token_at(2), tokens[1]);
     }
 
     #[test]
@@ -1088,6 +1287,7 @@ mod tests {
             host: None,
             member_state: None,
             group_name: None,
+            launch_token: None,
             target_health: None,
             updated_at: "2026-01-01T00:00:00Z".into(),
         };

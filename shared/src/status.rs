@@ -247,6 +247,7 @@ mod tests {
             host: None,
             member_state: role.map(|_| "ONLINE".to_string()),
             group_name: None,
+            launch_token: None,
             updated_at: "2026-11-24T00:00:00Z".into(),
         };
         Cluster {

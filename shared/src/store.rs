@@ -109,6 +109,34 @@ impl ClusterStore {
             .cloned();
         Ok(Page { items, next })
     }
+
+    /// How many clusters hold a place on the stack's load balancer: every cluster from its
+    /// create until its purge is on the sparse list index, and each owns one target group
+    /// and one listener rule there. A COUNT query reads no item bodies; it pages (1 MB of
+    /// index per page) until done.
+    pub async fn count_live_clusters(&self) -> Result<u32> {
+        let mut count = 0u32;
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(CLUSTERS_INDEX)
+                .key_condition_expression("list_pk = :p")
+                .expression_attribute_values(":p", s(CLUSTER_LIST_PARTITION))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| from_sdk("dynamodb", "Query", e))?;
+            count += u32::try_from(output.count()).unwrap_or_default();
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(count),
+            }
+        }
+    }
 }
 
 /// What a run must still hold to write: the lease token it was given and the generation
@@ -1396,6 +1424,59 @@ impl ClusterStore {
         )
         .await
     }
+
+    /// What the scaling recheck decides on (phase, web count and bounds, last step), from
+    /// one GetItem of the META item's few attributes, so a recheck that finds nothing due
+    /// reads one item and writes nothing. `None` when there is no such cluster.
+    pub async fn scale_state(&self, id: &str) -> Result<Option<ScaleState>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::cluster_key(id)))
+            .key("sk", s("META"))
+            .projection_expression("phase, spec, last_scaled_at")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb", "GetItem", e))?;
+        let Some(item) = output.item() else {
+            return Ok(None);
+        };
+        let corrupt = |problem: String| Error::CorruptRecord {
+            key: Self::cluster_key(id),
+            problem,
+        };
+        let text = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .ok_or_else(|| corrupt(format!("{name} is missing")))
+        };
+        let phase_text = text("phase")?;
+        let phase = Phase::parse(phase_text)
+            .ok_or_else(|| corrupt(format!("unknown phase {phase_text:?}")))?;
+        let spec: ClusterSpec =
+            serde_json::from_str(text("spec")?).map_err(|e| corrupt(format!("spec: {e}")))?;
+        Ok(Some(ScaleState {
+            phase,
+            web: spec.web.count,
+            bounds: spec.scaling(),
+            last_scaled_at: item
+                .get("last_scaled_at")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok()),
+        }))
+    }
+}
+
+/// A cluster's scaling position, as [`ClusterStore::scale_state`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScaleState {
+    pub phase: Phase,
+    pub web: u32,
+    pub bounds: crate::spec::ScalingSpec,
+    /// Epoch second of the last change of the web count (alarm or `PATCH`), if any.
+    pub last_scaled_at: Option<i64>,
 }
 
 /// A conditional write's answer as whether it happened: a failed condition is `false`

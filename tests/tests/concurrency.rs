@@ -33,6 +33,7 @@ fn node(slot: &str) -> Node {
         host: None,
         member_state: None,
         group_name: None,
+        launch_token: None,
         updated_at: now_rfc3339(),
     }
 }

@@ -3,7 +3,8 @@
 
 use lambda_http::{Body, Request, RequestExt, Response, run, service_fn};
 use orchestrator::api::{ApiContext, ApiRequest, handle};
-use orchestrator::config::{StoreSettings, WorkflowSettings};
+use orchestrator::config::{ClusterLimits, StoreSettings, WorkflowSettings, required};
+use orchestrator::fleet::StackNetwork;
 use orchestrator::startup::require;
 use orchestrator::store::ClusterStore;
 use orchestrator::workflow::Workflow;
@@ -13,6 +14,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     orchestrator::telemetry::init();
     let store = require("read configuration", StoreSettings::from_env())?;
     let workflow = require("read configuration", WorkflowSettings::from_env())?;
+    let limits = require("read configuration", ClusterLimits::from_env())?;
+    let vpc_id = require("read configuration", required("VPC_ID"))?;
     let sdk = require(
         "configure the AWS SDK",
         orchestrator::aws::load_sdk_config().await,
@@ -20,6 +23,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let ctx = ApiContext {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
         workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
+        network: StackNetwork::new(aws_sdk_ec2::Client::new(&sdk), vpc_id),
+        limits,
     };
     run(service_fn(|request: Request| serve(&ctx, request))).await
 }
