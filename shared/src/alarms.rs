@@ -8,9 +8,11 @@
 //! They have no alarm actions: CloudWatch sends every state change to EventBridge, where
 //! the stack's rule hands `ha-c-*` alarms to the `scaling` function
 //! ([`crate::scaling::Scaler`]). The register task puts them (PutMetricAlarm overwrites, so
-//! every run may), the purge task deletes them.
+//! every run may), the purge task deletes them. An event comes only with a state change,
+//! so the scaling function's recheck schedule also asks which of them are still in ALARM
+//! ([`AlarmStates::in_alarm`]).
 
-use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic, Tag};
+use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic, Tag};
 
 use crate::error::{Result, from_sdk};
 use crate::fleet::TAG_CLUSTER;
@@ -145,6 +147,44 @@ impl ScalingAlarms {
             .await
             .map_err(|e| from_sdk("cloudwatch", "DeleteAlarms", e))?;
         Ok(())
+    }
+}
+
+/// Reads the alarms' current states (the `scaling` function holds no thresholds, so this
+/// is apart from [`ScalingAlarms`]).
+#[derive(Debug, Clone)]
+pub struct AlarmStates {
+    client: aws_sdk_cloudwatch::Client,
+}
+
+impl AlarmStates {
+    pub fn new(client: aws_sdk_cloudwatch::Client) -> Self {
+        Self { client }
+    }
+
+    /// Names of the metric alarms starting with `prefix` that are in ALARM now. CloudWatch
+    /// filters by name prefix and state server-side, 100 alarms a page (the most
+    /// DescribeAlarms' MaxRecords allows), so a fleet with nothing alarming costs one call.
+    pub async fn in_alarm(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut pages = self
+            .client
+            .describe_alarms()
+            .alarm_name_prefix(prefix)
+            .state_value(StateValue::Alarm)
+            .max_records(100)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("cloudwatch", "DescribeAlarms", e))?;
+            names.extend(
+                page.metric_alarms()
+                    .iter()
+                    .filter(|a| a.state_value() == Some(&StateValue::Alarm))
+                    .filter_map(|a| a.alarm_name().map(str::to_string)),
+            );
+        }
+        Ok(names)
     }
 }
 

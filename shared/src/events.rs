@@ -176,13 +176,27 @@ impl ReplicationTrigger {
     }
 }
 
-/// What the `scaling` function is invoked with.
-pub fn alarm_from_json(value: Value) -> Result<AlarmEvent> {
-    match envelope(&value) {
-        Some(ALARM_STATE_CHANGE) => parse_as(value, ALARM_STATE_CHANGE.1),
-        other => Err(Error::MalformedEvent(format!(
-            "scaling handles CloudWatch alarm state changes, not {other:?}"
-        ))),
+/// What the `scaling` function is invoked with: an alarm's state change, or the recheck
+/// schedule that steps again while an alarm stays in ALARM (see `crate::scaling`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScalingTrigger {
+    Alarm(Box<AlarmEvent>),
+    Recheck(ScheduleEvent),
+}
+
+impl ScalingTrigger {
+    pub fn from_json(value: Value) -> Result<Self> {
+        match envelope(&value) {
+            Some(ALARM_STATE_CHANGE) => Ok(Self::Alarm(Box::new(parse_as(
+                value,
+                ALARM_STATE_CHANGE.1,
+            )?))),
+            Some(SCHEDULED) => Ok(Self::Recheck(parse_as(value, SCHEDULED.1)?)),
+            other => Err(Error::MalformedEvent(format!(
+                "scaling handles CloudWatch alarm state changes and its recheck schedule, \
+                 not {other:?}"
+            ))),
+        }
     }
 }
 
@@ -242,6 +256,12 @@ mod tests {
             ("schedule-sweep.json", |n| {
                 let e: ScheduleEvent = parse(n);
                 assert_eq!(e.detail_type, "Scheduled Event");
+            }),
+            ("schedule-scaling-recheck.json", |n| {
+                let e: ScheduleEvent = parse(n);
+                assert_eq!(e.source, "aws.events");
+                let rule = e.resources.unwrap_or_default().concat();
+                assert!(rule.contains(":rule/"), "{rule}");
             }),
             ("alb-health-check.json", |n| {
                 let e: aws_lambda_events::alb::AlbTargetGroupRequest = parse(n);
@@ -334,7 +354,14 @@ mod tests {
             ReplicationTrigger::from_json(json("replication-task-converge.json")),
             Ok(ReplicationTrigger::Task(_))
         ));
-        assert!(alarm_from_json(json("alarm-high-request-count.json")).is_ok());
+        assert!(matches!(
+            ScalingTrigger::from_json(json("alarm-high-request-count.json")),
+            Ok(ScalingTrigger::Alarm(_))
+        ));
+        assert!(matches!(
+            ScalingTrigger::from_json(json("schedule-scaling-recheck.json")),
+            Ok(ScalingTrigger::Recheck(_))
+        ));
     }
 
     #[test]
@@ -345,7 +372,7 @@ mod tests {
         no_detail.as_object_mut().unwrap().remove("detail");
         let missing = HealingTrigger::from_json(no_detail).unwrap_err();
         assert!(matches!(missing, Error::MalformedEvent(_)), "{missing}");
-        assert!(alarm_from_json(json("schedule-sweep.json")).is_err());
+        assert!(ScalingTrigger::from_json(json("ec2-instance-terminated.json")).is_err());
         assert!(ReplicationTrigger::from_json(serde_json::json!({"clusterId": 5})).is_err());
     }
 

@@ -1,11 +1,14 @@
 //! `scaling`: CloudWatch "Alarm State Change" events of the clusters' web alarms
 //! (`ha-<cluster>-web-high` / `-web-low`): one step out or in, within the cluster's bounds
-//! and outside the cooldown (see `orchestrator::scaling`). Foreign or malformed events are
-//! logged and dropped (EventBridge would only retry them).
+//! and outside the cooldown; and the recheck schedule's Scheduled Events: one more step for
+//! every alarm still in ALARM once its cluster is READY and out of its cooldown (see
+//! `orchestrator::scaling`). Foreign or malformed events are logged and dropped
+//! (EventBridge would only retry them).
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
+use orchestrator::alarms::AlarmStates;
 use orchestrator::config::{StoreSettings, WorkflowSettings};
-use orchestrator::events::alarm_from_json;
+use orchestrator::events::ScalingTrigger;
 use orchestrator::scaling::{DEFAULT_COOLDOWN_SECONDS, Scaler};
 use orchestrator::startup::require;
 use orchestrator::store::ClusterStore;
@@ -40,6 +43,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let scaler = Scaler {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
         workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
+        alarms: AlarmStates::new(aws_sdk_cloudwatch::Client::new(&sdk)),
         cooldown_seconds,
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
@@ -51,14 +55,24 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
 #[tracing::instrument(skip_all, fields(request_id = %event.context.request_id))]
 async fn handle(scaler: &Scaler, event: LambdaEvent<serde_json::Value>) -> Result<(), Diagnostic> {
-    match alarm_from_json(event.payload) {
-        Ok(alarm) => match Box::pin(scaler.on_alarm(&alarm)).await {
+    match ScalingTrigger::from_json(event.payload) {
+        Ok(ScalingTrigger::Alarm(alarm)) => match Box::pin(scaler.on_alarm(&alarm)).await {
             Ok(reaction) => {
                 tracing::info!(alarm = %alarm.detail.alarm_name, ?reaction, "alarm state change handled");
                 Ok(())
             }
             Err(error) => {
                 tracing::warn!(alarm = %alarm.detail.alarm_name, error = %error, "alarm state change failed; EventBridge retries it");
+                Err(error.into())
+            }
+        },
+        Ok(ScalingTrigger::Recheck(_)) => match Box::pin(scaler.recheck()).await {
+            Ok(recheck) => {
+                tracing::info!(in_alarm = recheck.alarms.len(), "alarms in ALARM rechecked");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "recheck of alarms in ALARM failed; the next tick tries again");
                 Err(error.into())
             }
         },
