@@ -59,6 +59,10 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "refusing to run a function without its execution role's credentials ({0}): on AWS a function always calls with its role's session, and fakecloud mints one per instance (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)"
+    )]
+    NoRoleCredentials(String),
     #[error("container {0} did not publish its port within {1:?}; see its log")]
     StartTimeout(String, Duration),
 }
@@ -136,7 +140,7 @@ pub fn state_dir() -> Result<PathBuf, RunnerError> {
 fn container(id: &str) -> Result<Container, RunnerError> {
     let valid = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     let dir = state_dir()?.join(id);
-    if !valid || !dir.is_dir() {
+    if !valid || !dir.is_dir() || dir.join(REMOVED).exists() {
         return Err(RunnerError::NoSuchContainer(id.to_string()));
     }
     Ok(Container { dir })
@@ -228,6 +232,35 @@ pub fn parse_create(
     })
 }
 
+/// A function must call AWS as its execution role, as on AWS: fakecloud passes the role's
+/// session credentials it minted for this instance as `-e AWS_ACCESS_KEY_ID` (and the
+/// secret and session token) with the values in our environment
+/// (`fakecloud-lambda/src/runtime/docker.rs`, `docker_env_args`; minted in
+/// `runtime/facade.rs`). Without them, or with a `test*` key (fakecloud's root identity,
+/// which bypasses IAM enforcement, e.g. the harness's own key inherited from fakecloud's
+/// environment), the function's calls would not be checked against its role: refuse.
+pub fn require_role_credentials(env: &[(String, String)]) -> Result<(), RunnerError> {
+    let value = |key: &str| {
+        env.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let key = value("AWS_ACCESS_KEY_ID")
+        .ok_or_else(|| RunnerError::NoRoleCredentials("no AWS_ACCESS_KEY_ID".into()))?;
+    if key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("test")) {
+        return Err(RunnerError::NoRoleCredentials(format!(
+            "AWS_ACCESS_KEY_ID {key} is fakecloud's root bypass identity"
+        )));
+    }
+    for required in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if value(required).is_none() {
+            return Err(RunnerError::NoRoleCredentials(format!("no {required}")));
+        }
+    }
+    Ok(())
+}
+
 /// The function process talks to fakecloud on the host, not through a container alias.
 pub fn rewrite_host_aliases(value: &str) -> String {
     value
@@ -241,6 +274,7 @@ pub fn create(args: &[String]) -> Result<String, RunnerError> {
         handler,
         env,
     } = parse_create(args, |k| std::env::var(k).ok())?;
+    require_role_credentials(&env)?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -340,12 +374,28 @@ pub fn logs(id: &str, tail: usize) -> Result<String, RunnerError> {
     Ok(lines[from..].join("\n"))
 }
 
-/// Stop a container's process group (server and function) and delete its folder.
+/// Stop a container's process group (server and function) and delete its code and
+/// process files. Its spec and log stay (marked `removed`): what a retired function
+/// instance did still counts for the harness's log assertions and IAM coverage check, as
+/// a retired Lambda's logs stay in CloudWatch Logs.
 pub fn remove(id: &str) -> Result<(), RunnerError> {
-    let container = container(id)?;
-    stop(&container);
-    std::fs::remove_dir_all(&container.dir).map_err(io("remove container folder"))
+    retire(&container(id)?)
 }
+
+fn retire(container: &Container) -> Result<(), RunnerError> {
+    stop(container);
+    std::fs::write(container.dir.join(REMOVED), b"").map_err(io("mark container removed"))?;
+    for file in [container.pid_path(), container.port_path()] {
+        let _ = std::fs::remove_file(file);
+    }
+    match std::fs::remove_dir_all(container.task_dir()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove container code")(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The marker file of a removed container.
+const REMOVED: &str = "removed";
 
 /// Send SIGTERM, then SIGKILL, to a container's process group. Harmless when it is gone.
 pub fn stop(container: &Container) {
@@ -676,6 +726,24 @@ pub async fn serve(id: &str) -> Result<(), RunnerError> {
 
     let owner = spec.owner_pid;
     let folder = container.dir.clone();
+    let mut spec = spec;
+    let tls = match spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
+        .map(|(_, v)| v.clone())
+    {
+        Some(upstream) if upstream.starts_with("http://") => {
+            let (listener, proxy_port) = bind_loopback().await?;
+            for (key, value) in spec.env.iter_mut() {
+                if key == "AWS_ENDPOINT_URL" {
+                    *value = format!("http://127.0.0.1:{proxy_port}");
+                }
+            }
+            Some(serve_tls_stand_in(listener, upstream))
+        }
+        _ => None,
+    };
     let supervisor = tokio::spawn(supervise(server, container, spec));
     // Stop with fakecloud, or when our folder is removed: never outlive the emulator.
     let owner_gone = async {
@@ -691,7 +759,86 @@ pub async fn serve(id: &str) -> Result<(), RunnerError> {
     }
     supervisor.abort();
     endpoint.abort();
+    if let Some(tls) = tls {
+        tls.abort();
+    }
     Ok(())
+}
+
+/// The function's AWS endpoint, as if reached over TLS. On AWS every SDK request goes over
+/// HTTPS, so `aws:SecureTransport` is true, and the stack's bucket policies deny anything
+/// else (`TlsOnly`). fakecloud listens on plain HTTP and reads the transport from
+/// `X-Forwarded-Proto` (`is_secure_transport`, fakecloud-core 0.51.0 dispatch.rs), as behind
+/// a TLS-terminating proxy; this is that proxy: it forwards each request unchanged (Host
+/// included, so the SigV4 signature still verifies) with `X-Forwarded-Proto: https`.
+fn serve_tls_stand_in(
+    listener: tokio::net::TcpListener,
+    upstream: String,
+) -> tokio::task::JoinHandle<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default();
+    serve_http(listener, move |request: Request<Incoming>| {
+        let client = client.clone();
+        let upstream = upstream.clone();
+        async move {
+            match forward(&client, &upstream, request).await {
+                Ok(response) => response,
+                Err(message) => Response::builder()
+                    .status(StatusCode::BAD_GATEWAY)
+                    .body(Full::new(Bytes::from(message)))
+                    .unwrap_or_default(),
+            }
+        }
+    })
+}
+
+async fn forward(
+    client: &reqwest::Client,
+    upstream: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, String> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("read request: {e}"))?
+        .to_bytes();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let method =
+        reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).map_err(|e| e.to_string())?;
+    let mut outgoing = client.request(method, format!("{}{path}", upstream.trim_end_matches('/')));
+    // The body's framing is the client's own (it sets the same length again).
+    for (name, value) in &parts.headers {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            outgoing = outgoing.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let answer = outgoing
+        .header("x-forwarded-proto", "https")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("forward to {upstream}: {e}"))?;
+    let mut response = Response::builder().status(answer.status().as_u16());
+    for (name, value) in answer.headers() {
+        if !matches!(name.as_str(), "transfer-encoding" | "connection") {
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let bytes = answer
+        .bytes()
+        .await
+        .map_err(|e| format!("read answer: {e}"))?;
+    response.body(Full::new(bytes)).map_err(|e| e.to_string())
 }
 
 /// Keep one `bootstrap` process running while there is work: start it with a Runtime API
@@ -797,6 +944,50 @@ mod tests {
                 ("AWS_SECRET_ACCESS_KEY".to_string(), "s3cr3t".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn a_removed_container_keeps_its_spec_and_log_for_the_harness() {
+        let state = tempfile::tempdir().unwrap();
+        let container = Container {
+            dir: state.path().join("lr1"),
+        };
+        std::fs::create_dir_all(container.task_dir()).unwrap();
+        std::fs::write(container.task_dir().join("bootstrap"), b"code").unwrap();
+        std::fs::write(container.spec_path(), b"{}").unwrap();
+        std::fs::write(container.log_path(), b"aws call\n").unwrap();
+        std::fs::write(container.port_path(), b"1").unwrap();
+        retire(&container).unwrap();
+        assert!(!container.task_dir().exists());
+        assert_eq!(container.port(), None);
+        assert_eq!(std::fs::read(container.log_path()).unwrap(), b"aws call\n");
+        assert_eq!(containers(state.path()).len(), 1, "its log is still listed");
+    }
+
+    #[test]
+    fn functions_run_only_with_role_session_credentials() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let session = [
+            ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_SESSION_TOKEN", "t"),
+        ];
+        require_role_credentials(&env(&session)).unwrap();
+        let bypass = [
+            ("AWS_ACCESS_KEY_ID", "TESTLOCALCLOUD000000"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_SESSION_TOKEN", "t"),
+        ];
+        let err = require_role_credentials(&env(&bypass)).unwrap_err();
+        assert!(err.to_string().contains("root bypass"), "{err}");
+        let err = require_role_credentials(&env(&session[..2])).unwrap_err();
+        assert!(err.to_string().contains("AWS_SESSION_TOKEN"), "{err}");
+        assert!(require_role_credentials(&[]).is_err());
     }
 
     #[test]

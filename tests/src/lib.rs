@@ -23,6 +23,10 @@ pub async fn deployed_with(stack: &str, parameters: &[(&str, &str)]) -> (LocalCl
         .deploy_with(stack, parameters)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Every AWS request the functions make in this test is checked against their roles
+    // when the test ends (fakecloud enforces IAM only for some services; see
+    // `local_cloud::iam`).
+    cloud.check_iam_on_drop();
     eprintln!(
         "[e2e] stack {} {} with {} resources after {:?}",
         deployed.name,
