@@ -261,3 +261,204 @@ pub fn current_block(template: &str) -> Option<&str> {
     let end = template[start..].find(END)? + start + END.len();
     Some(&template[start..end])
 }
+
+/// An `AWS::SSM::Document` of a built template, as CloudFormation would provision it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateDocument {
+    pub name: String,
+    /// `Replace` (CloudFormation's default) or `NewVersion`.
+    pub update_method: String,
+    pub document_type: String,
+    pub content: serde_json::Value,
+}
+
+/// The SSM documents of a built template (`.aws-sam/build/template.yaml` or a copy), by
+/// logical id, with `${AWS::StackName}` resolved to `stack`. YAML with CloudFormation's
+/// short tags is read by the SAM translator's own parser in the project's venv.
+pub fn template_documents(
+    project_root: &Path,
+    template: &Path,
+    stack: &str,
+) -> Result<std::collections::BTreeMap<String, TemplateDocument>, String> {
+    const READ: &str = "import json, sys\n\
+        from samtranslator.yaml_helper import yaml_parse\n\
+        t = yaml_parse(open(sys.argv[1]).read())\n\
+        print(json.dumps({k: v.get('Properties') or {} for k, v in (t.get('Resources') or {}).items()\n\
+                          if v.get('Type') == 'AWS::SSM::Document'}))\n";
+    let python = project_root.join(".venv/bin/python");
+    let output = std::process::Command::new(&python)
+        .args(["-c", READ])
+        .arg(template)
+        .output()
+        .map_err(|e| format!("run {}: {e}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "read {}: {}",
+            template.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let resources: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("{e}"))?;
+    let mut documents = std::collections::BTreeMap::new();
+    for (logical_id, props) in resources {
+        let name = match &props["Name"] {
+            serde_json::Value::String(name) => name.clone(),
+            serde_json::Value::Object(sub) => sub
+                .get("Fn::Sub")
+                .and_then(|s| s.as_str())
+                .map(|s| s.replace("${AWS::StackName}", stack))
+                .filter(|s| !s.contains("${"))
+                .ok_or_else(|| format!("{logical_id}: Name {sub:?} is not resolvable here"))?,
+            // No Name: CloudFormation generates one (and replaces freely).
+            _ => format!("{stack}-{logical_id}-generated"),
+        };
+        documents.insert(
+            logical_id,
+            TemplateDocument {
+                name,
+                update_method: props["UpdateMethod"]
+                    .as_str()
+                    .unwrap_or("Replace")
+                    .to_string(),
+                document_type: props["DocumentType"]
+                    .as_str()
+                    .unwrap_or("Command")
+                    .to_string(),
+                content: props["Content"].clone(),
+            },
+        );
+    }
+    Ok(documents)
+}
+
+/// What [`apply_stack_documents`] did to one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentChange {
+    Created(String),
+    /// A new version, made the default (UpdateMethod NewVersion).
+    NewVersion(String, String),
+    Replaced(String),
+    Deleted(String),
+}
+
+/// fakecloud 0.51.0's CloudFormation has no `AWS::SSM::Document` provisioner: it records
+/// the resource and creates nothing, and a stack update that changes a document's content
+/// succeeds whatever its `UpdateMethod` (`fakecloud-cloudformation` 0.51.0,
+/// `resource_provisioner/mod.rs`, the fallback arm of `create_resource`). This plays the
+/// part of CloudFormation's document handler against the local cloud's SSM API after a
+/// deploy (`previous`: the template deployed before, `None` on the first deploy), so the
+/// documents exist and a redeploy is held to what CloudFormation does:
+/// - `Name` and `DocumentType` are create-only (the resource schema's
+///   `createOnlyProperties`), and a content change with the default `UpdateMethod`
+///   (`Replace`) replaces the document too (AWS::SSM::Document reference, UpdateMethod);
+///   CloudFormation refuses to replace a resource with a custom name ("CloudFormation
+///   cannot update a stack when a custom-named resource requires replacing"), so that is
+///   an error here as well;
+/// - with `NewVersion`, the content becomes a new version of the same document, made its
+///   default version (UpdateDocument, then UpdateDocumentDefaultVersion, as the handler in
+///   aws-cloudformation-resource-providers-ssm does);
+/// - a document no longer in the template is deleted.
+///
+/// Assumption, stated: a template `Name` is always custom (the project's documents all
+/// have one); content is sent as JSON, which SSM accepts for the same document.
+pub async fn apply_stack_documents(
+    ssm: &aws_sdk_ssm::Client,
+    project_root: &Path,
+    stack: &str,
+    previous: Option<&Path>,
+    template: &Path,
+) -> Result<Vec<DocumentChange>, String> {
+    let old = match previous {
+        Some(path) => template_documents(project_root, path, stack)?,
+        None => Default::default(),
+    };
+    let new = template_documents(project_root, template, stack)?;
+    let mut changes = Vec::new();
+    for (logical_id, doc) in &new {
+        let content = doc.content.to_string();
+        match old.get(logical_id) {
+            None => {
+                create_document(ssm, doc, &content).await?;
+                changes.push(DocumentChange::Created(doc.name.clone()));
+            }
+            Some(before) if before == doc => {}
+            Some(before)
+                if before.name != doc.name
+                    || before.document_type != doc.document_type
+                    || doc.update_method != "NewVersion" =>
+            {
+                // A replacement: CloudFormation creates the new resource first, which a
+                // fixed name makes impossible while the old one exists.
+                if before.name == doc.name {
+                    return Err(format!(
+                        "UPDATE_FAILED {logical_id}: CloudFormation cannot update a stack when a \
+                         custom-named resource requires replacing. Rename {} and update the \
+                         stack again. (UpdateMethod {}: a content change replaces the document)",
+                        doc.name, doc.update_method
+                    ));
+                }
+                create_document(ssm, doc, &content).await?;
+                delete_document(ssm, &before.name).await?;
+                changes.push(DocumentChange::Replaced(doc.name.clone()));
+            }
+            Some(_) => {
+                let updated = ssm
+                    .update_document()
+                    .name(&doc.name)
+                    .content(&content)
+                    .document_format(aws_sdk_ssm::types::DocumentFormat::Json)
+                    .document_version("$LATEST")
+                    .send()
+                    .await
+                    .map_err(|e| format!("UpdateDocument {}: {e:?}", doc.name))?;
+                let version = updated
+                    .document_description()
+                    .and_then(|d| d.document_version())
+                    .ok_or_else(|| format!("UpdateDocument {}: no version", doc.name))?
+                    .to_string();
+                ssm.update_document_default_version()
+                    .name(&doc.name)
+                    .document_version(&version)
+                    .send()
+                    .await
+                    .map_err(|e| format!("UpdateDocumentDefaultVersion {}: {e:?}", doc.name))?;
+                changes.push(DocumentChange::NewVersion(doc.name.clone(), version));
+            }
+        }
+    }
+    for (logical_id, before) in &old {
+        if !new.contains_key(logical_id) {
+            delete_document(ssm, &before.name).await?;
+            changes.push(DocumentChange::Deleted(before.name.clone()));
+        }
+    }
+    Ok(changes)
+}
+
+async fn create_document(
+    ssm: &aws_sdk_ssm::Client,
+    doc: &TemplateDocument,
+    content: &str,
+) -> Result<(), String> {
+    ssm.create_document()
+        .name(&doc.name)
+        .content(content)
+        .document_format(aws_sdk_ssm::types::DocumentFormat::Json)
+        .document_type(aws_sdk_ssm::types::DocumentType::from(
+            doc.document_type.as_str(),
+        ))
+        .send()
+        .await
+        .map_err(|e| format!("CreateDocument {}: {e:?}", doc.name))?;
+    Ok(())
+}
+
+async fn delete_document(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<(), String> {
+    ssm.delete_document()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| format!("DeleteDocument {name}: {e:?}"))?;
+    Ok(())
+}
