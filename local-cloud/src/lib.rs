@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod agent_contract;
 pub mod documents;
+pub mod iam;
 pub mod runner;
 
 use std::collections::BTreeMap;
@@ -20,8 +21,14 @@ use std::time::{Duration, Instant};
 /// The fakecloud version the project is tested against. Setup installs exactly this one.
 pub const FAKECLOUD_VERSION: &str = "0.51.0";
 pub const REGION: &str = "us-east-1";
-/// Dummy credentials: fakecloud accepts any, and they must never be real ones.
-const ACCESS_KEY: &str = "AKIALOCALCLOUD000000";
+/// Dummy credentials for the deployer (`sam deploy`) and the tests' own clients; never real
+/// ones. The `test` prefix is fakecloud's reserved root identity, which bypasses IAM
+/// enforcement and SigV4 verification (`is_root_bypass`, fakecloud-core 0.51.0 auth.rs):
+/// the operator deploying, like an account admin, is not what the stack's roles restrict.
+/// The functions never use it: they call with their execution role's session credentials,
+/// which fakecloud mints per function instance (and the runner refuses to start a function
+/// without them, see `runner::require_role_credentials`).
+const ACCESS_KEY: &str = "TESTLOCALCLOUD000000";
 const SECRET_KEY: &str = "local-cloud-secret-key-not-a-real-one";
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +236,46 @@ pub struct LocalCloud {
     work_dir: tempfile::TempDir,
     tools: Tools,
     web: WebStandIn,
+    /// Every stack deployed here, with each function's role policies, for the IAM check.
+    deployed: std::sync::Mutex<Vec<DeployedRoles>>,
+    /// Check IAM coverage when dropped (see [`Self::check_iam_on_drop`]).
+    check_iam_on_drop: std::sync::atomic::AtomicBool,
+}
+
+/// The fakecloud IAM mode the harness runs: `strict` unless `FAKECLOUD_IAM` says otherwise.
+pub fn iam_mode() -> String {
+    std::env::var("FAKECLOUD_IAM")
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "strict".into())
+}
+
+/// A deployed stack's functions: logical id -> physical name, role ARN and policies.
+#[derive(Debug, Clone)]
+struct DeployedRoles {
+    functions: Vec<(String, String, String, Vec<iam::Policy>)>,
+    place: iam::Place,
+}
+
+/// The log level that turns the `aws call` lines on (what the IAM coverage check reads).
+pub const METERED_LOG_LEVEL: &str = "info,orchestrator::metering=debug";
+
+/// A function log level with the `aws call` lines on: a test's own level keeps its
+/// choices, and gets `orchestrator::metering=debug` added unless it already logs them,
+/// so no deploy escapes the IAM coverage check.
+pub fn metered(level: Option<&str>) -> String {
+    match level {
+        None => METERED_LOG_LEVEL.to_string(),
+        Some(level)
+            if level.contains("orchestrator::metering=debug")
+                || level.contains("orchestrator::metering=trace")
+                || level.starts_with("debug")
+                || level.starts_with("trace") =>
+        {
+            level.to_string()
+        }
+        Some(level) => format!("{level},orchestrator::metering=debug"),
+    }
 }
 
 impl LocalCloud {
@@ -249,6 +296,12 @@ impl LocalCloud {
             .arg(&tools.fakecloud)
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .env("FAKECLOUD_CONTAINER_CLI", &tools.lambda_runner)
+            // IAM as AWS enforces it, where fakecloud can (see `iam` for the services it
+            // does not enforce), and signatures checked, so a function's session
+            // credentials are proven to be the ones it signs with. `FAKECLOUD_IAM` in the
+            // caller's environment overrides the mode (to debug with `soft`).
+            .env("FAKECLOUD_IAM", iam_mode())
+            .env("FAKECLOUD_VERIFY_SIGV4", "true")
             .env(runner::STATE_DIR_ENV, &runner_state)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -268,6 +321,8 @@ impl LocalCloud {
             work_dir,
             tools: tools.clone(),
             web: WebStandIn::start()?,
+            deployed: std::sync::Mutex::new(Vec::new()),
+            check_iam_on_drop: std::sync::atomic::AtomicBool::new(false),
         };
         cloud.wait_healthy(Duration::from_secs(30))?;
         Ok(cloud)
@@ -394,7 +449,9 @@ impl LocalCloud {
         self.deploy_with(stack, &[]).await
     }
 
-    /// [`Self::deploy`] with template parameters set (`WebPort` is always the stand-in's).
+    /// [`Self::deploy`] with template parameters set (`WebPort` is always the stand-in's;
+    /// `LogLevel` is [`METERED_LOG_LEVEL`] unless given, so every AWS request a function
+    /// makes is logged for the IAM coverage check).
     pub async fn deploy_with(&self, stack: &str, parameters: &[(&str, &str)]) -> Result<Stack> {
         let built = self.tools.project_root.join(".aws-sam/build/template.yaml");
         self.deploy_template(stack, &built, parameters).await
@@ -441,8 +498,18 @@ impl LocalCloud {
             .args(
                 parameters
                     .iter()
+                    .filter(|(key, _)| *key != "LogLevel")
                     .map(|(key, value)| format!("{key}={value}")),
             )
+            .arg(format!(
+                "LogLevel={}",
+                metered(
+                    parameters
+                        .iter()
+                        .find(|(key, _)| *key == "LogLevel")
+                        .map(|(_, level)| *level)
+                )
+            ))
             .envs(self.aws_env())
             .stdin(Stdio::null())
             .stdout(log)
@@ -458,7 +525,9 @@ impl LocalCloud {
                 ),
             ));
         }
-        self.describe(stack).await
+        let described = self.describe(stack).await?;
+        self.record_roles(&described).await?;
+        Ok(described)
     }
 
     /// Outputs and resources of a deployed stack; fails unless it is complete.
@@ -625,6 +694,203 @@ impl LocalCloud {
         }
     }
 
+    /// One IAM query-API call (signed with the harness's key), answering the XML body.
+    async fn iam_query(&self, parameters: &[(&str, &str)]) -> Result<String> {
+        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        let body: String = std::iter::once(("Version", "2010-05-08"))
+            .chain(parameters.iter().copied())
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let url = format!("{}/", self.endpoint());
+        let failed = |message: String| self.step_failed("read role policies", message);
+        let identity = aws_credential_types::Credentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "local-cloud",
+        )
+        .into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(REGION)
+            .name("iam")
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| failed(e.to_string()))?
+            .into();
+        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+        let signable = SignableRequest::new(
+            "POST",
+            &url,
+            [("content-type", content_type)].into_iter(),
+            SignableBody::Bytes(body.as_bytes()),
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| failed(e.to_string()))?
+            .into_parts();
+        let mut request = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body.clone());
+        for (name, value) in instructions.headers() {
+            request = request.header(name, value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| failed(format!("{parameters:?}: {e}")))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(failed(format!("{parameters:?} -> {status}: {text}")));
+        }
+        Ok(text)
+    }
+
+    /// Each function's role and its policies as IAM holds them: the SAM-transformed
+    /// template's role, with every reference resolved by the deployment.
+    async fn record_roles(&self, stack: &Stack) -> Result<()> {
+        let lambda = aws_sdk_lambda::Client::new(&self.sdk_config().await);
+        let mut functions = Vec::new();
+        let mut place = None;
+        for resource in stack
+            .resources
+            .iter()
+            .filter(|r| r.resource_type == "AWS::Lambda::Function")
+        {
+            let configuration = lambda
+                .get_function_configuration()
+                .function_name(&resource.physical_id)
+                .send()
+                .await
+                .map_err(|e| self.step_failed("read role policies", format!("{e:?}")))?;
+            let role_arn = configuration.role().unwrap_or_default().to_string();
+            let role_name = role_arn.rsplit('/').next().unwrap_or_default().to_string();
+            let parts: Vec<&str> = role_arn.split(':').collect();
+            place.get_or_insert_with(|| iam::Place {
+                partition: parts.get(1).copied().unwrap_or("aws").to_string(),
+                region: REGION.to_string(),
+                account: parts.get(4).copied().unwrap_or_default().to_string(),
+            });
+            let mut policies = Vec::new();
+            let listed = self
+                .iam_query(&[("Action", "ListRolePolicies"), ("RoleName", &role_name)])
+                .await?;
+            for name in xml_values(&listed, "member") {
+                let answer = self
+                    .iam_query(&[
+                        ("Action", "GetRolePolicy"),
+                        ("RoleName", &role_name),
+                        ("PolicyName", &name),
+                    ])
+                    .await?;
+                let document = xml_values(&answer, "PolicyDocument")
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                policies.push(self.parse_policy(&name, &document)?);
+            }
+            let attached = self
+                .iam_query(&[
+                    ("Action", "ListAttachedRolePolicies"),
+                    ("RoleName", &role_name),
+                ])
+                .await?;
+            for arn in xml_values(&attached, "PolicyArn") {
+                let policy = self
+                    .iam_query(&[("Action", "GetPolicy"), ("PolicyArn", &arn)])
+                    .await?;
+                let version = xml_values(&policy, "DefaultVersionId")
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "v1".into());
+                let answer = self
+                    .iam_query(&[
+                        ("Action", "GetPolicyVersion"),
+                        ("PolicyArn", &arn),
+                        ("VersionId", &version),
+                    ])
+                    .await?;
+                let document = xml_values(&answer, "Document")
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                policies.push(self.parse_policy(&arn, &document)?);
+            }
+            functions.push((
+                resource.logical_id.clone(),
+                resource.physical_id.clone(),
+                role_arn,
+                policies,
+            ));
+        }
+        if let Some(place) = place {
+            let mut deployed = self.deployed.lock().unwrap_or_else(|e| e.into_inner());
+            deployed.push(DeployedRoles { functions, place });
+        }
+        Ok(())
+    }
+
+    /// A policy document from IAM: URL-encoded inside the XML, as AWS answers it.
+    fn parse_policy(&self, name: &str, document: &str) -> Result<iam::Policy> {
+        let text = if document.trim_start().starts_with('{') {
+            document.to_string()
+        } else {
+            url_decode(document)
+        };
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| self.step_failed("read role policies", format!("{name}: {e}: {text}")))?;
+        iam::Policy::parse(name, &json)
+            .map_err(|e| self.step_failed("read role policies", e.to_string()))
+    }
+
+    /// Every AWS request each function of every stack deployed here made so far (their
+    /// `aws call` lines), checked against its role, plus fakecloud's audited denials.
+    pub fn iam_report(&self) -> iam::Report {
+        let mut report = iam::Report::default();
+        let files = self.function_log_files();
+        let deployed = self.deployed.lock().unwrap_or_else(|e| e.into_inner());
+        for stack in deployed.iter() {
+            for (logical, physical, role, policies) in &stack.functions {
+                let calls: Vec<iam::Call> = files
+                    .iter()
+                    .filter(|(name, _)| name == physical)
+                    .flat_map(|(_, path)| {
+                        std::fs::read_to_string(path)
+                            .unwrap_or_default()
+                            .lines()
+                            .filter_map(iam::parse_call)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                report.add(logical, role, policies, &calls, &stack.place);
+            }
+        }
+        report.fakecloud_denials =
+            iam::fakecloud_denials(&std::fs::read_to_string(self.log_path()).unwrap_or_default());
+        report
+    }
+
+    /// Write the IAM coverage report (`target/iam-coverage/<suite>.json`, merged over the
+    /// suite's tests) and fail, naming function, action and resource, on every request
+    /// a function's role does not allow, every request that cannot be mapped to IAM
+    /// actions, and every denial fakecloud audited. What depends on conditions the
+    /// requests do not show is printed (and in the report), not failed.
+    pub fn assert_iam_coverage(&self) {
+        assert_coverage(self.iam_report());
+    }
+
+    /// Run [`Self::assert_iam_coverage`] when this local cloud is dropped at the end of a
+    /// test that did not already fail (the e2e fixtures turn it on for every test).
+    pub fn check_iam_on_drop(&self) {
+        self.check_iam_on_drop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Stop fakecloud (and with it every function process). Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -650,8 +916,142 @@ impl LocalCloud {
 
 impl Drop for LocalCloud {
     fn drop(&mut self) {
+        // Read the logs before stopping: the check fails the test, and stopping first
+        // keeps nothing running while it unwinds.
+        let check = self
+            .check_iam_on_drop
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && !std::thread::panicking();
+        let report = check.then(|| self.iam_report());
         self.stop();
+        if let Some(report) = report {
+            assert_coverage(report);
+        }
     }
+}
+
+/// See [`LocalCloud::assert_iam_coverage`].
+fn assert_coverage(report: iam::Report) {
+    let path = write_coverage_report(&report);
+    let unresolved = report.unresolved();
+    if !unresolved.is_empty() {
+        eprintln!(
+            "[iam] allowed only if conditions or resources the requests do not show hold:\n  {}",
+            unresolved.join("\n  ")
+        );
+    }
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "IAM coverage: {} request(s) the functions' roles do not allow (report: {}):\n  {}",
+        failures.len(),
+        path.display(),
+        failures.join("\n  ")
+    );
+    let checked: usize = report.functions.values().map(|f| f.checked.len()).sum();
+    eprintln!(
+        "[iam] {checked} distinct authorisations of {} functions allowed (report: {})",
+        report.functions.len(),
+        path.display()
+    );
+}
+
+/// Write (merging with what earlier tests of this suite wrote) the coverage report under
+/// `target/iam-coverage/<suite>.json`; returns its path.
+fn write_coverage_report(report: &iam::Report) -> PathBuf {
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let exe = std::env::current_exe().unwrap_or_default();
+    let stem = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "suite".into());
+    // Test binaries are named `<suite>-<hash>`.
+    let suite = match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+        _ => stem,
+    };
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"));
+    let dir = target.join("iam-coverage");
+    let path = dir.join(format!("{suite}.json"));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut merged: serde_json::Map<String, serde_json::Value> = if STARTED.set(()).is_err() {
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    } else {
+        serde_json::Map::new()
+    };
+    let test = std::thread::current().name().unwrap_or("test").to_string();
+    let mut key = test.clone();
+    let mut n = 1;
+    while merged.contains_key(&key) {
+        n += 1;
+        key = format!("{test}#{n}");
+    }
+    merged.insert(
+        key,
+        serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
+    );
+    let _ = std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&merged).unwrap_or_default(),
+    );
+    path
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The text of every `<tag>...</tag>` in an XML answer, with the XML entities decoded.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|rest| rest.split_once(&close).map(|(v, _)| v))
+        .map(|v| {
+            v.replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .collect()
 }
 
 /// A deployed stack as the tests and the CLI need it.
@@ -722,4 +1122,32 @@ fn tail_of(path: &Path, lines: usize) -> String {
     };
     let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_deploy_logs_its_aws_calls() {
+        assert_eq!(metered(None), "info,orchestrator::metering=debug");
+        assert_eq!(metered(Some("warn")), "warn,orchestrator::metering=debug");
+        assert_eq!(metered(Some("debug")), "debug");
+        assert_eq!(
+            metered(Some("info,orchestrator::metering=debug")),
+            "info,orchestrator::metering=debug"
+        );
+    }
+
+    #[test]
+    fn iam_answers_are_read_from_their_xml() {
+        let xml = "<GetRolePolicyResult><PolicyName>p</PolicyName><PolicyDocument>%7B%22a%22%3A1%7D</PolicyDocument></GetRolePolicyResult>\
+            <ListRolePoliciesResult><PolicyNames><member>a&amp;b</member><member>c</member></PolicyNames></ListRolePoliciesResult>";
+        assert_eq!(xml_values(xml, "member"), ["a&b", "c"]);
+        assert_eq!(
+            url_decode(&xml_values(xml, "PolicyDocument")[0]),
+            r#"{"a":1}"#
+        );
+        assert_eq!(form_encode("a b/c"), "a%20b%2Fc");
+    }
 }
