@@ -466,14 +466,14 @@ fn with_server_package(nodes: &Nodes, host: &str) {
     assert_eq!(server.code, 0, "{}", server.stderr);
 }
 
-/// A 0600 client options file for the cluster admin on `host`, as `mysql_as_admin` writes it.
+/// A client options file for the cluster admin on `host`, as `mysql_as_admin` writes it.
 fn admin_options(nodes: &Nodes, host: &str) -> PathBuf {
     let file = nodes.root.path().join(format!("{host}-client.cnf"));
     std::fs::write(
         &file,
         format!("[client]\nuser=clusteradmin\npassword={PASSWORD}\nhost={host}\n"),
     )
-    .unwrap();
+    .expect("options file");
     file
 }
 
