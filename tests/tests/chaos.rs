@@ -85,9 +85,12 @@ struct Tally {
     leaks: Vec<String>,
     faults: BTreeMap<String, usize>,
     api_retries: usize,
+    conflicts_resent: usize,
 }
 
-/// Any API call, retrying 5xx (up to 8 attempts); returns status and JSON.
+/// Any API call, retrying 5xx (up to 8 attempts), and resending a 409 `Conflict` (a
+/// concurrent change, "send the request again") up to 5 times as its message asks;
+/// returns status and JSON.
 async fn api_call(
     tally: &mut Tally,
     method: Method,
@@ -95,9 +98,23 @@ async fn api_call(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
-    let (status, json, retried) = send_json_retrying(method, url, body, headers, 8).await;
-    tally.api_retries += retried;
-    (status, json)
+    let mut resent = 0;
+    loop {
+        let (status, json, retried) =
+            send_json_retrying(method.clone(), url, body, headers, 8).await;
+        tally.api_retries += retried;
+        if status == 409 && json["error"]["code"] == "Conflict" && resent < 5 {
+            eprintln!(
+                "[chaos] {method} {url}: 409 {}; sending it again",
+                json["error"]["message"]
+            );
+            resent += 1;
+            tally.conflicts_resent += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        return (status, json);
+    }
 }
 
 /// Wait until the cluster is READY at `generation` or later, FAILED, or DELETED; past
@@ -450,6 +467,16 @@ async fn run_seed(settings: &Settings, seed: u64, tally: &mut Tally) {
         tally.leaks.push(format!("{context}: {leak}"));
     }
 
+    // The seed's row now: dropping `cloud` below runs the IAM coverage check, which may
+    // panic before the whole table is printed.
+    let row: Vec<String> = tally
+        .steps
+        .iter()
+        .filter(|r| r.seed == seed)
+        .map(|r| format!("{} {} in {} s", r.step, r.outcome, r.seconds))
+        .collect();
+    eprintln!("[chaos] seed {seed}: {}", row.join("; "));
+
     let logs = cloud.function_logs();
     for line in logs.lines().filter(|l| l.contains("fault injected")) {
         let field = |name: &str| {
@@ -528,6 +555,7 @@ async fn the_fleet_stays_consistent_under_injected_faults() {
         "faultsByKind": by_kind,
         "faultsByServiceAndKind": tally.faults,
         "apiRetries": tally.api_retries,
+        "apiConflictsResent": tally.conflicts_resent,
         "failedWithReason": tally.failed_with_reason,
         "invariantViolations": tally.violations,
         "resourcesLeaked": tally.leaks,
@@ -558,6 +586,10 @@ async fn the_fleet_stays_consistent_under_injected_faults() {
     println!(
         "{:<34} {:>8}",
         "API 5xx retried by the client", tally.api_retries
+    );
+    println!(
+        "{:<34} {:>8}",
+        "API 409 Conflict resent", tally.conflicts_resent
     );
     println!(
         "{:<34} {:>8}",
