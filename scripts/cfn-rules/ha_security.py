@@ -7,6 +7,7 @@ line to change. Each rule has a deliberately bad fragment under tests/security/ 
 test suite lints to prove the rule fails it (tests/tests/security_checks.rs).
 """
 
+import json
 import re
 
 from cfnlint.rules import CloudFormationLintRule, RuleMatch
@@ -573,7 +574,9 @@ class IamFitsInputs(CloudFormationLintRule):
     description = (
         "ssm:GetParameter on an ARN without an account fits only AWS's public parameters: "
         "allow the account's own form too; RunInstances on subnets is scoped by the stack's "
-        "VPC (ec2:Vpc), not a list of the stack's subnets, since a cluster may name its own"
+        "VPC (ec2:Vpc), not a list of the stack's subnets, since a cluster may name its own; "
+        "a role that reads objects it may find missing (s3:GetObject) has s3:ListBucket on "
+        "the bucket without an s3:prefix condition"
     )
     tags = ["iam"]
 
@@ -601,4 +604,35 @@ class IamFitsInputs(CloudFormationLintRule):
                                              f"{statement.get('Sid', 'a statement')} allows "
                                              "launches only in the stack's own subnets: allow "
                                              "subnet/* with an ec2:Vpc condition"))
+        matches.extend(self._listbucket_for_missing_keys(cfn))
+        return matches
+
+    @staticmethod
+    def _listbucket_for_missing_keys(cfn):
+        """S3 answers a GetObject of a missing key with 404 only when the caller may
+        s3:ListBucket (S3 API Reference, GetObject, "Permissions"); otherwise 403. That
+        check is made for the GetObject request, which carries no s3:prefix (the Service
+        Authorization Reference gives s3:prefix to ListBucket alone), and AWS does not
+        document that a ListBucket allowed only under an s3:prefix condition counts for it.
+        An assumption, taken the safe way: such a role needs an unconditioned ListBucket."""
+        roles = {}
+        for path, statement in _statements(cfn):
+            if isinstance(statement, dict) and statement.get("Effect") == "Allow":
+                roles.setdefault(path[1], []).append((path, statement))
+        matches = []
+        for statements in roles.values():
+            def allows(statement, action):
+                return action in _as_list(statement.get("Action"))
+            if not any(allows(s, "s3:GetObject") for _, s in statements):
+                continue
+            listing = [(p, s) for p, s in statements if allows(s, "s3:ListBucket")]
+            prefixed = [(p, s) for p, s in listing
+                        if "s3:prefix" in json.dumps(s.get("Condition") or {})]
+            if prefixed and len(prefixed) == len(listing):
+                path, statement = prefixed[0]
+                matches.append(RuleMatch(path + ["Condition"],
+                                         f"{statement.get('Sid', 'a statement')} allows "
+                                         "s3:ListBucket only under an s3:prefix condition, "
+                                         "which a GetObject of a missing key does not carry: "
+                                         "S3 may answer 403 instead of 404"))
         return matches

@@ -123,6 +123,12 @@ fn each_bad_fragment_fails_its_own_check_only() {
             "with an ec2:Vpc condition",
         ),
         (
+            "iam-prefix-listbucket.yaml",
+            AsWritten,
+            "E9110",
+            "which a GetObject of a missing key does not carry",
+        ),
+        (
             "iam-unknown-action.yaml",
             Transformed,
             "W3037",
