@@ -11,10 +11,12 @@ readonly CONFIG="${SYSROOT}/etc/my.cnf.d/ha-orchestrator.cnf"
 readonly DATADIR="${SYSROOT}/var/lib/mysql"
 readonly MY_CNF="${SYSROOT}/etc/my.cnf"
 
-if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
-  dnf install -y "$REPO_RPM"
-fi
+# The MySQL repository only when a package is missing: an AMI that already carries them
+# (EgressMode VpcEndpoints, no internet) must not need repo.mysql.com.
 if ! rpm -q mysql-community-server mysql-shell >/dev/null 2>&1; then
+  if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
+    dnf install -y "$REPO_RPM"
+  fi
   dnf install -y mysql-community-server mysql-shell
 fi
 

@@ -14,10 +14,12 @@ readonly primary="${2:?usage: web-router.sh CLUSTER_NAME PRIMARY_HOST}"
 readonly CONFIG="${SYSROOT}/etc/mysqlrouter/mysqlrouter.conf"
 readonly WP_DIR="${SYSROOT}/usr/share/nginx/wordpress"
 
-if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
-  dnf install -y "$REPO_RPM"
-fi
+# The MySQL repository only when Router is missing: an AMI that already carries it
+# (EgressMode VpcEndpoints, no internet) must not need repo.mysql.com.
 if ! rpm -q mysql-router-community >/dev/null 2>&1; then
+  if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
+    dnf install -y "$REPO_RPM"
+  fi
   dnf install -y mysql-router-community
 fi
 # Router names the cluster in its [metadata_cache:...] section as metadata_cluster=.

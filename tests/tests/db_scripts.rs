@@ -369,6 +369,36 @@ fn install_configures_mysql_and_the_admin_account_once() {
     );
 }
 
+/// EgressMode VpcEndpoints: no internet, so the image carries MySQL's packages but not
+/// necessarily Oracle's release package; the install must not fetch it from
+/// repo.mysql.com when nothing is missing.
+#[test]
+fn an_image_that_carries_mysql_installs_nothing() {
+    let nodes = Nodes::new();
+    with_server_package(&nodes, "db-0");
+    let shell = nodes.tool("db-0", "dnf", &["install", "-y", "mysql-shell"], "");
+    assert_eq!(shell.code, 0, "{}", shell.stderr);
+    // Built from the packages alone: no release package on the image.
+    let packages = nodes.root.path().join("db-0/packages");
+    let kept: String = std::fs::read_to_string(&packages)
+        .expect("packages")
+        .lines()
+        .filter(|p| *p != "mysql84-community-release")
+        .map(|p| format!("{p}\n"))
+        .collect();
+    std::fs::write(&packages, kept).expect("write packages");
+    let before = nodes.calls("dnf install");
+
+    let run = nodes.run("db-0", "db-install.sh", &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        nodes.calls("dnf install"),
+        before,
+        "installed with every package present:\n{}",
+        nodes.log()
+    );
+}
+
 #[test]
 fn a_full_outage_is_rebooted_only_on_a_node_of_that_cluster() {
     let nodes = Nodes::installed(&["db-0"]);
