@@ -15,14 +15,17 @@ echo "user data started $(date --iso-8601=seconds)"
 
 dnf install -y nginx php-fpm php-mysqlnd php-json php-gd php-mbstring php-xml
 
-# WordPress, verified against the checksum published beside the archive.
-workdir="$(mktemp -d)"
-trap 'rm -rf "$workdir"' EXIT
-curl --fail --silent --show-error --location --retry 5 -o "$workdir/wordpress.tar.gz" "$WORDPRESS_URL"
-curl --fail --silent --show-error --location --retry 5 -o "$workdir/wordpress.tar.gz.sha1" "$WORDPRESS_URL.sha1"
-echo "$(cat "$workdir/wordpress.tar.gz.sha1")  $workdir/wordpress.tar.gz" | sha1sum --check --status
-mkdir -p "$WEB_ROOT"
-tar -xzf "$workdir/wordpress.tar.gz" -C "$WEB_ROOT" --strip-components=1
+# WordPress, verified against the checksum published beside the archive, unless the image
+# already carries it (EgressMode=VpcEndpoints has no internet: bake it into the AMI).
+if [[ ! -f "$WEB_ROOT/wp-settings.php" ]]; then
+  workdir="$(mktemp -d)"
+  trap 'rm -rf "$workdir"' EXIT
+  curl --fail --silent --show-error --location --retry 5 -o "$workdir/wordpress.tar.gz" "$WORDPRESS_URL"
+  curl --fail --silent --show-error --location --retry 5 -o "$workdir/wordpress.tar.gz.sha1" "$WORDPRESS_URL.sha1"
+  echo "$(cat "$workdir/wordpress.tar.gz.sha1")  $workdir/wordpress.tar.gz" | sha1sum --check --status
+  mkdir -p "$WEB_ROOT"
+  tar -xzf "$workdir/wordpress.tar.gz" -C "$WEB_ROOT" --strip-components=1
+fi
 chown -R nginx:nginx "$WEB_ROOT"
 
 cat > /etc/nginx/conf.d/wordpress.conf <<NGINX
