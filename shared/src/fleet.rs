@@ -191,7 +191,16 @@ impl Fleet {
             .name(&self.settings.ami_parameter)
             .send()
             .await
-            .map_err(|e| from_sdk("ssm", "GetParameter", e))?;
+            .map_err(|e| match sdk_error_code(&e) {
+                Some("ParameterNotFound") => Error::InvalidConfig {
+                    name: "AMI_PARAMETER",
+                    value: self.settings.ami_parameter.clone(),
+                    reason: "no such SSM parameter in this account and region; redeploy the \
+                             stack with an AmiParameter that exists"
+                        .into(),
+                },
+                _ => from_sdk("ssm", "GetParameter", e),
+            })?;
         output
             .parameter()
             .and_then(|p| p.value())

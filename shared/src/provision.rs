@@ -904,6 +904,54 @@ mod tests {
         (items, instances)
     }
 
+    /// The cluster's partition, as the store queries it.
+    fn cluster_partition(
+        items: Vec<std::collections::HashMap<String, AttributeValue>>,
+    ) -> aws_smithy_mocks::Rule {
+        mock!(aws_sdk_dynamodb::Client::query)
+            .match_requests(|r| {
+                r.expression_attribute_values()
+                    .and_then(|v| v.get(":pk"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|pk| pk.starts_with("CLUSTER#"))
+            })
+            .then_output(move || {
+                aws_sdk_dynamodb::operation::query::QueryOutput::builder()
+                    .set_items(Some(items.clone()))
+                    .build()
+            })
+    }
+
+    /// The stack's three subnets, one per zone.
+    fn three_subnets() -> aws_smithy_mocks::Rule {
+        mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
+            let subnet = |i: usize| {
+                aws_sdk_ec2::types::Subnet::builder()
+                    .subnet_id(format!("subnet-0000000{i}"))
+                    .availability_zone(zone(i))
+                    .build()
+            };
+            aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput::builder()
+                .subnets(subnet(0))
+                .subnets(subnet(1))
+                .subnets(subnet(2))
+                .build()
+        })
+    }
+
+    /// DescribeInstances answering `instances` in one reservation.
+    fn instances_described(instances: Vec<aws_sdk_ec2::types::Instance>) -> aws_smithy_mocks::Rule {
+        mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
+            aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+                .reservations(
+                    aws_sdk_ec2::types::Reservation::builder()
+                        .set_instances(Some(instances.clone()))
+                        .build(),
+                )
+                .build()
+        })
+    }
+
     /// A provisioner on mocked clients; the services a launch does not use answer nothing.
     fn provisioner(
         dynamodb: aws_sdk_dynamodb::Client,
@@ -961,18 +1009,7 @@ mod tests {
     #[tokio::test]
     async fn a_converged_cluster_launch_makes_no_mutating_call() {
         let (items, instances) = converged();
-        let query = mock!(aws_sdk_dynamodb::Client::query)
-            .match_requests(|r| {
-                r.expression_attribute_values()
-                    .and_then(|v| v.get(":pk"))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|pk| pk.starts_with("CLUSTER#"))
-            })
-            .then_output(move || {
-                aws_sdk_dynamodb::operation::query::QueryOutput::builder()
-                    .set_items(Some(items.clone()))
-                    .build()
-            });
+        let query = cluster_partition(items);
         let actions = mock!(aws_sdk_dynamodb::Client::query)
             .then_output(|| aws_sdk_dynamodb::operation::query::QueryOutput::builder().build());
         // Renewing the lease and recording the step is the only write allowed.
@@ -991,28 +1028,8 @@ mod tests {
         let put = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
             aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
         });
-        let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
-            let subnet = |i: usize| {
-                aws_sdk_ec2::types::Subnet::builder()
-                    .subnet_id(format!("subnet-0000000{i}"))
-                    .availability_zone(zone(i))
-                    .build()
-            };
-            aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput::builder()
-                .subnets(subnet(0))
-                .subnets(subnet(1))
-                .subnets(subnet(2))
-                .build()
-        });
-        let describe = mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
-            aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
-                .reservations(
-                    aws_sdk_ec2::types::Reservation::builder()
-                        .set_instances(Some(instances.clone()))
-                        .build(),
-                )
-                .build()
-        });
+        let subnets = three_subnets();
+        let describe = instances_described(instances);
         let run = mock!(aws_sdk_ec2::Client::run_instances).then_output(|| {
             aws_sdk_ec2::operation::run_instances::RunInstancesOutput::builder().build()
         });
@@ -1080,18 +1097,7 @@ mod tests {
         // db-2's instance is gone from EC2 (lost); its record still names it.
         let (items, mut instances) = converged();
         instances.pop();
-        let query = mock!(aws_sdk_dynamodb::Client::query)
-            .match_requests(|r| {
-                r.expression_attribute_values()
-                    .and_then(|v| v.get(":pk"))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|pk| pk.starts_with("CLUSTER#"))
-            })
-            .then_output(move || {
-                aws_sdk_dynamodb::operation::query::QueryOutput::builder()
-                    .set_items(Some(items.clone()))
-                    .build()
-            });
+        let query = cluster_partition(items);
         let renew = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
             aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
         });
@@ -1119,28 +1125,8 @@ mod tests {
         let put = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
             aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
         });
-        let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
-            let subnet = |i: usize| {
-                aws_sdk_ec2::types::Subnet::builder()
-                    .subnet_id(format!("subnet-0000000{i}"))
-                    .availability_zone(zone(i))
-                    .build()
-            };
-            aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput::builder()
-                .subnets(subnet(0))
-                .subnets(subnet(1))
-                .subnets(subnet(2))
-                .build()
-        });
-        let describe = mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
-            aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
-                .reservations(
-                    aws_sdk_ec2::types::Reservation::builder()
-                        .set_instances(Some(instances.clone()))
-                        .build(),
-                )
-                .build()
-        });
+        let subnets = three_subnets();
+        let describe = instances_described(instances);
         let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let sent = tokens.clone();
         let run = mock!(aws_sdk_ec2::Client::run_instances)

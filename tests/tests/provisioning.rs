@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use e2e_tests::{
-    NOT_TERMINATED, cluster_instances, delete_and_wait, deployed_with_agent, send_json,
-    wait_for_phase,
+    NOT_TERMINATED, cluster_instances, delete_and_wait, deployed_with_agent,
+    deployed_with_agent_and, send_json, wait_for_phase,
 };
 use reqwest::Method;
 
@@ -286,10 +286,25 @@ async fn create_converges_to_ready_idempotently_and_delete_leaves_nothing() {
 
 #[tokio::test]
 async fn a_terminal_error_fails_the_cluster_with_its_phase_and_delete_still_cleans_up() {
-    let (_cloud, stack, _agent) = deployed_with_agent("failing").await;
+    // The stack names an AMI parameter that does not exist: only the launch step can tell.
+    let (_cloud, stack, _agent) =
+        deployed_with_agent_and("failing", &[("AmiParameter", "/ha-test/missing-ami")]).await;
     let api = stack.api_url.clone().expect("ApiId output");
-    // A well-formed subnet id that does not exist: only the launch step can tell.
-    let body = r#"{"name":"broken","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"},"subnets":["subnet-0000000000dead00"]}"#;
+    // A subnet that does not exist is refused up front, naming it (EC2 is asked).
+    let unknown_subnet = r#"{"name":"broken","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"},"subnets":["subnet-0000000000dead00"]}"#;
+    let (status, refused) = send_json(
+        Method::POST,
+        &format!("{api}/clusters"),
+        Some(unknown_subnet),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused.to_string().contains("subnet-0000000000dead00"),
+        "{refused}"
+    );
+    let body = r#"{"name":"broken","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#;
     let (status, created) =
         send_json(Method::POST, &format!("{api}/clusters"), Some(body), &[]).await;
     assert_eq!(status, 202, "{created}");
@@ -298,7 +313,10 @@ async fn a_terminal_error_fails_the_cluster_with_its_phase_and_delete_still_clea
     assert_eq!(failed["phase"], "FAILED", "{failed:#}");
     assert_eq!(failed["lastError"]["phase"], "launch", "{failed:#}");
     let message = failed["lastError"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("subnet-0000000000dead00"), "{message}");
+    assert!(
+        message.contains("/ha-test/missing-ami") && message.contains("AmiParameter"),
+        "{message}"
+    );
     let actions: Vec<&str> = failed["recentActions"]
         .as_array()
         .expect("actions")
