@@ -320,10 +320,26 @@ async fn patch_cluster(
         .request_scale(id, crate::store::ScaleTarget::Count(count), None)
         .await?
     {
-        crate::store::Scaled::Unchanged(why) => Ok(ApiResponse::json(
-            200,
-            json!({ "id": id, "unchanged": why }),
-        )),
+        crate::store::Scaled::Unchanged(why) => {
+            // A resend of a scale that was recorded but whose run may not have started (the
+            // first answer was an error after the write): make sure the run is under way.
+            // Starting is idempotent by execution name, so a run already going is untouched.
+            if let Some(cluster) = ctx.store.get_cluster(id).await?
+                && cluster.phase == Phase::Scaling
+            {
+                ctx.workflow
+                    .start(&WorkflowInput {
+                        cluster_id: id.to_string(),
+                        generation: cluster.generation,
+                        reason: RunReason::Scale,
+                    })
+                    .await?;
+            }
+            Ok(ApiResponse::json(
+                200,
+                json!({ "id": id, "unchanged": why }),
+            ))
+        }
         crate::store::Scaled::Started {
             generation,
             from,

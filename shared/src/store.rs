@@ -863,6 +863,22 @@ impl ClusterStore {
             }),
             Err(e) if is_condition_failure(&e) => {
                 let again = self.get_cluster(id).await?;
+                // Our own write landed and only its answer was lost (the SDK's retry of
+                // the same conditional update then fails its condition): the record is
+                // exactly what we wrote, one version on. That is a success, not a conflict,
+                // or the caller's resend would find nothing to change and no run started.
+                if let Some(now) = &again
+                    && now.version == cluster.version + 1
+                    && now.generation == cluster.generation + 1
+                    && now.phase == Phase::Scaling
+                    && now.spec == spec
+                {
+                    return Ok(Scaled::Started {
+                        generation: now.generation,
+                        from,
+                        to,
+                    });
+                }
                 if again.as_ref().map(|c| c.version) != Some(cluster.version) {
                     Err(Error::Conflict(format!(
                         "cluster {id} changed while scaling it; send the request again"
@@ -1788,6 +1804,58 @@ mod tests {
         assert!(
             matches!(err, Error::Validation { ref field, .. } if field == "next"),
             "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_scale_whose_answer_was_lost_is_started_not_a_conflict() {
+        let meta = |web: u32, phase: &str, generation: i64, version: i64| {
+            let mut item = cluster_item("c-1", phase);
+            item.insert(
+                "spec".into(),
+                s(format!(
+                    r#"{{"name":"shop","web":{{"count":{web},"instanceType":"t3.small"}},"db":{{"count":3,"instanceType":"r6i.large"}}}}"#
+                )),
+            );
+            item.insert("generation".into(), n(generation));
+            item.insert("version".into(), n(version));
+            item.insert("updated_at".into(), s("2026-11-23T10:00:00Z"));
+            item
+        };
+        // Before: READY with 2 web, version 7. After the write whose answer was lost: the
+        // record is what this request wrote (3 web, SCALING, generation 4, version 8).
+        let before = mock!(aws_sdk_dynamodb::Client::query)
+            .sequence()
+            .output(move || QueryOutput::builder().items(meta(2, "READY", 3, 7)).build())
+            .output(move || {
+                QueryOutput::builder()
+                    .items(meta(3, "SCALING", 4, 8))
+                    .build()
+            })
+            .build();
+        let update = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
+                    .meta(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("ConditionalCheckFailedException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&before, &update]);
+        let scaled = ClusterStore::new(client, "t")
+            .request_scale("c-1", ScaleTarget::Count(3), None)
+            .await
+            .expect("a lost answer of our own write is a success");
+        assert_eq!(
+            scaled,
+            Scaled::Started {
+                generation: 4,
+                from: 2,
+                to: 3
+            }
         );
     }
 
