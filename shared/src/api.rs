@@ -610,6 +610,29 @@ mod tests {
         assert_eq!(count.num_calls(), 1);
     }
 
+    /// A create naming `subnets`, EC2 answering through `describe_subnets`; DynamoDB is
+    /// never reached.
+    async fn create_in_subnets(
+        describe_subnets: &aws_smithy_mocks::Rule,
+        subnets: &[&str],
+    ) -> ApiResponse {
+        let ctx = ctx_of(
+            mocked_client!(aws_sdk_dynamodb, []),
+            mocked_client!(aws_sdk_ec2, [describe_subnets]),
+            99,
+        );
+        handle(
+            &ctx,
+            create_request(json!({
+                "name": "shop",
+                "web": {"count": 2, "instanceType": "t3.small"},
+                "db": {"count": 3, "instanceType": "t3.small"},
+                "subnets": subnets,
+            })),
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn a_subnet_outside_the_stack_vpc_is_a_400_naming_it() {
         let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
@@ -628,19 +651,7 @@ mod tests {
                 )
                 .build()
         });
-        let ctx = ctx_of(
-            mocked_client!(aws_sdk_dynamodb, []),
-            mocked_client!(aws_sdk_ec2, [&subnets]),
-            99,
-        );
-        let response = handle(
-            &ctx,
-            create_request(json!({
-                "name": "shop", "web": {"count": 2, "instanceType": "t3.small"}, "db": {"count": 3, "instanceType": "t3.small"},
-                "subnets": ["subnet-0aaaaaaa", "subnet-0bbbbbbb"]
-            })),
-        )
-        .await;
+        let response = create_in_subnets(&subnets, &["subnet-0aaaaaaa", "subnet-0bbbbbbb"]).await;
         assert_eq!(response.status, 400, "{}", response.body);
         let text = response.body.to_string();
         assert!(text.contains("subnet-0bbbbbbb is in vpc-other"), "{text}");
@@ -657,19 +668,7 @@ mod tests {
                     .build(),
             )
         });
-        let ctx = ctx_of(
-            mocked_client!(aws_sdk_dynamodb, []),
-            mocked_client!(aws_sdk_ec2, [&subnets]),
-            99,
-        );
-        let response = handle(
-            &ctx,
-            create_request(json!({
-                "name": "shop", "web": {"count": 2, "instanceType": "t3.small"}, "db": {"count": 3, "instanceType": "t3.small"},
-                "subnets": ["subnet-0ccccccc"]
-            })),
-        )
-        .await;
+        let response = create_in_subnets(&subnets, &["subnet-0ccccccc"]).await;
         assert_eq!(response.status, 400, "{}", response.body);
         assert!(response.body.to_string().contains("subnet-0ccccccc"));
     }
