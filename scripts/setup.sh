@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Installs everything `make run` and `make test` need, pinned, and skips what is present:
 #   - fakecloud (the local AWS emulator) into a tools folder outside the clone, built once;
+#   - a Debian sid root file system with MySQL 9.7 LTS (server, client, Router) beside it,
+#     the real MySQL every local-cloud database and web host runs (local-cloud/hosts/ha-host);
 #   - the SAM CLI, cfn-lint, cargo-lambda and shellcheck into the project's .venv.
-# Safe to run again and concurrently (a lock guards the fakecloud build).
+# Safe to run again and concurrently (locks guard the fakecloud build and the rootfs).
 set -euo pipefail
 
 readonly FAKECLOUD_VERSION=0.51.0
+# The MySQL series the product deploys (Oracle's 9.7 LTS on Amazon Linux 2023) and the local
+# hosts run: Debian sid carries it (mysql-server-core, mysql-client-core, mysql-router); the
+# binaries need sid's glibc, hence a root file system of its own run with chroot.
+readonly MYSQL_SERIES=9.7
+readonly MYSQL_PACKAGES="mysql-server-core mysql-client-core mysql-router"
+readonly DEBIAN_MIRROR="${HA_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 readonly TOOLS_DIR="${HA_TOOLS_DIR:-$HOME/.cache/ha-orchestrator/tools}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly root
@@ -52,6 +60,53 @@ install_fakecloud() {
   log "fakecloud $FAKECLOUD_VERSION installed"
 }
 
+# The rootfs is built under a temporary name and renamed when complete, so a present
+# directory is a complete one; its stamp records what is in it.
+install_mysql_rootfs() {
+  local dir="$TOOLS_DIR/mysql-$MYSQL_SERIES-rootfs"
+  local stamp="$dir/.ha-rootfs"
+  if [[ -x "$dir/usr/sbin/mysqld" && -f "$stamp" ]]; then
+    log "MySQL $(cat "$stamp") rootfs present ($dir)"
+    return
+  fi
+  [[ "$(id -u)" == 0 ]] || fail "building the MySQL rootfs needs root (debootstrap, chroot); run as root or provide $dir"
+  mkdir -p "$TOOLS_DIR"
+  exec 8>"$TOOLS_DIR/.mysql-rootfs.lock"
+  flock 8
+  if [[ -x "$dir/usr/sbin/mysqld" && -f "$stamp" ]]; then
+    flock -u 8
+    return
+  fi
+  if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap (Debian package)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >/dev/null \
+      || fail "could not install debootstrap: apt-get install debootstrap"
+  fi
+  local partial="$dir.partial" build_log="$TOOLS_DIR/mysql-$MYSQL_SERIES-rootfs.build.log"
+  log "building the MySQL $MYSQL_SERIES rootfs once into $dir (Debian sid, ~1 min; log: $build_log)"
+  rm -rf "$partial"
+  if ! debootstrap --variant=minbase sid "$partial" "$DEBIAN_MIRROR" >"$build_log" 2>&1; then
+    tail -n 20 "$build_log" >&2
+    fail "debootstrap of Debian sid failed (full log: $build_log)"
+  fi
+  # shellcheck disable=SC2086 # the package list is words
+  if ! chroot "$partial" env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+      --no-install-recommends $MYSQL_PACKAGES >>"$build_log" 2>&1; then
+    tail -n 20 "$build_log" >&2
+    fail "installing $MYSQL_PACKAGES into the rootfs failed (full log: $build_log)"
+  fi
+  local version
+  version="$(chroot "$partial" mysqld --version | awk '{print $3}')"
+  if [[ "$version" != "$MYSQL_SERIES".* ]]; then
+    fail "Debian sid now carries MySQL $version, not the $MYSQL_SERIES LTS series the product deploys; pin a Debian snapshot (HA_DEBIAN_MIRROR=http://snapshot.debian.org/archive/debian/<date>/) or move the product to $version"
+  fi
+  chroot "$partial" apt-get clean
+  printf '%s\n' "$version" >"$partial/.ha-rootfs"
+  mv "$partial" "$dir"
+  flock -u 8
+  log "MySQL $version rootfs installed"
+}
+
 install_python_tools() {
   local venv="$root/.venv"
   local requirements="$root/requirements-tools.txt"
@@ -71,4 +126,5 @@ install_python_tools() {
 check_toolchain
 install_python_tools
 install_fakecloud
+install_mysql_rootfs
 log "ready"

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod agent_contract;
 pub mod documents;
+pub mod hosts;
 pub mod iam;
 pub mod runner;
 

@@ -1,0 +1,271 @@
+//! Real hosts of the local cloud: a thin Rust face of `local-cloud/hosts/ha-host` (network
+//! namespace + overlay of the MySQL 9.7 rootfs + chroot per host; see that script's header).
+//! A [`Network`] is a bridge its hosts share; a [`Host`] is one instance, with its own
+//! address, DNS name, mysqld and files. Both are removed when dropped, so a failing test
+//! leaks neither processes nor mounts.
+//!
+//! The scripts of `scripts/ssm/` run in a host the way the SSM agent runs them on an
+//! instance ([`Host::run_script`]): copied beside `db-lib.sh` into the host, run by bash as
+//! root, the secret ids in the environment.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::{HarnessError, Result, io, project_root};
+
+/// Where scripts are put inside a host (the agent's orchestration folder plays this role).
+const SCRIPTS_INSIDE: &str = "/var/lib/ha-scripts";
+
+fn ha_host() -> PathBuf {
+    project_root().join("local-cloud/hosts/ha-host")
+}
+
+fn run_ha_host(args: &[&str]) -> Result<Output> {
+    let output = Command::new(ha_host())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io(format!("running ha-host {}", args.join(" "))))?;
+    if !output.status.success() {
+        return Err(HarnessError::Io {
+            context: format!("ha-host {}", args.join(" ")),
+            source: std::io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+        });
+    }
+    Ok(output)
+}
+
+/// Checks what real hosts need, with what to change when it is missing: root (namespaces,
+/// mounts, chroot) and the rootfs `scripts/setup.sh` installs.
+pub fn require_host_support() -> Result<()> {
+    // The effective user, from /proc/self/status (no libc call needed).
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(io("reading /proc/self/status"))?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    if euid != "0" {
+        return Err(HarnessError::ToolMissing {
+            tool: "root",
+            path: PathBuf::from("/"),
+            fix: "the real-MySQL hosts need root (network namespaces, overlay mounts, chroot): run the tests as root",
+        });
+    }
+    let rootfs = rootfs_dir();
+    if !rootfs.join("usr/sbin/mysqld").exists() {
+        return Err(HarnessError::ToolMissing {
+            tool: "MySQL 9.7 rootfs",
+            path: rootfs,
+            fix: "run scripts/setup.sh (make setup)",
+        });
+    }
+    Ok(())
+}
+
+fn rootfs_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HA_MYSQL_ROOTFS") {
+        return PathBuf::from(dir);
+    }
+    let tools = std::env::var_os("HA_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/ha-orchestrator/tools")
+        });
+    tools.join("mysql-9.7-rootfs")
+}
+
+/// A bridge shared by its hosts; `a.b.0.0/16`, hosts get `a.b.0.N`.
+#[derive(Debug)]
+pub struct Network {
+    name: String,
+    prefix: String,
+}
+
+impl Network {
+    /// Bring up network `name` (unique on the machine), on `10.<second>.0.0/16`. A network
+    /// of the same name left by a killed run is removed first.
+    pub fn up(name: &str, second_octet: u8) -> Result<Self> {
+        require_host_support()?;
+        let _ = run_ha_host(&["network-down", name]);
+        let cidr = format!("10.{second_octet}.0.0/16");
+        run_ha_host(&["network-up", name, &cidr])?;
+        Ok(Self {
+            name: name.to_string(),
+            prefix: format!("10.{second_octet}.0"),
+        })
+    }
+
+    /// A new host `name` with the address `<prefix>.<last_octet>` and the DNS name EC2
+    /// would give it (`ip-a-b-c-d.ec2.internal`).
+    pub fn host(&self, name: &str, last_octet: u8) -> Result<Host> {
+        let address = format!("{}.{last_octet}", self.prefix);
+        let dns_name = format!("ip-{}.ec2.internal", address.replace('.', "-"));
+        let instance_id = format!("i-{name}");
+        let _ = run_ha_host(&["destroy", name]);
+        run_ha_host(&[
+            "create",
+            &self.name,
+            name,
+            &address,
+            &dns_name,
+            &instance_id,
+        ])?;
+        let root =
+            PathBuf::from(String::from_utf8_lossy(&run_ha_host(&["root", name])?.stdout).trim());
+        Ok(Host {
+            name: name.to_string(),
+            address,
+            dns_name,
+            root,
+        })
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = run_ha_host(&["network-down", &self.name]);
+    }
+}
+
+/// One instance: its own network namespace, files and processes.
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    pub address: String,
+    pub dns_name: String,
+    root: PathBuf,
+}
+
+impl Host {
+    /// The host's `/` as seen from outside (to read its files).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Write `content` to `path` inside the host (e.g. a secret the stand-in `aws` answers).
+    pub fn put_file(&self, path: &str, content: &str) -> Result<()> {
+        let target = self.root.join(path.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
+        }
+        std::fs::write(&target, content).map_err(io(format!("writing {}", target.display())))
+    }
+
+    /// A secret the instance role may read, for the `aws` stand-in.
+    pub fn put_secret(&self, secret_id: &str, value: &str) -> Result<()> {
+        self.put_file(&format!("/var/lib/ha-standin/secrets/{secret_id}"), value)
+    }
+
+    /// Run `command` inside the host with `env`, `stdin` on its standard input.
+    pub fn exec(
+        &self,
+        env: &[(&str, &str)],
+        command: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<Output> {
+        let mut cmd = Command::new(ha_host());
+        cmd.arg("exec").arg(&self.name);
+        for (key, value) in env {
+            cmd.arg(format!("{key}={value}"));
+        }
+        cmd.arg("--").args(command);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(io(format!("running {command:?} in {}", self.name)))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(input.as_bytes())
+                .map_err(io(format!("writing stdin of {command:?} in {}", self.name)))?;
+        }
+        child
+            .wait_with_output()
+            .map_err(io(format!("waiting for {command:?} in {}", self.name)))
+    }
+
+    /// Start `command` inside the host without waiting for it (its output discarded).
+    pub fn spawn(&self, command: &[&str]) -> Result<std::process::Child> {
+        Command::new(ha_host())
+            .arg("exec")
+            .arg(&self.name)
+            .arg("--")
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io(format!("starting {command:?} in {}", self.name)))
+    }
+
+    /// Run a script of `scripts/ssm/` as the SSM agent would: bash, as root, `db-lib.sh`
+    /// beside it, `env` (the secret ids) in the environment.
+    pub fn run_script(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+        // HA_SSM_SCRIPTS runs another version of the scripts (e.g. an older commit's, to
+        // see a test fail without a fix).
+        let source = std::env::var_os("HA_SSM_SCRIPTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| project_root().join("scripts/ssm"));
+        let inside = self.root.join(SCRIPTS_INSIDE.trim_start_matches('/'));
+        std::fs::create_dir_all(&inside).map_err(io(format!("creating {}", inside.display())))?;
+        for file in [script, "db-lib.sh"] {
+            std::fs::copy(source.join(file), inside.join(file))
+                .map_err(io(format!("copying {file} into {}", self.name)))?;
+        }
+        let path = format!("{SCRIPTS_INSIDE}/{script}");
+        let mut command = vec!["bash", path.as_str()];
+        command.extend_from_slice(args);
+        self.exec(env, &command, None)
+    }
+
+    /// SQL as root over the socket (auth_socket, as `db-install.sh` leaves root); the rows
+    /// tab-separated, no column names.
+    pub fn sql(&self, statement: &str) -> Result<String> {
+        let output = self.exec(
+            &[],
+            &[
+                "mysql",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+                "-e",
+                statement,
+            ],
+            None,
+        )?;
+        if !output.status.success() {
+            return Err(HarnessError::Io {
+                context: format!("SQL on {}: {statement}", self.name),
+                source: std::io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string())
+    }
+
+    /// The instance is lost: every process of the host is killed at once (mysqld too).
+    pub fn kill(&self) -> Result<()> {
+        run_ha_host(&["kill", &self.name]).map(drop)
+    }
+
+    /// Partition the host from its network (`false`) or connect it again (`true`).
+    pub fn link(&self, up: bool) -> Result<()> {
+        run_ha_host(&["link", &self.name, if up { "up" } else { "down" }]).map(drop)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = run_ha_host(&["destroy", &self.name]);
+    }
+}
