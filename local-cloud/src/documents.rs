@@ -16,6 +16,8 @@ struct Parameter {
     env: Option<&'static str>,
     description: &'static str,
     pattern: &'static str,
+    /// SSM's `default`: the value when a command leaves the parameter out.
+    default: Option<&'static str>,
 }
 
 struct Document {
@@ -32,6 +34,7 @@ const ADMIN_SECRET: Parameter = Parameter {
     env: Some("ADMIN_SECRET_ID"),
     description: "Name of the Secrets Manager secret holding the cluster admin password (never the password)",
     pattern: "^[A-Za-z0-9/_+=.@-]{1,512}$",
+    default: None,
 };
 
 const APP_SECRET: Parameter = Parameter {
@@ -39,6 +42,7 @@ const APP_SECRET: Parameter = Parameter {
     env: Some("APP_SECRET_ID"),
     description: "Name of the Secrets Manager secret holding the application user's password (never the password)",
     pattern: "^[A-Za-z0-9/_+=.@-]{1,512}$",
+    default: None,
 };
 
 const NODE: Parameter = Parameter {
@@ -46,6 +50,7 @@ const NODE: Parameter = Parameter {
     env: None,
     description: "Host name of the node (its report_host)",
     pattern: "^[A-Za-z0-9.-]{1,253}$",
+    default: None,
 };
 
 const CLUSTER_NAME: Parameter = Parameter {
@@ -53,6 +58,16 @@ const CLUSTER_NAME: Parameter = Parameter {
     env: None,
     description: "InnoDB Cluster name",
     pattern: "^[a-z][a-z0-9-]{0,31}$",
+    default: None,
+};
+
+/// Whether the reboot from complete outage may pass `--force` (db-reboot-cluster.sh).
+const REBOOT_FORCE: Parameter = Parameter {
+    name: "force",
+    env: None,
+    description: "true only once EC2 confirmed every unreachable member of the metadata terminated: lets the reboot proceed without them",
+    pattern: "^(true|false)$",
+    default: Some("false"),
 };
 
 const DOCUMENTS: &[Document] = &[
@@ -89,7 +104,7 @@ const DOCUMENTS: &[Document] = &[
         name: "DbRebootCluster",
         script: "db-reboot-cluster.sh",
         description: "Reboot the InnoDB Cluster from complete outage on the node with the most complete GTID set",
-        args: &[CLUSTER_NAME],
+        args: &[CLUSTER_NAME, REBOOT_FORCE],
     },
     Document {
         logical_id: "WebRouterDocument",
@@ -104,6 +119,7 @@ const DOCUMENTS: &[Document] = &[
                 env: None,
                 description: "Host name of a cluster member to bootstrap from (the primary)",
                 pattern: "^[A-Za-z0-9.-]{1,253}$",
+                default: None,
             },
         ],
     },
@@ -169,6 +185,7 @@ pub fn interpolated_command(
             .iter()
             .find(|(n, _)| n == parameter.name)
             .map(|(_, v)| v.as_str())
+            .or(parameter.default)
             .ok_or_else(|| format!("{name}: parameter {} is required", parameter.name))?;
         let pattern = regex_lite::Regex::new(parameter.pattern)
             .map_err(|e| format!("{name}: allowedPattern of {}: {e}", parameter.name))?;
@@ -219,6 +236,9 @@ pub fn render(project_root: &Path) -> std::io::Result<String> {
             out.push("            type: String".into());
             out.push(format!("            description: \"{}\"", p.description));
             out.push(format!("            allowedPattern: \"{}\"", p.pattern));
+            if let Some(default) = p.default {
+                out.push(format!("            default: \"{default}\""));
+            }
         }
         out.push("        mainSteps:".into());
         out.push("          - action: aws:runShellScript".into());

@@ -414,6 +414,86 @@ pub async fn observe_all(
     Ok((states, calls))
 }
 
+/// What EC2 says of the instance behind a database host name that the cluster's metadata
+/// still lists but no live node has (see [`host_instance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostInstance {
+    /// No instance answers to the name, or only ones `terminated` or `shutting-down`: it
+    /// can never come back and rejoin the group.
+    Gone,
+    /// An instance in any other state (`pending`, `running`, `stopping`, `stopped`): its
+    /// mysqld may still hold or accept transactions.
+    Present { instance_id: String, state: String },
+}
+
+/// The instance id a resource-name host starts with (`i-0abc….ec2.internal` -> `i-0abc…`,
+/// see [`resource_host_name`]); `None` for any other name.
+fn instance_id_of_host(host: &str) -> Option<&str> {
+    let label = host.split('.').next()?;
+    let hex = label.strip_prefix("i-")?;
+    let valid = (8..=17).contains(&hex.len())
+        && hex
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+    valid.then_some(label)
+}
+
+/// Whether EC2 confirms the instance behind `host` is gone for good: one
+/// DescribeInstances with a filter (a filter, not `InstanceIds`, so an instance EC2 no
+/// longer lists is an empty answer rather than `InvalidInstanceID.NotFound`).
+///
+/// The filter is `instance-id` when `host` is a resource name, which every node of this
+/// orchestrator has: the name is derived from the instance id, so the lookup cannot miss.
+/// A `private-dns-name` filter would: EC2 documents that attribute as the instance's
+/// private DNS name, which with resource-name hostnames is not necessarily the name the
+/// instance reports (a public note on filtering RBN hosts says to use
+/// `network-interface.private-dns-name` instead), and fakecloud matches it only against
+/// `ip-….ec2.internal`. A miss there would read as "gone" and let a reboot force past a
+/// member that still runs. Other names (a cluster that predates resource names) fall back
+/// to `private-dns-name`; an IP-based name a new instance inherited then reads as
+/// present, which is the safe side.
+///
+/// Terminated instances stay listed for about an hour, then drop out of the answer;
+/// both count as gone. An EC2 error is returned as is: the caller must not read it as
+/// "gone".
+pub async fn host_instance(ec2: &aws_sdk_ec2::Client, host: &str) -> Result<HostInstance> {
+    let filter = match instance_id_of_host(host) {
+        Some(instance_id) => Filter::builder()
+            .name("instance-id")
+            .values(instance_id)
+            .build(),
+        None => Filter::builder()
+            .name("private-dns-name")
+            .values(host)
+            .build(),
+    };
+    let mut pages = ec2
+        .describe_instances()
+        .filters(filter)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| from_sdk("ec2", "DescribeInstances", e))?;
+        for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+            let state = instance.state().and_then(|s| s.name());
+            // No state is no proof of termination: count it as present.
+            if matches!(
+                state,
+                Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+            ) {
+                continue;
+            }
+            return Ok(HostInstance::Present {
+                instance_id: instance.instance_id().unwrap_or_default().to_string(),
+                state: state
+                    .map_or("unknown", InstanceStateName::as_str)
+                    .to_string(),
+            });
+        }
+    }
+    Ok(HostInstance::Gone)
+}
+
 /// The instance's resource-name host name (`i-0abc….ec2.internal`), which the stack's
 /// subnets give every instance: unlike an IP-based name (`ip-10-0-1-5.ec2.internal`) a
 /// replacement never inherits it, so Group Replication never mistakes a new node for a lost

@@ -16,9 +16,17 @@ pub struct NodeReport {
     pub group_name: String,
     pub cluster_name: String,
     pub gtid_executed: String,
-    /// The hosts this node sees as group members (a lost node stays until removed).
+    /// The hosts this node sees as group members. Group Replication expels a member it
+    /// cannot reach within seconds, so a lost node soon disappears from this list while it
+    /// stays in the cluster's metadata: see `metadata_members`.
     #[serde(default)]
     pub members: Vec<String>,
+    /// The hosts the InnoDB Cluster metadata on this node lists as instances of the
+    /// cluster (`mysql_innodb_cluster_metadata.instances.address`, without the port). A
+    /// member stays here until `cluster.removeInstance()` removes it, whatever Group
+    /// Replication thinks of it. Absent from reports of older scripts: empty.
+    #[serde(default)]
+    pub metadata_members: Vec<String>,
 }
 
 impl NodeReport {
@@ -64,6 +72,22 @@ impl NodeReport {
                 None => u64::from(interval.parse::<u64>().is_ok()),
             })
             .sum()
+    }
+
+    /// The members this node knows of, in its metadata or in its group, that are none of
+    /// `live_hosts` (the hosts of the cluster's live database nodes), each once, metadata
+    /// order first: instances lost (and replaced) that the cluster still counts. The
+    /// metadata is what matters: a lost member leaves `members` within ~10 s (expelled), but
+    /// stays in the metadata, where it blocks a reboot from complete outage and is what
+    /// Router keeps routing to, until it is removed.
+    pub fn absent_members(&self, live_hosts: &[&str]) -> Vec<String> {
+        let mut absent: Vec<String> = Vec::new();
+        for host in self.metadata_members.iter().chain(&self.members) {
+            if !live_hosts.contains(&host.as_str()) && !absent.contains(host) {
+                absent.push(host.clone());
+            }
+        }
+        absent
     }
 }
 
@@ -129,7 +153,49 @@ mod tests {
             cluster_name: cluster.into(),
             gtid_executed: gtid.into(),
             members: Vec::new(),
+            metadata_members: Vec::new(),
         }
+    }
+
+    #[test]
+    fn reports_parse_with_and_without_the_metadata_members() {
+        // An older db-report.sh printed no metadataMembers: the field is empty, not an error.
+        let old = "{\"memberState\":\"ONLINE\",\"role\":\"PRIMARY\",\"groupName\":\"g\",\"clusterName\":\"shop\",\"gtidExecuted\":\"u:1-5\",\"members\":[\"db-0\"]}";
+        let parsed = NodeReport::from_output(old).unwrap();
+        assert_eq!(parsed.members, vec!["db-0".to_string()]);
+        assert!(parsed.metadata_members.is_empty());
+
+        let new = "{\"memberState\":\"ONLINE\",\"role\":\"PRIMARY\",\"groupName\":\"g\",\"clusterName\":\"shop\",\"gtidExecuted\":\"u:1-5\",\"members\":[\"db-0\"],\"metadataMembers\":[\"db-0\",\"db-lost\"]}";
+        let parsed = NodeReport::from_output(new).unwrap();
+        assert_eq!(
+            parsed.metadata_members,
+            vec!["db-0".to_string(), "db-lost".to_string()]
+        );
+        // The camelCase name is the one the script prints and the one serialised back.
+        let json = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(json["metadataMembers"][1], "db-lost");
+    }
+
+    #[test]
+    fn a_member_expelled_from_the_group_is_still_absent_by_the_metadata() {
+        // db-2 was lost: Group Replication expelled it (no longer in `members`), but the
+        // metadata still lists it; db-3 replaced it and is live.
+        let mut primary = report("ONLINE", "PRIMARY", "g", "shop", "u:1-9");
+        primary.members = vec!["db-0".into(), "db-1".into()];
+        primary.metadata_members = vec!["db-0".into(), "db-1".into(), "db-2".into()];
+        let live = ["db-0", "db-1", "db-3"];
+        assert_eq!(primary.absent_members(&live), vec!["db-2".to_string()]);
+
+        // A member the group lists but the metadata does not is absent too, once.
+        primary.members.push("db-2".into());
+        primary.members.push("db-7".into());
+        assert_eq!(
+            primary.absent_members(&live),
+            vec!["db-2".to_string(), "db-7".to_string()]
+        );
+        primary.metadata_members.clear();
+        primary.members = vec!["db-0".into()];
+        assert!(primary.absent_members(&live).is_empty());
     }
 
     #[test]

@@ -202,6 +202,7 @@ mod tests {
             cluster_name: "shop".into(),
             gtid_executed: String::new(),
             members: Vec::new(),
+            metadata_members: Vec::new(),
         })
     }
 

@@ -225,6 +225,30 @@ listed() {
   [[ " $list " == *" $2 "* ]]
 }
 
+# The InnoDB Cluster metadata of the node in directory $1: the `address` ("host:port") of
+# each row of mysql_innodb_cluster_metadata.instances, one a line, in instance_id order
+# (mysql-shell modules/adminapi/common/metadata/metadata-model-2.2.0.sql; the address is the
+# instance's COALESCE(@@report_host, @@hostname):port, modules/adminapi/common/sql.cc and
+# mysqlshdk/libs/mysql/instance.cc get_canonical_address; here the node's host name). The
+# schema exists on a node exactly when it holds a cluster (the `cluster` attribute).
+metadata_addresses() {
+  read_attr "$1" metadata
+}
+
+# The metadata is a schema replicated by the group: a change made through one member reaches
+# every member ONLINE or RECOVERING in group $1; an OFFLINE or unreachable one keeps its copy.
+# Sets the instances to the lines of $2 on each of them.
+replicate_metadata() {
+  local group="$1" addresses="$2" dir
+  for dir in "$root"/*/; do
+    [[ -n "$group" && "$(read_attr "$dir" group)" == "$group" ]] || continue
+    case "$(read_attr "$dir" state)" in
+      ONLINE | RECOVERING) write_attr "$dir" metadata "$addresses" ;;
+      *) ;;
+    esac
+  done
+}
+
 # Is this node's server running (started by the systemctl fake)?
 server_running() {
   [[ "$(read_attr "$1" server)" == running ]]

@@ -147,6 +147,7 @@ fn a_fresh_node_creates_the_cluster_once() {
     let fresh = nodes.report("db-0");
     assert_eq!(fresh["memberState"], "OFFLINE");
     assert_eq!(fresh["clusterName"], "");
+    assert_eq!(fresh["metadataMembers"], serde_json::json!([]));
 
     let first = nodes.run("db-0", "db-create-cluster.sh", &["shop"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -155,6 +156,7 @@ fn a_fresh_node_creates_the_cluster_once() {
     assert_eq!(created["memberState"], "ONLINE");
     assert_eq!(created["role"], "PRIMARY");
     assert_eq!(created["clusterName"], "shop");
+    assert_eq!(created["metadataMembers"], serde_json::json!(["db-0"]));
     assert!(
         created["gtidExecuted"]
             .as_str()
@@ -221,10 +223,22 @@ fn members_join_with_clone_once_and_leave_once() {
         again.stdout
     );
     assert_eq!(nodes.calls("cluster add-instance"), 2, "no second add");
+    // The metadata lists every instance, on every member (a replicated schema).
+    for node in ["db-0", "db-1", "db-2"] {
+        assert_eq!(
+            nodes.report(node)["metadataMembers"],
+            serde_json::json!(["db-0", "db-1", "db-2"]),
+            "{node}"
+        );
+    }
 
     let removed = nodes.run("db-0", "db-remove-instance.sh", &["db-2"]);
     assert_eq!(removed.code, 0, "{}", removed.stderr);
     assert_eq!(nodes.attr("db-2", "group"), "");
+    assert_eq!(
+        nodes.report("db-0")["metadataMembers"],
+        serde_json::json!(["db-0", "db-1"])
+    );
     let again = nodes.run("db-0", "db-remove-instance.sh", &["db-2"]);
     assert_eq!(again.code, 0);
     assert_eq!(
@@ -233,6 +247,104 @@ fn members_join_with_clone_once_and_leave_once() {
         "no second remove"
     );
     assert_eq!(nodes.calls("--force=true"), 1);
+}
+
+/// A lost member is expelled from the group within seconds, but the metadata keeps it until
+/// `cluster.removeInstance(host, {force: true})` takes it out: the report names it under
+/// `metadataMembers` and the removal acts on it although the group no longer lists it.
+#[test]
+fn a_lost_member_the_group_expelled_is_removed_from_the_metadata() {
+    let nodes = Nodes::installed(&["db-0", "db-1", "db-2"]);
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    for node in ["db-1", "db-2"] {
+        assert_eq!(nodes.run("db-0", "db-add-instance.sh", &[node]).code, 0);
+    }
+    // db-2's instance is gone: its server is down and the group expelled it.
+    let stop = nodes.tool("db-2", "systemctl", &["stop", "mysqld"], "");
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    std::fs::remove_file(nodes.root.path().join("db-2/group")).unwrap();
+    let report = nodes.report("db-0");
+    assert_eq!(report["members"], serde_json::json!(["db-0", "db-1"]));
+    assert_eq!(
+        report["metadataMembers"],
+        serde_json::json!(["db-0", "db-1", "db-2"])
+    );
+
+    let removed = nodes.run("db-0", "db-remove-instance.sh", &["db-2"]);
+    assert_eq!(removed.code, 0, "{}\n{}", removed.stdout, removed.stderr);
+    assert!(
+        removed.stdout.contains("db-2 removed"),
+        "{}",
+        removed.stdout
+    );
+    assert!(
+        nodes
+            .log()
+            .contains("cluster remove-instance db-2:3306 --force=true"),
+        "{}",
+        nodes.log()
+    );
+    assert_eq!(
+        nodes.report("db-0")["metadataMembers"],
+        serde_json::json!(["db-0", "db-1"])
+    );
+    assert_eq!(
+        nodes.report("db-1")["metadataMembers"],
+        serde_json::json!(["db-0", "db-1"])
+    );
+
+    // In neither the group nor the metadata now: nothing to do, no second removal.
+    let again = nodes.run("db-0", "db-remove-instance.sh", &["db-2"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    assert_eq!(nodes.calls("cluster remove-instance"), 1);
+}
+
+/// A reboot from complete outage refuses to go ahead while a member of the metadata is
+/// unreachable, unless the orchestrator passes FORCE=true (only once EC2 confirmed that
+/// member's instance terminated); the script passes `--force` then and only then.
+#[test]
+fn a_reboot_passes_force_only_when_told_to() {
+    let nodes = Nodes::installed(&["db-0", "db-1"]);
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    assert_eq!(nodes.run("db-0", "db-add-instance.sh", &["db-1"]).code, 0);
+    // Complete outage, and db-1's instance is gone for good.
+    for node in ["db-0", "db-1"] {
+        std::fs::write(nodes.root.path().join(node).join("state"), "OFFLINE").unwrap();
+        std::fs::write(nodes.root.path().join(node).join("role"), "").unwrap();
+    }
+    assert_eq!(
+        nodes
+            .tool("db-1", "systemctl", &["stop", "mysqld"], "")
+            .code,
+        0
+    );
+
+    for args in [&["shop"][..], &["shop", "false"][..]] {
+        let refused = nodes.run("db-0", "db-reboot-cluster.sh", args);
+        assert_eq!(refused.code, 1, "{args:?}: {}", refused.stdout);
+        assert!(
+            refused
+                .stderr
+                .contains("Could not determine if Cluster is completely OFFLINE"),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert_eq!(nodes.calls("--force"), 0, "{}", nodes.log());
+    let bad = nodes.run("db-0", "db-reboot-cluster.sh", &["shop", "yes"]);
+    assert_eq!(bad.code, 3, "{}", bad.stderr);
+
+    let forced = nodes.run("db-0", "db-reboot-cluster.sh", &["shop", "true"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert!(
+        nodes
+            .log()
+            .contains("dba reboot-cluster-from-complete-outage shop --force"),
+        "{}",
+        nodes.log()
+    );
+    assert_eq!(nodes.report("db-0")["memberState"], "ONLINE");
 }
 
 #[test]

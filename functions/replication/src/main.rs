@@ -39,6 +39,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         store,
         commands,
         sfn,
+        ec2: aws_sdk_ec2::Client::new(&sdk),
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let replicator = &replicator;
