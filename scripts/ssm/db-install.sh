@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install and configure MySQL 8.4 LTS and MySQL Shell on a database node (Amazon Linux
+# Install and configure MySQL 9.7 LTS and MySQL Shell on a database node (Amazon Linux
 # 2023), ready for InnoDB Cluster: GTIDs on, a unique server_id, report_host set, and the
 # cluster admin account. Safe to run again: every step checks before it changes anything.
 # Usage: db-install.sh     (ADMIN_SECRET_ID names the cluster admin password's secret)
@@ -14,7 +14,7 @@ readonly MY_CNF="${SYSROOT}/etc/my.cnf"
 # The MySQL repository only when a package is missing: an AMI that already carries them
 # (EgressMode VpcEndpoints, no internet) must not need repo.mysql.com.
 if ! rpm -q mysql-community-server mysql-shell >/dev/null 2>&1; then
-  if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
+  if ! rpm -q "$REPO_PACKAGE" >/dev/null 2>&1; then
     dnf install -y "$REPO_RPM"
   fi
   dnf install -y mysql-community-server mysql-shell

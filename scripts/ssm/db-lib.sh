@@ -9,9 +9,15 @@ readonly ADMIN_USER="clusteradmin"
 # that source this file.
 # shellcheck disable=SC2034
 readonly APP_USER="wordpress" APP_DATABASE="wordpress"
-# MySQL 8.4 LTS packages for Amazon Linux 2023 (EL9). Used by the scripts that source this.
+# MySQL 9.7 LTS packages for Amazon Linux 2023 (EL9): Oracle's repository setup RPM, named
+# after the series it enables by default (as mysql84-community-release was for 8.4 LTS; the
+# 9.7 name follows that scheme, an assumption to check against
+# https://dev.mysql.com/downloads/repo/yum/ before deploying). Used by the scripts that
+# source this.
 # shellcheck disable=SC2034
-readonly REPO_RPM="https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm"
+readonly REPO_PACKAGE="mysql97-community-release"
+# shellcheck disable=SC2034
+readonly REPO_RPM="https://repo.mysql.com/${REPO_PACKAGE}-el9-1.noarch.rpm"
 # Prefix of every file path the scripts write: empty on an instance; the tests point it at
 # a temp dir so the scripts run unprivileged against the recording fakes.
 # shellcheck disable=SC2034

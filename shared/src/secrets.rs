@@ -9,6 +9,12 @@ use aws_sdk_secretsmanager::types::Tag;
 use crate::error::{Result, from_sdk, sdk_error_code};
 use crate::fleet::TAG_CLUSTER;
 
+/// Punctuation a generated password never holds, leaving `* + , - . = ^ _ ~`: the value is
+/// written into MySQL option files (`#` starts a comment, `\` and quotes escape), single-
+/// quoted SQL and PHP strings (`'`, `\`), and bash pattern replacements (`&` is the match,
+/// bash 5.2's patsub_replacement); the rest are excluded for URIs and shells alike.
+pub const PASSWORD_EXCLUDED_CHARACTERS: &str = "!\"#$%&'()/:;<>?@[\\]`{|}";
+
 /// The passwords every cluster with a database tier has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretKind {
@@ -77,13 +83,15 @@ impl ClusterSecrets {
             Err(e) if sdk_error_code(&e) == Some("ResourceNotFoundException") => {}
             Err(e) => return Err(from_sdk("secretsmanager", "DescribeSecret", e)),
         }
-        // Letters and digits only: the value goes into MySQL option files and SQL unquoted
-        // characters would need escaping. 40 characters are about 238 bits.
+        // Letters, digits and punctuation: MySQL's packaged password policy (validate_password,
+        // which Oracle's RPM registers on the first start) asks for a special character.
+        // 40 characters are over 250 bits.
         let password = self
             .client
             .get_random_password()
             .password_length(40)
-            .exclude_punctuation(true)
+            .exclude_punctuation(false)
+            .exclude_characters(PASSWORD_EXCLUDED_CHARACTERS)
             .include_space(false)
             .require_each_included_type(true)
             .send()
@@ -152,7 +160,10 @@ mod tests {
         let describe = mock!(aws_sdk_secretsmanager::Client::describe_secret).then_error(not_found);
         let random = mock!(aws_sdk_secretsmanager::Client::get_random_password)
             .match_requests(|r| {
-                r.exclude_punctuation() == Some(true) && r.password_length() == Some(40)
+                r.exclude_punctuation() == Some(false)
+                    && r.exclude_characters() == Some(PASSWORD_EXCLUDED_CHARACTERS)
+                    && r.require_each_included_type() == Some(true)
+                    && r.password_length() == Some(40)
             })
             .then_output(|| {
                 GetRandomPasswordOutput::builder()

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use local_cloud::hosts::{Host, Network};
 use orchestrator::report::{GroupDecision, NodeReport, decide};
+use orchestrator::secrets::PASSWORD_EXCLUDED_CHARACTERS;
 
 const ADMIN_SECRET: &str = "ha/test/admin";
 const APP_SECRET: &str = "ha/test/app";
 /// Generated passwords carry punctuation (the packaged validate_password policy asks for
-/// it); these two do too.
-const ADMIN_PASSWORD: &str = "Adm1n.pass-word_Q*7";
-const APP_PASSWORD: &str = "App.pass-w0rd_Z+3";
+/// it): these two hold every character `orchestrator::secrets` lets Secrets Manager use.
+const ADMIN_PASSWORD: &str = "Adm1n.pass-word_Q*7+,=^~";
+const APP_PASSWORD: &str = "App~pass^w0rd=Z+3,*.-_";
 const CLUSTER: &str = "shop";
 
 fn env() -> [(&'static str, &'static str); 2] {
@@ -155,6 +156,18 @@ fn mysqld_pid(host: &Host) -> String {
 
 #[test]
 fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothing() {
+    let allowed_punctuation: Vec<char> = "*+,-.=^_~".chars().collect();
+    for password in [ADMIN_PASSWORD, APP_PASSWORD] {
+        assert!(
+            !password
+                .chars()
+                .any(|c| PASSWORD_EXCLUDED_CHARACTERS.contains(c))
+        );
+        assert!(
+            allowed_punctuation.iter().all(|c| password.contains(*c)),
+            "{password}"
+        );
+    }
     let network = Network::up("mh-install", 81).unwrap();
     let node = db_node(&network, "mh-install-1", 11);
 
