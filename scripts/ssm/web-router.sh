@@ -51,12 +51,17 @@ if [[ -f "$WP_DIR/wp-config-sample.php" ]]; then
       config="${config/put your unique phrase here/$(head -c 48 /dev/urandom | base64 -w0)}"
     done
     (umask 027 && printf '%s\n' "$config" >"$WP_DIR/wp-config.php")
-    if [[ -z "$SYSROOT" ]]; then
-      chown root:nginx "$WP_DIR/wp-config.php"
-    fi
     echo "WordPress configured: ${APP_USER}@127.0.0.1:6446, schema ${APP_DATABASE}"
   else
     echo "WordPress already uses 127.0.0.1:6446"
   fi
   unset password
+  # Only PHP reads it, and PHP runs as php-fpm's pool user: `apache` on Amazon Linux 2023,
+  # whose /etc/php-fpm.d/www.conf (Fedora's php packaging, php-fpm-www.conf: "user = apache",
+  # "group = apache", listen.acl_users = apache,nginx; that AL2023 keeps Fedora's file is an
+  # assumption) runs the workers as apache:apache; nginx only passes *.php to the socket and
+  # never reads the file. root:nginx made every page a 500. Set on every run, so a node
+  # configured by an earlier version is corrected too.
+  chown root:apache "$WP_DIR/wp-config.php"
+  chmod 0640 "$WP_DIR/wp-config.php"
 fi

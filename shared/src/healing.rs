@@ -10,6 +10,19 @@
 //!
 //! The scheduled sweep ([`Healer::sweep`]) catches what events miss: lost instances whose
 //! event never came, web targets that stay unhealthy, and clusters with no healthy target.
+//!
+//! The web health check is deep (the user data's endpoint answers 200 only after a query
+//! through the node's Router), so a database outage fails it on every web node at once.
+//! Replacing web nodes then only adds a storm of launches to the outage (the deep health
+//! check trap: AWS Builders' Library, "Implementing health checks", fail open when every
+//! target fails). The rule ([`may_replace_unhealthy`]): an unhealthy web node is replaced
+//! only while another web target of its cluster passes the same check, which proves the
+//! database path and the shared configuration work and the fault is the node's own. While
+//! none passes, no web node is replaced and their unhealthy clocks are dropped, so a node
+//! that recovers a little later than its peers after the outage is not replaced for the
+//! outage's minutes; the cluster gets the maintenance page instead. A cluster with a single
+//! web node therefore never has it replaced for health (loss of its instance still heals);
+//! an operator replaces it by hand (`POST /clusters/{id}/nodes/{instanceId}/replace`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,6 +152,9 @@ pub struct SweepReport {
     pub describes_spared: usize,
     pub heals_started: Vec<(String, String)>,
     pub replacements_held: Vec<(String, String)>,
+    /// Clusters with unhealthy web targets and none healthy: nothing replaced (fail open,
+    /// see [`may_replace_unhealthy`]).
+    pub failing_open: Vec<String>,
     pub routing_changes: Vec<(String, Routing)>,
     /// Membership surveys sent: (cluster id, command id).
     pub surveys_sent: Vec<(String, String)>,
@@ -152,9 +168,19 @@ impl SweepReport {
         self.describes_spared += part.describes_spared;
         self.heals_started.extend(part.heals_started);
         self.replacements_held.extend(part.replacements_held);
+        self.failing_open.extend(part.failing_open);
         self.routing_changes.extend(part.routing_changes);
         self.surveys_sent.extend(part.surveys_sent);
     }
+}
+
+/// Whether the sweep may replace an unhealthy web node of a cluster in which
+/// `healthy_targets` other web targets pass the health check. The check runs a query
+/// through the node's Router, so it fails on every node when the database tier is down (or
+/// anything else all nodes share); only a passing peer shows that the node itself is at
+/// fault. Zero passing: fail open (replace nothing; the module documentation says why).
+pub fn may_replace_unhealthy(healthy_targets: usize) -> bool {
+    healthy_targets > 0
 }
 
 /// Clusters the sweep works on at once: enough to hide the round trips, few enough to stay
@@ -209,9 +235,10 @@ impl Healer {
     ///
     /// - A node whose instance is lost without its event having arrived (EventBridge
     ///   delivery is not guaranteed) starts a healing run, exactly as the event would have.
-    /// - A web target unhealthy for [`HealthPolicy::unhealthy_after_seconds`] is replaced,
-    ///   at most once per slot per [`HealthPolicy::replace_window_seconds`]; a replacement
-    ///   held back by that window is noted once in the action log.
+    /// - A web target unhealthy for [`HealthPolicy::unhealthy_after_seconds`] while another
+    ///   web target of its cluster is healthy is replaced ([`may_replace_unhealthy`]), at most
+    ///   once per slot per [`HealthPolicy::replace_window_seconds`]; a replacement held back
+    ///   by that window is noted once in the action log.
     /// - A cluster with web targets of which none is healthy gets the maintenance page on its
     ///   listener rule until one is healthy again.
     /// - Otherwise its database group is surveyed (one SSM command, at most once per
@@ -425,34 +452,48 @@ impl Healer {
             .collect();
         report.describe_calls += 1;
         let now = epoch_seconds();
-        let mut healthy = 0;
-        let mut unhealthy = 0;
+        let state_of = |node: &Node| {
+            node.instance_id
+                .as_deref()
+                .and_then(|id| health.get(id))
+                .map(String::as_str)
+        };
+        let healthy = web
+            .iter()
+            .filter(|n| state_of(n) == Some("healthy"))
+            .count();
+        let unhealthy = web
+            .iter()
+            .filter(|n| state_of(n) == Some("unhealthy"))
+            .count();
+        let fail_open = unhealthy > 0 && !may_replace_unhealthy(healthy);
+        if fail_open {
+            report.failing_open.push(cluster.id.clone());
+        }
         let mut replacement: Option<(&Node, i64)> = None;
         for node in &web {
             let Some(instance_id) = node.instance_id.as_deref() else {
                 continue;
             };
-            match health.get(instance_id).map(String::as_str) {
-                Some("healthy") => {
-                    healthy += 1;
-                    if watch.unhealthy_since.contains_key(instance_id) {
-                        self.store.clear_watch(&cluster.id, instance_id).await?;
-                    }
+            let state = state_of(node);
+            let failing = state == Some("unhealthy");
+            if state == Some("healthy") || (failing && fail_open) {
+                // Passing; or failing while no web target passes, so the node is not shown
+                // to be at fault: no clock runs (it restarts when a peer passes again).
+                if watch.unhealthy_since.contains_key(instance_id) {
+                    self.store.clear_watch(&cluster.id, instance_id).await?;
                 }
-                Some("unhealthy") => {
-                    unhealthy += 1;
-                    let since = match watch.unhealthy_since.get(instance_id) {
-                        Some(since) => *since,
-                        None => self.store.watch_unhealthy(&cluster.id, instance_id).await?,
-                    };
-                    let for_seconds = now - since;
-                    if for_seconds >= self.policy.unhealthy_after_seconds && replacement.is_none() {
-                        replacement = Some((node, for_seconds));
-                    }
+            } else if failing {
+                let since = match watch.unhealthy_since.get(instance_id) {
+                    Some(since) => *since,
+                    None => self.store.watch_unhealthy(&cluster.id, instance_id).await?,
+                };
+                let for_seconds = now - since;
+                if for_seconds >= self.policy.unhealthy_after_seconds && replacement.is_none() {
+                    replacement = Some((node, for_seconds));
                 }
-                // initial, draining, unused: not a verdict on the node.
-                _ => {}
             }
+            // initial, draining, unused: not a verdict on the node.
         }
         let routing = if healthy == 0 && unhealthy > 0 {
             Routing::Maintenance
@@ -470,7 +511,9 @@ impl Healer {
                 Routing::Maintenance => (
                     "MaintenanceOn",
                     format!(
-                        "none of the {} web targets is healthy: {}.* gets the maintenance page",
+                        "none of the {} web targets is healthy: {}.* gets the maintenance page; \
+                         no web node is replaced while none passes (the database or another \
+                         shared dependency is the likelier cause)",
                         web.len(),
                         cluster.spec.name
                     ),
@@ -619,6 +662,292 @@ impl Healer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::{CommandSettings, Commands};
+    use crate::mocked_client;
+    use crate::model::NodeState;
+    use crate::targets::TargetSettings;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_sdk_elasticloadbalancingv2::types::{
+        TargetDescription, TargetHealth, TargetHealthDescription, TargetHealthStateEnum,
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock};
+
+    const ID: &str = "c-0123456789ab";
+    const TG: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/ha-c-0123456789ab/1";
+
+    fn cluster(web: &[&str]) -> Cluster {
+        let spec = crate::spec::ClusterSpec::from_request_body(
+            br#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#,
+        )
+        .unwrap();
+        let node = |slot: &str, tier| Node {
+            slot: slot.into(),
+            tier,
+            instance_id: Some(format!("i-{slot}")),
+            state: NodeState::Running,
+            availability_zone: Some("us-east-1a".into()),
+            subnet_id: None,
+            role: None,
+            target_health: None,
+            host: None,
+            member_state: None,
+            group_name: None,
+            launch_token: None,
+            updated_at: "2026-11-24T00:00:00Z".into(),
+        };
+        let mut nodes: Vec<Node> = web.iter().map(|slot| node(slot, Tier::Web)).collect();
+        nodes.push(node("db-0", Tier::Db));
+        Cluster {
+            id: ID.into(),
+            phase: crate::model::Phase::Ready,
+            step: Some("finish".into()),
+            spec,
+            generation: 2,
+            version: 9,
+            created_at: "2026-11-24T00:00:00Z".into(),
+            updated_at: "2026-11-24T00:00:00Z".into(),
+            last_error: None,
+            target_group_arn: Some(TG.into()),
+            replacing: Vec::new(),
+            nodes,
+            actions: Vec::new(),
+        }
+    }
+
+    /// The ALB's answer: (instance, state) per target.
+    fn described(targets: &[(&str, TargetHealthStateEnum)]) -> Rule {
+        let targets: Vec<(String, TargetHealthStateEnum)> = targets
+            .iter()
+            .map(|(id, state)| (id.to_string(), state.clone()))
+            .collect();
+        mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health).then_output(
+            move || {
+                let mut out = aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput::builder();
+                for (id, state) in &targets {
+                    out = out.target_health_descriptions(
+                        TargetHealthDescription::builder()
+                            .target(TargetDescription::builder().id(id).build())
+                            .target_health(TargetHealth::builder().state(state.clone()).build())
+                            .build(),
+                    );
+                }
+                out.build()
+            },
+        )
+    }
+
+    /// Every store and workflow call a replacement makes, answered with success, so a test
+    /// sees what the sweep decided, not where a missing rule stopped it.
+    struct Calls {
+        clear_watch: Rule,
+        update: Rule,
+        put: Rule,
+        start: Rule,
+    }
+
+    impl Calls {
+        fn new() -> Self {
+            Self {
+                clear_watch: mock!(aws_sdk_dynamodb::Client::delete_item).then_output(|| {
+                    aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput::builder().build()
+                }),
+                // watch_unhealthy (since = now) and request_heal (the new generation).
+                update: mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder()
+                        .attributes("generation", AttributeValue::N("3".into()))
+                        .attributes("since", AttributeValue::N(epoch_seconds().to_string()))
+                        .build()
+                }),
+                // claim_replacement and append_action.
+                put: mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
+                    aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
+                }),
+                start: mock!(aws_sdk_sfn::Client::start_execution).then_output(|| {
+                    aws_sdk_sfn::operation::start_execution::StartExecutionOutput::builder()
+                        .execution_arn("arn:aws:states:us-east-1:1:execution:cluster:run")
+                        .start_date(aws_smithy_types::DateTime::from_secs(0))
+                        .build()
+                        .unwrap()
+                }),
+            }
+        }
+
+        fn healer(&self, elbv2: &Rule) -> Healer {
+            let store = ClusterStore::new(
+                mocked_client!(
+                    aws_sdk_dynamodb,
+                    RuleMode::MatchAny,
+                    [&self.clear_watch, &self.update, &self.put]
+                ),
+                "table",
+            );
+            let workflow = Workflow::new(
+                mocked_client!(aws_sdk_sfn, RuleMode::MatchAny, [&self.start]),
+                "arn:aws:states:us-east-1:1:stateMachine:cluster",
+            );
+            Healer {
+                store: store.clone(),
+                workflow: workflow.clone(),
+                ec2: mocked_client!(aws_sdk_ec2, []),
+                targets: WebTargets::new(
+                    mocked_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, [elbv2]),
+                    TargetSettings {
+                        vpc_id: "vpc-1".into(),
+                        listener_arn: "arn:listener".into(),
+                        status_target_group_arn: "arn:status".into(),
+                        web_port: 80,
+                        health_check_path: "/healthz".into(),
+                    },
+                ),
+                metrics: TargetHealthMetrics::new(
+                    mocked_client!(aws_sdk_cloudwatch, []),
+                    "arn:listener",
+                ),
+                survey: MembershipSurvey {
+                    store,
+                    commands: Commands::new(
+                        mocked_client!(aws_sdk_ssm, []),
+                        mocked_client!(aws_sdk_s3, []),
+                        CommandSettings {
+                            document_prefix: "ha".into(),
+                            output_bucket: "bucket".into(),
+                        },
+                    ),
+                    workflow,
+                },
+                policy: HealthPolicy::default(),
+            }
+        }
+    }
+
+    /// Watched unhealthy for `ago` seconds: each of `instances`.
+    fn watched(instances: &[&str], ago: i64) -> HealthWatch {
+        HealthWatch {
+            unhealthy_since: instances
+                .iter()
+                .map(|id| (id.to_string(), epoch_seconds() - ago))
+                .collect(),
+            ..HealthWatch::default()
+        }
+    }
+
+    async fn check(healer: &Healer, cluster: &Cluster, watch: &HealthWatch) -> SweepReport {
+        let mut report = SweepReport::default();
+        healer
+            .check_web_health(
+                cluster,
+                watch,
+                &HashMap::new(),
+                &HashMap::new(),
+                &mut report,
+            )
+            .await
+            .expect("checked");
+        report
+    }
+
+    #[test]
+    fn only_a_passing_peer_allows_a_health_replacement() {
+        assert!(!may_replace_unhealthy(0));
+        assert!(may_replace_unhealthy(1));
+        assert!(may_replace_unhealthy(3));
+    }
+
+    /// A database outage fails the deep health check on every web node: long past the
+    /// threshold, none is replaced, and their clocks restart (so a node that recovers a few
+    /// checks after its peers is not replaced for the outage's minutes).
+    #[tokio::test]
+    async fn every_web_target_failing_replaces_none_and_restarts_their_clocks() {
+        let cluster = cluster(&["web-0", "web-1"]);
+        let elbv2 = described(&[
+            ("i-web-0", TargetHealthStateEnum::Unhealthy),
+            ("i-web-1", TargetHealthStateEnum::Unhealthy),
+        ]);
+        let calls = Calls::new();
+        let healer = calls.healer(&elbv2);
+        let report = check(&healer, &cluster, &watched(&["i-web-0", "i-web-1"], 1000)).await;
+        assert!(report.heals_started.is_empty(), "{report:?}");
+        assert!(report.replacements_held.is_empty(), "{report:?}");
+        assert_eq!(report.failing_open, vec![ID.to_string()]);
+        assert_eq!(calls.start.num_calls(), 0, "a healing run started");
+        assert_eq!(calls.put.num_calls(), 0, "a replacement was claimed");
+        assert_eq!(calls.clear_watch.num_calls(), 2, "both clocks restart");
+        assert_eq!(calls.update.num_calls(), 0, "a new watch started");
+    }
+
+    /// The single web node of a cluster has no peer to vouch for the database: never
+    /// replaced for health (its loss still heals).
+    #[tokio::test]
+    async fn a_lone_failing_web_node_is_not_replaced_for_health() {
+        let cluster = cluster(&["web-0"]);
+        let elbv2 = described(&[("i-web-0", TargetHealthStateEnum::Unhealthy)]);
+        let calls = Calls::new();
+        let healer = calls.healer(&elbv2);
+        let report = check(&healer, &cluster, &watched(&["i-web-0"], 1000)).await;
+        assert!(report.heals_started.is_empty(), "{report:?}");
+        assert_eq!(calls.start.num_calls(), 0);
+    }
+
+    /// A peer passes the same check: the database path works and the fault is the node's.
+    #[tokio::test]
+    async fn an_unhealthy_node_beside_a_healthy_one_is_replaced() {
+        let cluster = cluster(&["web-0", "web-1"]);
+        let elbv2 = described(&[
+            ("i-web-0", TargetHealthStateEnum::Healthy),
+            ("i-web-1", TargetHealthStateEnum::Unhealthy),
+        ]);
+        let calls = Calls::new();
+        let healer = calls.healer(&elbv2);
+        let report = check(&healer, &cluster, &watched(&["i-web-1"], 1000)).await;
+        assert_eq!(
+            report.heals_started,
+            vec![(ID.to_string(), "i-web-1".to_string())]
+        );
+        assert!(report.failing_open.is_empty());
+        assert_eq!(calls.start.num_calls(), 1);
+        assert_eq!(calls.clear_watch.num_calls(), 0);
+    }
+
+    /// Not a loop: a slot replaced for health within the window is not replaced again, even
+    /// beside a healthy peer; the action log says so once (note_replacement_held).
+    #[tokio::test]
+    async fn a_slot_replaced_within_the_window_is_held_not_replaced_again() {
+        let cluster = cluster(&["web-0", "web-1"]);
+        let elbv2 = described(&[
+            ("i-web-0", TargetHealthStateEnum::Healthy),
+            ("i-web-1", TargetHealthStateEnum::Unhealthy),
+        ]);
+        let calls = Calls::new();
+        let healer = calls.healer(&elbv2);
+        let mut watch = watched(&["i-web-1"], 1000);
+        watch
+            .replaced_at
+            .insert("web-1".into(), epoch_seconds() - 600);
+        let report = check(&healer, &cluster, &watch).await;
+        assert!(report.heals_started.is_empty(), "{report:?}");
+        assert_eq!(
+            report.replacements_held,
+            vec![(ID.to_string(), "i-web-1".to_string())]
+        );
+        assert_eq!(calls.start.num_calls(), 0);
+    }
+
+    /// After an outage (clocks restarted), a node still failing while a peer passes is only
+    /// watched from now on: replaced after the threshold, not at once.
+    #[tokio::test]
+    async fn a_node_lagging_a_recovery_gets_a_fresh_clock() {
+        let cluster = cluster(&["web-0", "web-1"]);
+        let elbv2 = described(&[
+            ("i-web-0", TargetHealthStateEnum::Healthy),
+            ("i-web-1", TargetHealthStateEnum::Unhealthy),
+        ]);
+        let calls = Calls::new();
+        let healer = calls.healer(&elbv2);
+        let report = check(&healer, &cluster, &HealthWatch::default()).await;
+        assert!(report.heals_started.is_empty(), "{report:?}");
+        assert_eq!(calls.update.num_calls(), 1, "the watch starts");
+        assert_eq!(calls.start.num_calls(), 0);
+    }
 
     #[test]
     fn the_health_policy_defaults_and_refuses_nonsense() {

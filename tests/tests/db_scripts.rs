@@ -541,16 +541,7 @@ fn routers_bootstrap_against_an_online_member_once() {
     );
 
     assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
-    let wordpress = nodes
-        .root
-        .path()
-        .join("web-0/sysroot/usr/share/nginx/wordpress");
-    std::fs::create_dir_all(&wordpress).unwrap();
-    std::fs::write(
-        wordpress.join("wp-config-sample.php"),
-        "<?php\ndefine( 'DB_NAME', 'database_name_here' );\ndefine( 'DB_USER', 'username_here' );\ndefine( 'DB_PASSWORD', 'password_here' );\ndefine( 'DB_HOST', 'localhost' );\ndefine( 'AUTH_KEY', 'put your unique phrase here' );\ndefine( 'AUTH_SALT', 'put your unique phrase here' );\n",
-    )
-    .unwrap();
+    web_user_data_ran(&nodes, "web-0");
     let first = nodes.run("web-0", "web-router.sh", &["shop", "db-0"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert!(first.stdout.contains("6446"), "{}", first.stdout);
@@ -570,6 +561,58 @@ fn routers_bootstrap_against_an_online_member_once() {
         "one refused, one done"
     );
     assert!(!nodes.log().contains(PASSWORD));
+}
+
+/// What the web user data leaves on `host` before WebRouter runs: nginx and php-fpm
+/// installed (their accounts exist) and WordPress's sample configuration unpacked.
+fn web_user_data_ran(nodes: &Nodes, host: &str) {
+    let dnf = nodes.tool(host, "dnf", &["install", "-y", "nginx", "php-fpm"], "");
+    assert_eq!(dnf.code, 0, "{}", dnf.stderr);
+    nodes.write(
+        host,
+        "usr/share/nginx/wordpress/wp-config-sample.php",
+        "<?php\ndefine( 'DB_NAME', 'database_name_here' );\ndefine( 'DB_USER', 'username_here' );\ndefine( 'DB_PASSWORD', 'password_here' );\ndefine( 'DB_HOST', 'localhost' );\ndefine( 'AUTH_KEY', 'put your unique phrase here' );\ndefine( 'AUTH_SALT', 'put your unique phrase here' );\n",
+    );
+}
+
+/// php-fpm's pool runs as `apache` on Amazon Linux 2023 (see web-router.sh): WordPress's
+/// configuration must be readable by that group and by nobody else but root, also on a node
+/// an earlier version configured (the run that finds the file current still fixes it).
+#[test]
+fn wordpress_config_is_read_by_php_fpm_and_nobody_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let nodes = Nodes::installed(&["db-0"]);
+    assert_eq!(nodes.run("db-0", "db-create-cluster.sh", &["shop"]).code, 0);
+    web_user_data_ran(&nodes, "web-0");
+    let config = nodes
+        .root
+        .path()
+        .join("web-0/sysroot/usr/share/nginx/wordpress/wp-config.php");
+    let owner = || {
+        let owners = nodes.attr("web-0", "owners");
+        let prefix = format!("{} ", config.display());
+        owners
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .unwrap_or_default()
+    };
+    for run in ["configures", "finds it current"] {
+        // An earlier version's ownership: the run must correct it.
+        if config.exists() {
+            let here = nodes.root.path().join("web-0/owners");
+            let mut owners = std::fs::read_to_string(&here).unwrap_or_default();
+            owners.push_str(&format!("{} root:nginx\n", config.display()));
+            std::fs::write(&here, owners).unwrap();
+            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let done = nodes.run("web-0", "web-router.sh", &["shop", "db-0"]);
+        assert_eq!(done.code, 0, "{run}: {}\n{}", done.stdout, done.stderr);
+        assert_eq!(owner(), "root:apache", "{run}: {}", nodes.log());
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{run}: mode {mode:o}");
+    }
+    assert!(!nodes.log().contains(APP_PASSWORD));
 }
 
 #[test]
@@ -1243,4 +1286,33 @@ fn packages_and_units_exist_only_once_their_repository_and_package_do() {
         "",
     );
     assert_eq!(rpm.code, 2, "{}", rpm.stdout);
+}
+
+/// coreutils chown refuses an account the system does not have: apache exists only once
+/// php-fpm (its httpd-filesystem dependency) is installed.
+#[test]
+fn the_chown_fake_refuses_an_account_the_node_lacks() {
+    let nodes = Nodes::new();
+    nodes.write("web-0", "etc/file", "x");
+    let file = nodes.root.path().join("web-0/sysroot/etc/file");
+    let file = file.to_str().expect("path");
+    let refused = nodes.tool("web-0", "chown", &["root:apache", file], "");
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("invalid group"),
+        "{}",
+        refused.stderr
+    );
+    let option = nodes.tool("web-0", "chown", &["-R", "root:root", file], "");
+    assert_eq!(option.code, 2, "{}", option.stderr);
+    assert_eq!(
+        nodes
+            .tool("web-0", "dnf", &["install", "-y", "php-fpm"], "")
+            .code,
+        0
+    );
+    let done = nodes.tool("web-0", "chown", &["root:apache", file], "");
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let missing = nodes.tool("web-0", "chown", &["root:apache", "/nonexistent/x"], "");
+    assert_eq!(missing.code, 1);
 }

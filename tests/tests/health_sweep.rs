@@ -1,8 +1,8 @@
-//! The scheduled health sweep end to end in the local cloud: a web target that stays
-//! unhealthy is replaced once, not in a loop; while no web target is healthy the cluster's
-//! listener rule sends its host to the maintenance page, and back once one is; a database
-//! member that left its group while its instance runs is found by the membership survey and
-//! rejoined.
+//! The scheduled health sweep end to end in the local cloud: while no web target is healthy
+//! the cluster's listener rule sends its host to the maintenance page, and back once one is,
+//! and no web node is replaced (the health check queries the database: with no healthy peer
+//! the fault is not shown to be the node's; shared/src/healing.rs); a database member that
+//! left its group while its instance runs is found by the membership survey and rejoined.
 //!
 //! fakecloud's ALB health-checks every instance target at 127.0.0.1:<port>, where the
 //! harness's web stand-in answers; `WebStandIn::set_healthy(false)` makes the web tier fail
@@ -120,7 +120,7 @@ fn count(cluster: &serde_json::Value, action: &str) -> usize {
 }
 
 #[tokio::test]
-async fn the_sweep_replaces_an_unhealthy_target_once_serves_maintenance_meanwhile_and_rejoins_a_member()
+async fn the_sweep_serves_maintenance_and_replaces_nothing_while_no_web_target_passes_and_rejoins_a_member()
  {
     let (cloud, stack, agent) = deployed_with_agent_and(
         "sweep",
@@ -163,80 +163,66 @@ async fn the_sweep_replaces_an_unhealthy_target_once_serves_maintenance_meanwhil
     );
     assert_eq!(get_cluster(&api, &id).await["generation"], 1);
 
-    // 2. The web tier fails its health checks. The first sweep that sees it notes the time
-    // and, with no healthy target left, routes the host to the maintenance page; it does
-    // not replace anything yet.
+    // 2. The web tier fails its health checks. The first sweep that sees it routes the host
+    // to the maintenance page (no healthy target left); it replaces nothing.
     cloud.web().set_healthy(false);
     wait_for_target(&elbv2, &tg, &first, "unhealthy").await;
     sweep(&cloud, &stack).await;
     let seen = get_cluster(&api, &id).await;
-    assert_eq!(
-        seen["generation"], 1,
-        "replaced before the threshold: {seen:#}"
-    );
+    assert_eq!(seen["generation"], 1, "{seen:#}");
     assert_eq!(count(&seen, "MaintenanceOn"), 1, "{seen:#}");
     assert_eq!(
         rule_weights(&elbv2, &listener_arn, &tg, &status_tg).await,
         (0, 1)
     );
 
-    // 3. Still unhealthy beyond the threshold: one replacement (a healing run).
-    tokio::time::sleep(Duration::from_secs(UNHEALTHY_REPLACE_SECONDS + 1)).await;
-    sweep(&cloud, &stack).await;
-    let healing = get_cluster(&api, &id).await;
-    assert_eq!(healing["generation"], 2, "{healing:#}");
-    assert_eq!(count(&healing, "TargetUnhealthy"), 1, "{healing:#}");
-    // A sweep during the run leaves the cluster to it.
-    sweep(&cloud, &stack).await;
-    assert_eq!(get_cluster(&api, &id).await["generation"], 2);
-
-    // The replacement comes up healthy (the fault was the node's); the old one is retired.
-    cloud.web().set_healthy(true);
-    let healed = wait_for_ready_at(&api, &id, 2).await;
-    assert_eq!(healed["phase"], "READY", "{healed:#}");
-    let second = web_instance(&healed);
-    assert_ne!(second, first, "{healed:#}");
-    assert_eq!(instance_state(&ec2, &first).await, "terminated");
-    wait_for_target(&elbv2, &tg, &second, "healthy").await;
-
-    // 4. A healthy target again: the next sweep takes the maintenance page away.
-    sweep(&cloud, &stack).await;
-    let serving = get_cluster(&api, &id).await;
-    assert_eq!(count(&serving, "MaintenanceOff"), 1, "{serving:#}");
-    assert_eq!(
-        rule_weights(&elbv2, &listener_arn, &tg, &status_tg).await,
-        (1, 0)
-    );
-
-    // 5. Not a loop: the successor fails too (the cause is not the node). Within the
-    // window it is not replaced again, however many sweeps see it; the action log says so
-    // once.
-    cloud.web().set_healthy(false);
-    wait_for_target(&elbv2, &tg, &second, "unhealthy").await;
-    sweep(&cloud, &stack).await;
+    // 3. Still failing long past the threshold, and no web target passes: the health check
+    // queries the database, so a failure on every node points at what they share, and a new
+    // node would fail the same way. The sweep fails open: no replacement, however many
+    // sweeps see it (shared/src/healing.rs, `may_replace_unhealthy`; replacing a node while
+    // a peer passes is covered by the healing unit tests: this harness's web stand-in
+    // answers for every target at once).
     tokio::time::sleep(Duration::from_secs(UNHEALTHY_REPLACE_SECONDS + 1)).await;
     for _ in 0..3 {
         sweep(&cloud, &stack).await;
     }
     let held = get_cluster(&api, &id).await;
     assert_eq!(held["phase"], "READY", "{held:#}");
-    assert_eq!(held["generation"], 2, "replaced in a loop: {held:#}");
-    assert_eq!(web_instance(&held), second);
-    assert_eq!(count(&held, "TargetUnhealthy"), 1, "{held:#}");
-    assert_eq!(count(&held, "ReplacementHeld"), 1, "{held:#}");
-    assert_eq!(count(&held, "MaintenanceOn"), 2, "{held:#}");
+    assert_eq!(
+        held["generation"], 1,
+        "replaced with no healthy peer: {held:#}"
+    );
+    assert_eq!(web_instance(&held), first);
+    assert_eq!(count(&held, "TargetUnhealthy"), 0, "{held:#}");
+    assert_eq!(count(&held, "MaintenanceOn"), 1, "{held:#}");
+    assert!(
+        action_lines(&held)
+            .iter()
+            .any(|l| l.starts_with("MaintenanceOn ") && l.contains("no web node is replaced")),
+        "{held:#}"
+    );
     assert_eq!(
         rule_weights(&elbv2, &listener_arn, &tg, &status_tg).await,
         (0, 1)
+    );
+
+    // 4. The node passes again (the shared cause is gone): the next sweep takes the
+    // maintenance page away; the node was kept.
+    cloud.web().set_healthy(true);
+    wait_for_target(&elbv2, &tg, &first, "healthy").await;
+    sweep(&cloud, &stack).await;
+    let serving = get_cluster(&api, &id).await;
+    assert_eq!(count(&serving, "MaintenanceOff"), 1, "{serving:#}");
+    assert_eq!(serving["generation"], 1, "{serving:#}");
+    assert_eq!(
+        rule_weights(&elbv2, &listener_arn, &tg, &status_tg).await,
+        (1, 0)
     );
     assert!(agent.errors().is_empty(), "{:?}", agent.errors());
 
     // 6. The membership survey: a SECONDARY's instance keeps running but the member
     // leaves the group (mysqld restarted without Group Replication). The sweep's survey
     // finds it and a converge run rejoins it; the node keeps its instance.
-    cloud.web().set_healthy(true);
-    wait_for_target(&elbv2, &tg, &second, "healthy").await;
-    sweep(&cloud, &stack).await; // maintenance off again
     let before = get_cluster(&api, &id).await;
     let secondary = db_node(&before, "SECONDARY");
     let (slot, host, instance) = (
@@ -252,7 +238,7 @@ async fn the_sweep_replaces_an_unhealthy_target_once_serves_maintenance_meanwhil
         .unwrap_or_else(|e| panic!("take {host} offline: {e}"));
     let surveys_before = surveys(&agent, &id);
     sweep(&cloud, &stack).await;
-    let rejoined = wait_for_ready_at(&api, &id, 3).await;
+    let rejoined = wait_for_ready_at(&api, &id, 2).await;
     assert_eq!(rejoined["phase"], "READY", "{rejoined:#}");
     assert!(surveys(&agent, &id) > surveys_before, "no survey was sent");
     let lines = action_lines(&rejoined);
@@ -304,7 +290,7 @@ async fn the_sweep_replaces_an_unhealthy_target_once_serves_maintenance_meanwhil
     // A whole group: the next survey changes nothing.
     sweep(&cloud, &stack).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(get_cluster(&api, &id).await["generation"], 3);
+    assert_eq!(get_cluster(&api, &id).await["generation"], 2);
     assert!(agent.errors().is_empty(), "{:?}", agent.errors());
 
     delete_and_wait(&api, &id, Duration::from_secs(240)).await;
