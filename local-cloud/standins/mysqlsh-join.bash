@@ -76,6 +76,7 @@ add_instance() {
   echo "data on the cluster this might take from a few seconds to several hours."
   echo
   echo "Adding instance to the cluster..."
+  settle_gr "$host"
   q1 "$host" "SET GLOBAL super_read_only = OFF" >/dev/null || api_error "$API: $SQL_ERROR"
   install_plugins "$host"
   # The clone plugin on every member too, so any of them can donate
@@ -159,6 +160,7 @@ rejoin_instance() {
   local method
   method="$(resolve_recovery_method "$host" "${named[recovery-method]:-incremental}")"
   echo "Rejoining instance '$address' to cluster '$CLUSTER_NAME'..."
+  settle_gr "$host"
   q1 "$host" "SET GLOBAL super_read_only = OFF" >/dev/null || true
   install_plugins "$host"
   # The Shell resets the recovery account when it must (rejoin_instance.cc: with the MySQL

@@ -287,3 +287,22 @@ restore_recovery_accounts() {
     set_recovery_channel "$member" "$user" "$password"
   done < <(q "$PRIMARY" "SELECT MEMBER_HOST FROM performance_schema.replication_group_members WHERE MEMBER_STATE = 'ONLINE'")
 }
+
+# settle_gr HOST: a server restarted with group_replication_start_on_boot keeps trying to
+# join its old group for a while (until GR's join timeout); meanwhile GR settings cannot be
+# changed (ERROR 3724 "cannot be set while START or STOP GROUP_REPLICATION is ongoing").
+# The Shell refuses to add/rejoin an instance whose GR is starting or auto-rejoining
+# (add_instance.cc: is_member_auto_rejoining); ASSUMPTION: the stand-in instead waits for
+# the attempt to end and stops GR, up to MYSQLSH_STANDIN_TIMEOUT seconds, so an
+# orchestrator retry is not needed.
+settle_gr() {
+  local host="$1" deadline
+  deadline=$((SECONDS + ${MYSQLSH_STANDIN_TIMEOUT:-600}))
+  [[ "$(q "$host" "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'group_replication'")" == ACTIVE ]] || return 0
+  while ! q1 "$host" "STOP GROUP_REPLICATION" >/dev/null; do
+    [[ "$SQL_ERROR" == *"3724"* || "$SQL_ERROR" == *"ongoing"* ]] ||
+      api_error "$API: stopping Group Replication on '$host:3306': $SQL_ERROR"
+    ((SECONDS < deadline)) || api_error "$API: '$host:3306' is still starting Group Replication; try again later"
+    sleep 2
+  done
+}
