@@ -58,7 +58,7 @@ wait_primary() {
 }
 
 create_cluster() {
-  local cluster_name="$1" host="$SESSION_HOST" address="$session_address"
+  local cluster_name="$1" host="$SESSION_HOST" address="$SESSION_ADDRESS"
   validate_cluster_name "$cluster_name"
   echo "A new InnoDB Cluster will be created on instance '$address'."
   echo

@@ -1,4 +1,7 @@
 # shellcheck shell=bash
+# Globals from mysqlsh: SESSION_*, API, named[], and from get_cluster: CLUSTER_ID, CLUSTER_NAME,
+# GROUP_NAME, PRIMARY.
+# shellcheck disable=SC2153
 # Cluster.addInstance, rejoinInstance, removeInstance and status, run through the primary
 # of the session's cluster (modules/adminapi/cluster/*.cc; get_cluster set CLUSTER_ID,
 # CLUSTER_NAME, GROUP_NAME and PRIMARY).
@@ -278,4 +281,35 @@ cluster_status() {
   fi
   printf '{"clusterName":"%s","defaultReplicaSet":{"name":"default","primary":"%s:3306","ssl":"%s","status":"%s","topology":{%s},"topologyMode":"Single-Primary"},"groupInformationSourceMember":"%s:3306"}\n' \
     "$CLUSTER_NAME" "$PRIMARY" "$(q "$PRIMARY" "SELECT @@group_replication_ssl_mode")" "$status" "$topo" "$PRIMARY"
+}
+
+# Cluster.setPrimaryInstance (cluster/set_primary_instance.cc): the target must be in the
+# metadata; already primary is a message, not an error; the election is GR's UDF
+# group_replication_set_as_primary(uuid[, runningTransactionsTimeout]) run on a member
+# (mysqlshdk/libs/mysql/group_replication.cc set_as_primary).
+set_primary_instance() {
+  local host="$1" address="$1:3306" uuid="" md
+  if q1 "$host" "SELECT 1" >/dev/null; then
+    address="$(canonical_address "$host")"
+    host="${address%:*}"
+    uuid="$(q "$host" "SELECT @@server_uuid")"
+  fi
+  md="$(q "$PRIMARY" "SELECT address FROM mysql_innodb_cluster_metadata.instances WHERE cluster_id = $(sq "$CLUSTER_ID") AND mysql_server_uuid = $(sq "$uuid")")"
+  [[ -n "$uuid" && -n "$md" ]] ||
+    api_error "$API: The instance '$address' does not belong to the cluster: '$CLUSTER_NAME'."
+  echo "Setting instance '$address' as the primary instance of cluster '$CLUSTER_NAME'..."
+  echo
+  if [[ "$host" == "$PRIMARY" ]]; then
+    echo "The instance '$address' is already the current primary of the Cluster."
+    return 0
+  fi
+  local udf
+  udf="group_replication_set_as_primary($(sq "$uuid"))"
+  [[ -v "named[running-transactions-timeout]" ]] &&
+    udf="group_replication_set_as_primary($(sq "$uuid"), ${named[running-transactions-timeout]})"
+  if ! q1 "$PRIMARY" "SELECT $udf" >/dev/null; then
+    echo "Failed to set '$address' as primary instance: $SQL_ERROR"
+    api_error "$API: Instance cannot be set as primary"
+  fi
+  echo "The instance '$address' was successfully elected as primary."
 }

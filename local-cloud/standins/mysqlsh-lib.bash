@@ -1,4 +1,7 @@
 # shellcheck shell=bash
+# Globals from mysqlsh: SESSION_*, API, named[], and from get_cluster: CLUSTER_ID, CLUSTER_NAME,
+# GROUP_NAME, PRIMARY.
+# shellcheck disable=SC2153
 # Helpers of the `mysqlsh` stand-in: SQL on real servers with the real `mysql` client, and the
 # Group Replication steps MySQL Shell 9.7's AdminAPI performs (sources cited at each function;
 # github.com/mysql/mysql-shell, paths relative to its root).

@@ -22,7 +22,7 @@ reboot_cluster() {
   md="$(metadata_cluster "$SESSION_HOST")"
   if [[ -z "$md" ]]; then
     # get_cluster of the metadata: a server without it is not part of any cluster.
-    api_error "$API: The MySQL instance '$session_address' does not belong to an InnoDB Cluster (no metadata on it)."
+    api_error "$API: The MySQL instance '$SESSION_ADDRESS' does not belong to an InnoDB Cluster (no metadata on it)."
   fi
   IFS=$'\t' read -r cluster_id cluster_name group <<<"$md"
   if [[ -n "$wanted" && "$wanted" != "$cluster_name" ]]; then
@@ -43,10 +43,9 @@ reboot_cluster() {
       states+=("'$address' (UNREACHABLE)")
     fi
   done < <(q "$SESSION_HOST" "SELECT address FROM mysql_innodb_cluster_metadata.instances WHERE cluster_id = $(sq "$cluster_id") ORDER BY address")
-  echo "Cluster instances: $(
-    IFS=,
-    echo "${states[*]}" | sed 's/,/, /g'
-  )"
+  local joined
+  joined="$(printf '%s, ' "${states[@]}")"
+  echo "Cluster instances: ${joined%, }"
   # ensure_all_members_offline: a member ONLINE in a group that has quorum means the
   # cluster is running ("The Cluster is ONLINE"); members in a group without quorum, in
   # ERROR or still trying to join are stopped.
@@ -66,10 +65,8 @@ reboot_cluster() {
     q1 "$host" "STOP GROUP_REPLICATION" >/dev/null || api_error "$API: Unable to stop Group Replication: $SQL_ERROR"
   done
   if [[ ${#unreachable[@]} -gt 0 ]]; then
-    echo "WARNING: One or more instances of the Cluster could not be reached and cannot be rejoined nor ensured to be OFFLINE: $(
-      IFS=,
-      echo "${unreachable[*]}" | sed 's/,/, /g'
-    ). Cluster may diverge and become inconsistent unless all instances are either reachable or certain to be OFFLINE and not accepting new transactions. You may use the 'force' option to bypass this check and proceed anyway." >&2
+    joined="$(printf '%s, ' "${unreachable[@]}")"
+    echo "WARNING: One or more instances of the Cluster could not be reached and cannot be rejoined nor ensured to be OFFLINE: ${joined%, }. Cluster may diverge and become inconsistent unless all instances are either reachable or certain to be OFFLINE and not accepting new transactions. You may use the 'force' option to bypass this check and proceed anyway." >&2
     [[ "${named[force]:-false}" == true ]] || api_error "$API: Could not determine if Cluster is completely OFFLINE"
   fi
   # The seed: the instance whose GTID set contains every other's (pick_best_instance_gtid:
