@@ -15,7 +15,7 @@ export SAM_CLI_TELEMETRY := 0
 export CARGO_LAMBDA_COMPILER := cargo
 LOCAL_SAM_BUILD := SAM_BUILD_MODE=debug sam build
 
-SHELL_SCRIPTS := $(shell git ls-files '*.sh' '*.bash' .ci/run tests/fakes 2>/dev/null)
+SHELL_SCRIPTS := $(shell git ls-files '*.sh' '*.bash' .ci/run tests/fakes local-cloud/standins local-cloud/hosts | grep -v '\.sql$$' 2>/dev/null)
 
 .PHONY: bench chaos documents help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
 

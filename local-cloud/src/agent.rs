@@ -11,9 +11,14 @@
 //!   carries it, parameters interpolated after their `allowedPattern` check) the way the
 //!   plugin does: written to `_script.sh`, run by `sh -c` (bash in POSIX mode, as on Amazon
 //!   Linux 2023) in its own process group, killed at the execution timeout;
-//! - the instance is a folder (`sysroot`, its `/`) with the recording fakes of
-//!   `tests/fakes/` first on the PATH and a state directory per cluster; the admin password
-//!   comes from the local Secrets Manager, as the instance role would read it;
+//! - the instance is either a real host ([`SsmAgent::start_on_real_hosts`]; see
+//!   [`crate::hosts`]: its own network namespace with the private address and resource DNS
+//!   name EC2 gave it, a real mysqld, mysql client and mysqlrouter 9.7, and only dnf, rpm,
+//!   systemctl, IMDS, aws and mysqlsh as stand-ins), created at its first command and
+//!   killed when EC2 says it is stopped or terminated; or a folder (`sysroot`, its `/`)
+//!   with the recording fakes of `tests/fakes/` first on the PATH and a state directory per
+//!   cluster ([`SsmAgent::start`]). The secrets come from the local Secrets Manager, as the
+//!   instance role would read them;
 //! - it uploads stdout and stderr to the command's S3 output location under the real
 //!   agent's key layout, and only the streams that are not empty;
 //! - it reports the result to fakecloud (`Success`; `Failed` with the agent's
@@ -75,15 +80,105 @@ pub struct Reported {
     pub at: std::time::SystemTime,
 }
 
-/// The running agent; stops when dropped.
+/// The running agent; stops when dropped (and with it every real host it made).
 #[derive(Debug)]
 pub struct SsmAgent {
     shared: Arc<Mutex<Shared>>,
     task: tokio::task::JoinHandle<()>,
     state_dir: tempfile::TempDir,
+    hosts: Option<Arc<RealHosts>>,
+}
+
+/// The real hosts of the instances the agent has run commands on, on one network with the
+/// stack's VPC CIDR.
+#[derive(Debug)]
+pub struct RealHosts {
+    network: crate::hosts::Network,
+    by_instance: Mutex<std::collections::HashMap<String, Arc<crate::hosts::Host>>>,
+}
+
+impl RealHosts {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<crate::hosts::Host>>> {
+        self.by_instance.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The host of `instance_id`, made now if it is its first command.
+    fn host_of(
+        &self,
+        instance_id: &str,
+        instance: &Instance,
+    ) -> Result<Arc<crate::hosts::Host>, String> {
+        if let Some(host) = self.lock().get(instance_id) {
+            return Ok(host.clone());
+        }
+        // ha-host names are at most 40 characters and unique on the machine.
+        let name = format!(
+            "lc{}-{}",
+            std::process::id(),
+            instance_id.trim_start_matches("i-")
+        );
+        let name: String = name.chars().take(40).collect();
+        let host = self
+            .network
+            .host_at(&name, &instance.address, &instance.host, instance_id)
+            .map_err(|e| format!("host for {instance_id}: {e}"))?;
+        let host = Arc::new(host);
+        self.lock().insert(instance_id.to_string(), host.clone());
+        Ok(host)
+    }
+
+    /// The host whose DNS name is `dns_name`.
+    pub fn by_dns_name(&self, dns_name: &str) -> Option<Arc<crate::hosts::Host>> {
+        self.lock()
+            .values()
+            .find(|h| h.dns_name == dns_name)
+            .cloned()
+    }
+
+    /// The group as a real member sees it (`performance_schema.replication_group_members`:
+    /// host, state, role, version; one line each), from the first host that is a member.
+    pub fn group_members(&self) -> Option<String> {
+        let hosts: Vec<Arc<crate::hosts::Host>> = self.lock().values().cloned().collect();
+        hosts.iter().find_map(|host| {
+            host.sql(
+                "SELECT MEMBER_HOST, MEMBER_STATE, MEMBER_ROLE, MEMBER_VERSION \
+                 FROM performance_schema.replication_group_members \
+                 WHERE MEMBER_STATE <> 'OFFLINE' ORDER BY MEMBER_HOST",
+            )
+            .ok()
+            .filter(|rows| !rows.trim().is_empty())
+        })
+    }
+
+    /// Instance ids with a host.
+    fn instance_ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The instance stopped or terminated: its processes end (and, terminated, the host
+    /// goes with its disk).
+    fn instance_gone(&self, instance_id: &str, terminated: bool) {
+        let host = if terminated {
+            self.lock().remove(instance_id)
+        } else {
+            self.lock().get(instance_id).cloned()
+        };
+        if let Some(host) = host {
+            let _ = host.kill();
+            eprintln!(
+                "[ssm-agent] {instance_id} {}: host {} {}",
+                if terminated { "terminated" } else { "stopped" },
+                host.name,
+                if terminated { "removed" } else { "killed" }
+            );
+        }
+    }
 }
 
 struct Context {
+    hosts: Option<Arc<RealHosts>>,
     ssm: aws_sdk_ssm::Client,
     s3: aws_sdk_s3::Client,
     ec2: aws_sdk_ec2::Client,
@@ -97,13 +192,39 @@ struct Context {
 }
 
 impl SsmAgent {
-    /// Start serving the commands of `stack`'s documents.
+    /// Start serving the commands of `stack`'s documents on the recording fakes.
     pub async fn start(cloud: &LocalCloud, stack: &str) -> std::io::Result<Self> {
+        Self::start_with(cloud, stack, None).await
+    }
+
+    /// Start serving the commands of `stack`'s documents on real hosts: every instance a
+    /// command targets becomes one, on a network with `vpc_cidr` (the stack's `VpcCidr`).
+    pub async fn start_on_real_hosts(
+        cloud: &LocalCloud,
+        stack: &str,
+        vpc_cidr: &str,
+    ) -> std::io::Result<Self> {
+        let network =
+            crate::hosts::Network::with_cidr(&format!("lc{}", std::process::id()), vpc_cidr)
+                .map_err(std::io::Error::other)?;
+        let hosts = Arc::new(RealHosts {
+            network,
+            by_instance: Mutex::new(std::collections::HashMap::new()),
+        });
+        Self::start_with(cloud, stack, Some(hosts)).await
+    }
+
+    async fn start_with(
+        cloud: &LocalCloud,
+        stack: &str,
+        hosts: Option<Arc<RealHosts>>,
+    ) -> std::io::Result<Self> {
         let sdk = cloud.sdk_config().await;
         let s3 = orchestrator::aws::s3_client(&sdk);
         let state_dir = tempfile::Builder::new().prefix("ssm-agent-").tempdir()?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let context = Context {
+            hosts: hosts.clone(),
             ssm: aws_sdk_ssm::Client::new(&sdk),
             s3,
             ec2: aws_sdk_ec2::Client::new(&sdk),
@@ -120,7 +241,13 @@ impl SsmAgent {
             shared,
             task,
             state_dir,
+            hosts,
         })
+    }
+
+    /// The real hosts, when the agent runs on them.
+    pub fn real_hosts(&self) -> Option<&RealHosts> {
+        self.hosts.as_deref()
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -151,6 +278,13 @@ impl SsmAgent {
     /// runs nothing, so the harness plays it): the others see the member UNREACHABLE and,
     /// when it was the primary, elect the first ONLINE secondary (by host name) instead.
     pub fn lose_member(&self, cluster_id: &str, host: &str) -> std::io::Result<()> {
+        if let Some(hosts) = &self.hosts {
+            // A real host: its mysqld dies with it and the real group does the rest.
+            let real = hosts
+                .by_dns_name(host)
+                .ok_or_else(|| std::io::Error::other(format!("no real host {host}")))?;
+            return real.kill().map_err(std::io::Error::other);
+        }
         let cluster = self.state_dir.path().join(cluster_id);
         let lost = cluster.join(host);
         let attr = |dir: &std::path::Path, name: &str| {
@@ -178,6 +312,15 @@ impl SsmAgent {
     /// Group Replication starting, or expelled): it reports OFFLINE, keeps the group's name,
     /// and the others stop listing it. Only a rejoin brings it back.
     pub fn take_member_offline(&self, cluster_id: &str, host: &str) -> std::io::Result<()> {
+        if let Some(hosts) = &self.hosts {
+            let real = hosts
+                .by_dns_name(host)
+                .ok_or_else(|| std::io::Error::other(format!("no real host {host}")))?;
+            return real
+                .sql("STOP GROUP_REPLICATION")
+                .map(drop)
+                .map_err(std::io::Error::other);
+        }
         let node = self.state_dir.path().join(cluster_id).join(host);
         std::fs::write(node.join("state"), "OFFLINE")?;
         std::fs::write(node.join("role"), "")
@@ -196,7 +339,12 @@ impl Drop for SsmAgent {
 
 async fn serve(context: Context) {
     let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut rounds: u64 = 0;
     loop {
+        rounds += 1;
+        if rounds % 8 == 0 {
+            watch_instances(&context).await;
+        }
         match pending(&context, &mut seen).await {
             Ok(work) => {
                 for (command, instance_id) in work {
@@ -211,6 +359,50 @@ async fn serve(context: Context) {
             Err(e) => context.note_error(format!("ListCommands: {e}")),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What EC2 does to an instance's processes: a stopped or terminated instance's host is
+/// killed (terminated: removed). Checked every two seconds, like an instance dying soon
+/// after the API call.
+async fn watch_instances(context: &Context) {
+    let Some(hosts) = &context.hosts else { return };
+    let ids = hosts.instance_ids();
+    if ids.is_empty() {
+        return;
+    }
+    let answer = context
+        .ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids.clone()))
+        .send()
+        .await;
+    let Ok(answer) = answer else { return };
+    let mut seen = HashSet::new();
+    for instance in answer.reservations().iter().flat_map(|r| r.instances()) {
+        let id = instance.instance_id().unwrap_or_default().to_string();
+        let state = instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
+        seen.insert(id.clone());
+        match state.as_str() {
+            "terminated" | "shutting-down" => {
+                let hosts = hosts.clone();
+                let _ = tokio::task::spawn_blocking(move || hosts.instance_gone(&id, true)).await;
+            }
+            "stopping" | "stopped" => {
+                let hosts = hosts.clone();
+                let _ = tokio::task::spawn_blocking(move || hosts.instance_gone(&id, false)).await;
+            }
+            _ => {}
+        }
+    }
+    // An instance EC2 no longer knows is gone for good.
+    for id in ids.into_iter().filter(|id| !seen.contains(id)) {
+        let hosts = hosts.clone();
+        let _ = tokio::task::spawn_blocking(move || hosts.instance_gone(&id, true)).await;
     }
 }
 
@@ -255,6 +447,7 @@ async fn pending(
     Ok(work)
 }
 
+#[derive(Debug, Clone)]
 struct Instance {
     account: String,
     host: String,
@@ -561,6 +754,7 @@ async fn execute(context: &Context, invocation: &Invocation<'_>) -> Result<Finis
     // The instance role reads the secrets; a missing secret fails the script as the AWS CLI
     // would (exit status 255 with the service's error on stderr).
     let mut passwords = Vec::new();
+    let mut secrets = Vec::new();
     for (parameter, variable) in [
         ("adminSecretId", "FAKE_MYSQL_PASSWORD"),
         ("appSecretId", "FAKE_APP_PASSWORD"),
@@ -575,10 +769,11 @@ async fn execute(context: &Context, invocation: &Invocation<'_>) -> Result<Finis
             .send()
             .await
         {
-            Ok(secret) => passwords.push((
-                variable.to_string(),
-                secret.secret_string().unwrap_or_default().to_string(),
-            )),
+            Ok(secret) => {
+                let value = secret.secret_string().unwrap_or_default().to_string();
+                secrets.push((secret_id.clone(), value.clone()));
+                passwords.push((variable.to_string(), value));
+            }
             Err(e) => {
                 return Ok(Finished::new(
                     Ending::Exited(255),
@@ -591,7 +786,29 @@ async fn execute(context: &Context, invocation: &Invocation<'_>) -> Result<Finis
         }
     }
     let cluster_dir = context.state_dir.join(&instance.cluster_id);
-    let sysroot = cluster_dir.join(&instance.host).join("sysroot");
+    let real_host = match &context.hosts {
+        Some(hosts) => {
+            let (hosts, id, described) = (
+                hosts.clone(),
+                instance_id.to_string(),
+                Instance::clone(instance),
+            );
+            let host = tokio::task::spawn_blocking(move || hosts.host_of(&id, &described))
+                .await
+                .map_err(|e| format!("host of {instance_id}: {e}"))??;
+            // What the instance role reads from Secrets Manager, for the `aws` stand-in.
+            for (secret_id, value) in &secrets {
+                host.put_secret(secret_id, value)
+                    .map_err(|e| format!("secret on {}: {e}", host.name))?;
+            }
+            Some(host)
+        }
+        None => None,
+    };
+    let sysroot = match &real_host {
+        Some(host) => host.root().to_path_buf(),
+        None => cluster_dir.join(&instance.host).join("sysroot"),
+    };
     std::fs::create_dir_all(&sysroot).map_err(|e| format!("{}: {e}", sysroot.display()))?;
     let on_instance = |path: &str| sysroot.join(path.trim_start_matches('/'));
     let timeout = contract::execution_timeout(
@@ -602,6 +819,7 @@ async fn execute(context: &Context, invocation: &Invocation<'_>) -> Result<Finis
     );
     let mut env: Vec<(String, String)> = vec![
         (
+            // On a real host, ha-host sets the host's own PATH (stand-ins first) instead.
             "PATH".into(),
             format!(
                 "{}:{}",
@@ -618,13 +836,17 @@ async fn execute(context: &Context, invocation: &Invocation<'_>) -> Result<Finis
         ("AWS_SSM_REGION_NAME".into(), crate::REGION.into()),
         ("AWS_SSM_PLATFORM_NAME".into(), "Amazon Linux".into()),
         ("AWS_SSM_PLATFORM_VERSION".into(), "2023".into()),
-        // The instance stand-in.
-        ("FAKE_MYSQL_ROOT".into(), cluster_dir.display().to_string()),
-        ("FAKE_NODE_HOST".into(), instance.host.clone()),
-        ("FAKE_NODE_IP".into(), instance.address.clone()),
-        ("HA_SYSROOT".into(), sysroot.display().to_string()),
     ];
-    env.extend(passwords);
+    if real_host.is_none() {
+        // The recording fakes' instance.
+        env.extend([
+            ("FAKE_MYSQL_ROOT".into(), cluster_dir.display().to_string()),
+            ("FAKE_NODE_HOST".into(), instance.host.clone()),
+            ("FAKE_NODE_IP".into(), instance.address.clone()),
+            ("HA_SYSROOT".into(), sysroot.display().to_string()),
+        ]);
+        env.extend(passwords);
+    }
     let run = contract::ScriptRun {
         orchestration_dir: on_instance(&format!(
             "/var/lib/amazon/ssm/{instance_id}/document/orchestration/{command_id}"
@@ -637,6 +859,11 @@ async fn execute(context: &Context, invocation: &Invocation<'_>) -> Result<Finis
         },
         env,
         timeout,
+        host: real_host.as_ref().map(|host| contract::HostRun {
+            ha_host: root.join("local-cloud/hosts/ha-host"),
+            name: host.name.clone(),
+            root: host.root().to_path_buf(),
+        }),
     };
     contract::run_script(&run)
         .await

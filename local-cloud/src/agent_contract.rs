@@ -412,6 +412,21 @@ pub struct ScriptRun {
     /// The whole environment (the agent's plus its own variables; see [`SERVICE_PATH`]).
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
+    /// The real host (`crate::hosts`) the script runs in, when the instance is one:
+    /// `orchestration_dir` and `working_dir` are then paths under that host's root, and the
+    /// shell runs inside it (its network namespace, its `/`), with `env` added to the host's
+    /// own PATH and stand-ins.
+    pub host: Option<HostRun>,
+}
+
+/// Where a script runs when its instance is a real host.
+#[derive(Debug, Clone)]
+pub struct HostRun {
+    /// `local-cloud/hosts/ha-host`.
+    pub ha_host: PathBuf,
+    pub name: String,
+    /// The host's `/` seen from outside.
+    pub root: PathBuf,
 }
 
 impl ScriptRun {
@@ -444,13 +459,43 @@ pub async fn run_script(run: &ScriptRun) -> std::io::Result<Finished> {
     std::fs::write(&path, script_text(&run.run_command))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
 
-    let mut child = tokio::process::Command::new("bash")
-        .arg0("sh")
-        .arg("-c")
-        .arg(&path)
-        .current_dir(&run.working_dir)
-        .env_clear()
-        .envs(run.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let mut command = match &run.host {
+        None => {
+            let mut command = tokio::process::Command::new("bash");
+            command
+                .arg0("sh")
+                .arg("-c")
+                .arg(&path)
+                .current_dir(&run.working_dir)
+                .env_clear()
+                .envs(run.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            command
+        }
+        Some(host) => {
+            // Inside the host: the same bash-as-sh, started in the working folder, with the
+            // agent's variables (the host sets PATH to its own tools and stand-ins).
+            let inside = |outside: &Path| {
+                Path::new("/").join(outside.strip_prefix(&host.root).unwrap_or(outside))
+            };
+            let mut command = tokio::process::Command::new(&host.ha_host);
+            command.arg("exec").arg(&host.name);
+            for (key, value) in run.env.iter().filter(|(k, _)| k != "PATH") {
+                command.arg(format!("{key}={value}"));
+            }
+            command
+                .arg("--")
+                .arg("bash")
+                .arg("-c")
+                .arg("cd \"$1\" && exec -a sh bash -c \"$2\"")
+                .arg("ha-ssm-run")
+                .arg(inside(&run.working_dir))
+                .arg(inside(&path))
+                .env_clear()
+                .env("PATH", SERVICE_PATH);
+            command
+        }
+    };
+    let mut child = command
         .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -744,6 +789,7 @@ mod tests {
                 ("SSM_COMMAND_ID".into(), "cmd-1".into()),
             ],
             timeout: Duration::from_secs(30),
+            host: None,
         };
         (dir, run)
     }

@@ -88,13 +88,23 @@ impl Network {
     /// Bring up network `name` (unique on the machine), on `10.<second>.0.0/16`. A network
     /// of the same name left by a killed run is removed first.
     pub fn up(name: &str, second_octet: u8) -> Result<Self> {
+        Self::with_cidr(name, &format!("10.{second_octet}.0.0/16"))
+    }
+
+    /// Bring up network `name` on `cidr` (`a.b.c.d/n`), e.g. the stack's VPC CIDR so the
+    /// instances keep the private addresses EC2 gave them.
+    pub fn with_cidr(name: &str, cidr: &str) -> Result<Self> {
         require_host_support()?;
         let _ = run_ha_host(&["network-down", name]);
-        let cidr = format!("10.{second_octet}.0.0/16");
-        run_ha_host(&["network-up", name, &cidr])?;
+        run_ha_host(&["network-up", name, cidr])?;
+        let prefix = cidr.split('/').next().unwrap_or_default();
         Ok(Self {
             name: name.to_string(),
-            prefix: format!("10.{second_octet}.0"),
+            prefix: prefix
+                .rsplitn(2, '.')
+                .nth(1)
+                .unwrap_or_default()
+                .to_string(),
         })
     }
 
@@ -103,29 +113,42 @@ impl Network {
     pub fn host(&self, name: &str, last_octet: u8) -> Result<Host> {
         let address = format!("{}.{last_octet}", self.prefix);
         let dns_name = format!("ip-{}.ec2.internal", address.replace('.', "-"));
-        let instance_id = format!("i-{name}");
+        self.host_at(name, &address, &dns_name, &format!("i-{name}"))
+    }
+
+    /// A new host `name` with exactly this address, DNS name and instance id (what IMDS
+    /// answers inside).
+    pub fn host_at(
+        &self,
+        name: &str,
+        address: &str,
+        dns_name: &str,
+        instance_id: &str,
+    ) -> Result<Host> {
         let _ = run_ha_host(&["destroy", name]);
-        run_ha_host(&[
-            "create",
-            &self.name,
-            name,
-            &address,
-            &dns_name,
-            &instance_id,
-        ])?;
+        run_ha_host(&["create", &self.name, name, address, dns_name, instance_id])?;
         let root =
             PathBuf::from(String::from_utf8_lossy(&run_ha_host(&["root", name])?.stdout).trim());
         Ok(Host {
             name: name.to_string(),
-            address,
-            dns_name,
+            address: address.to_string(),
+            dns_name: dns_name.to_string(),
             root,
         })
     }
 }
 
+/// `HA_KEEP_HOSTS=1` keeps hosts and networks after a test, to read their logs (remove
+/// them with `ha-host network-down NET`).
+fn keep_hosts() -> bool {
+    std::env::var_os("HA_KEEP_HOSTS").is_some_and(|v| v == "1")
+}
+
 impl Drop for Network {
     fn drop(&mut self) {
+        if keep_hosts() {
+            return;
+        }
         let _ = run_ha_host(&["network-down", &self.name]);
     }
 }
@@ -266,6 +289,9 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        if keep_hosts() {
+            return;
+        }
         let _ = run_ha_host(&["destroy", &self.name]);
     }
 }

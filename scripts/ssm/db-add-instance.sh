@@ -17,7 +17,14 @@ if grep -qx "$node" <<<"$members"; then
   echo "$node is already a member of cluster $cluster; nothing to do"
   exit 0
 fi
-theirs="$(sql_on "$node" "SELECT VARIABLE_VALUE FROM performance_schema.global_variables WHERE VARIABLE_NAME = 'group_replication_group_name'" 2>/dev/null || true)"
+# What group the node belongs to decides between a rejoin (it keeps its data) and an add
+# with clone (its data is replaced by a donor's). A node that does not answer is neither
+# yet: after a complete outage it may be the one holding the last transactions. Exit 1
+# (retried) until it answers.
+if ! theirs="$(sql_on "$node" "SELECT VARIABLE_VALUE FROM performance_schema.global_variables WHERE VARIABLE_NAME = 'group_replication_group_name'")"; then
+  echo "cannot read the group of $node (is its mysqld up and reachable?); not adding it before it answers, as a clone would replace its data" >&2
+  exit 1
+fi
 if [[ -n "$theirs" && "$theirs" != "$group" ]]; then
   echo "refusing: $node belongs to group $theirs, not $group; remove it from that group first" >&2
   exit 3

@@ -55,6 +55,20 @@ pub async fn deployed_with_agent_and(
     (cloud, deployed, agent)
 }
 
+/// [`deployed`], plus the SSM agent running the documents on real hosts: every instance a
+/// command targets is a network namespace with a real MySQL 9.7 (see
+/// `local_cloud::hosts`), on the stack's VPC CIDR (the template's default, 10.40.0.0/16).
+pub async fn deployed_with_real_hosts(
+    stack: &str,
+) -> (LocalCloud, Stack, local_cloud::agent::SsmAgent) {
+    let (cloud, deployed) = deployed(stack).await;
+    let agent =
+        local_cloud::agent::SsmAgent::start_on_real_hosts(&cloud, &deployed.name, "10.40.0.0/16")
+            .await
+            .unwrap_or_else(|e| panic!("start the SSM agent on real hosts: {e}"));
+    (cloud, deployed, agent)
+}
+
 /// `GET url`, returning the status and the body parsed as JSON (panics with the raw body
 /// when it is not JSON: every answer of the API must be).
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {

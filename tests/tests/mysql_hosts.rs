@@ -575,3 +575,44 @@ fn a_partitioned_member_is_expelled_the_majority_keeps_writing_and_no_second_gro
     );
     assert_eq!(cut.sql("SELECT COUNT(*) FROM wordpress.t").unwrap(), "20");
 }
+
+#[test]
+fn a_node_that_does_not_answer_is_not_cloned_over_until_it_answers() {
+    let network = Network::up("mh-silent", 87).unwrap();
+    let a = db_node(&network, "mh-silent-a", 11);
+    let b = db_node(&network, "mh-silent-b", 12);
+    script(&a, "db-create-cluster.sh", &[CLUSTER]);
+    app_sql(
+        &a,
+        &a,
+        "CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1)",
+    );
+    // b is down: whether it belongs to a group is unknown, so it is neither rejoined nor
+    // cloned over (its data could be the newest); the add fails to be retried.
+    let stop = b.exec(&[], &["systemctl", "stop", "mysqld"], None).unwrap();
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    let refused = a
+        .run_script("db-add-instance.sh", &[&b.dns_name], &env())
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stdout));
+    assert!(
+        text(&refused.stderr).contains("not adding it before it answers"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        !a.sql("SELECT address FROM mysql_innodb_cluster_metadata.instances")
+            .unwrap()
+            .contains(&b.dns_name)
+    );
+    // Once it answers, it is added with clone and has the data.
+    let start = b
+        .exec(&[], &["systemctl", "start", "mysqld"], None)
+        .unwrap();
+    assert!(start.status.success(), "{}", text(&start.stderr));
+    let out = script(&a, "db-add-instance.sh", &[&b.dns_name]);
+    assert!(out.contains("added to cluster"), "{out}");
+    wait_until("the row on the added node", Duration::from_secs(60), || {
+        (b.sql("SELECT COUNT(*) FROM wordpress.t").ok().as_deref() == Some("1")).then_some(())
+    });
+}

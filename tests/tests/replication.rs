@@ -150,7 +150,7 @@ async fn everything_visible(
 
 #[tokio::test]
 async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
-    let (cloud, stack, agent) = deployed_with_agent("replication").await;
+    let (cloud, stack, agent) = e2e_tests::deployed_with_real_hosts("replication").await;
     let api = stack.api_url.clone().expect("ApiId output");
     let id = e2e_tests::create_cluster(&api, CREATE, "e2e-replication-1").await;
     let cluster = wait_for_phase(&api, &id, &["READY", "FAILED"], Duration::from_secs(240)).await;

@@ -70,8 +70,11 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("[2/5] deploying template.yaml as stack {stack_name} (sam deploy) ...");
     let stack = cloud.deploy(&stack_name).await?;
     print_stack(&stack);
-    // The instances' SSM agent: runs the database documents (see local_cloud::agent).
-    let _agent = local_cloud::agent::SsmAgent::start(&cloud, &stack.name).await?;
+    // The instances' SSM agent: runs the documents on real hosts, one per instance, each a
+    // network namespace with a real MySQL 9.7 (see local_cloud::agent and local_cloud::hosts).
+    let agent =
+        local_cloud::agent::SsmAgent::start_on_real_hosts(&cloud, &stack.name, DEMO_VPC_CIDR)
+            .await?;
     let api = stack
         .api_url
         .clone()
@@ -106,6 +109,21 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     clusterctl(&["list"])?;
     let id = demo_cluster_id(&cloud, &api).await?;
     clusterctl(&["status", &id])?;
+    if let Some(members) = agent.real_hosts().and_then(|hosts| hosts.group_members()) {
+        println!(
+            "\nThe group, as its real MySQL members see it (performance_schema.replication_group_members):"
+        );
+        println!(
+            "{:<40} {:<10} {:<10} VERSION",
+            "MEMBER_HOST", "STATE", "ROLE"
+        );
+        for row in members.lines() {
+            let fields: Vec<&str> = row.split('\t').collect();
+            if let [host, state, role, version] = fields.as_slice() {
+                println!("{host:<40} {state:<10} {role:<10} {version}");
+            }
+        }
+    }
     eprintln!("[4/5] deleting the demo cluster ...");
     clusterctl(&["delete", &id, "--wait"])?;
     clusterctl(&["list"])?;
@@ -136,6 +154,10 @@ async fn demo_cluster_id(
             .into()
         })
 }
+
+/// The template's default `VpcCidr`: the instances keep the private addresses EC2 gives
+/// them in it, on the real hosts' network.
+const DEMO_VPC_CIDR: &str = "10.40.0.0/16";
 
 fn render_documents(write: bool) -> Result<(), Box<dyn std::error::Error>> {
     use local_cloud::documents;
