@@ -14,8 +14,11 @@ SH_OPTIONS=""
 sh_open() {
   SH_OPTIONS="$(mktemp)"
   chmod 600 "$SH_OPTIONS"
+  # Option-file values in double quotes take backslash escapes: escape '\' and '"'.
+  local password="${SESSION_PASSWORD//\\/\\\\}"
+  password="${password//\"/\\\"}"
   printf '[client]\nuser=%s\npassword="%s"\nport=%s\nconnect-timeout=%s\n' \
-    "$SESSION_USER" "${SESSION_PASSWORD//\"/\\\"}" 3306 "${MYSQLSH_STANDIN_CONNECT_TIMEOUT:-5}" >"$SH_OPTIONS"
+    "$SESSION_USER" "$password" 3306 "${MYSQLSH_STANDIN_CONNECT_TIMEOUT:-5}" >"$SH_OPTIONS"
   trap 'rm -f "$SH_OPTIONS"' EXIT
 }
 
