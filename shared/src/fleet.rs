@@ -446,9 +446,11 @@ fn instance_id_of_host(host: &str) -> Option<&str> {
 /// orchestrator has: the name is derived from the instance id, so the lookup cannot miss.
 /// A `private-dns-name` filter would: EC2 documents that attribute as the instance's
 /// private DNS name, which with resource-name hostnames is not necessarily the name the
-/// instance reports (a public note on filtering RBN hosts says to use
-/// `network-interface.private-dns-name` instead), and fakecloud matches it only against
-/// `ip-….ec2.internal`. A miss there would read as "gone" and let a reboot force past a
+/// instance reports (a public note, not AWS documentation, says to filter resource names
+/// on `network-interface.private-dns-name` instead:
+/// gist.github.com/bpluly/687c81258534539d8114bb5f34334aa3), and fakecloud 0.51.0 matches
+/// it only against `ip-….ec2.internal` (fakecloud-ec2 `service/instance.rs`, `inst_match`).
+/// A miss there would read as "gone" and let a reboot force past a
 /// member that still runs. Other names (a cluster that predates resource names) fall back
 /// to `private-dns-name`; an IP-based name a new instance inherited then reads as
 /// present, which is the safe side.
