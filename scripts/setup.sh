@@ -3,7 +3,8 @@
 #   - fakecloud (the local AWS emulator) into a tools folder outside the clone, built once;
 #   - a Debian sid root file system with MySQL 9.7 LTS (server, client, Router) beside it,
 #     the real MySQL every local-cloud database and web host runs (local-cloud/hosts/ha-host);
-#   - the SAM CLI, cfn-lint, cargo-lambda and shellcheck into the project's .venv.
+#   - the SAM CLI, cfn-lint, cargo-lambda and shellcheck into the project's .venv;
+#   - PHP with mysqli (Debian's php-cli, php-mysql), for the web health check's real test.
 # Safe to run again and concurrently (locks guard the fakecloud build and the rootfs).
 set -euo pipefail
 
@@ -107,6 +108,19 @@ install_mysql_rootfs() {
   log "MySQL $version rootfs installed"
 }
 
+# PHP with mysqli on this machine: tests/tests/web_health.rs runs the web user data's health
+# check endpoint for real (Debian's php-cli 8.2; Amazon Linux 2023 ships 8.2 to 8.4).
+install_php() {
+  if command -v php >/dev/null && php -r "exit(function_exists('mysqli_init') ? 0 : 1);"; then
+    log "PHP with mysqli present ($(command -v php))"
+    return
+  fi
+  [[ "$(id -u)" == 0 ]] || fail "installing PHP needs root: apt-get install php-cli php-mysql"
+  log "installing php-cli and php-mysql (Debian packages)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends php-cli php-mysql >/dev/null \
+    || fail "could not install PHP: apt-get install php-cli php-mysql"
+}
+
 install_python_tools() {
   local venv="$root/.venv"
   local requirements="$root/requirements-tools.txt"
@@ -127,4 +141,5 @@ check_toolchain
 install_python_tools
 install_fakecloud
 install_mysql_rootfs
+install_php
 log "ready"

@@ -35,7 +35,8 @@ chown -R nginx:nginx "$WEB_ROOT"
 # included: including it would load all of WordPress). 200 "ok" only after a trivial query;
 # 503 and a short reason otherwise, never a setting or an error text. Timeouts stay within
 # the target group's 3 s health check timeout (shared/src/targets.rs), so a hung database is
-# a failed check, not a pile of waiting workers. Not cacheable. Outside the web root: only
+# a failed check, not a pile of waiting workers: connect 2 s, read 1 s (through the Router a
+# hung server costs two reads, measured: 2 s; tests/tests/web_health.rs). Not cacheable. Outside the web root: only
 # the health check path reaches it. No secret here: the password is read at request time.
 # What the sweep does when every node fails it (the database is the likelier cause): see
 # shared/src/healing.rs.
@@ -89,7 +90,7 @@ mysqli_report(MYSQLI_REPORT_OFF);
 try {
     $db = mysqli_init();
     $db->options(MYSQLI_OPT_CONNECT_TIMEOUT, 2);
-    $db->options(MYSQLI_OPT_READ_TIMEOUT, 2);
+    $db->options(MYSQLI_OPT_READ_TIMEOUT, 1);
     if (!@$db->real_connect($host, $settings['DB_USER'], $settings['DB_PASSWORD'], $settings['DB_NAME'], $port)) {
         unhealthy('database unreachable');
     }

@@ -12,8 +12,7 @@
 use std::time::Duration;
 
 use e2e_tests::{
-    action_lines, delete_and_wait, deployed_with_agent_and, instance_state, send_json,
-    wait_for_ready_at,
+    action_lines, delete_and_wait, deployed_with_agent_and, send_json, wait_for_ready_at,
 };
 use local_cloud::{LocalCloud, Stack};
 use reqwest::Method;
@@ -144,7 +143,6 @@ async fn the_sweep_serves_maintenance_and_replaces_nothing_while_no_web_target_p
         .expect("status target group")
         .to_string();
     let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&cloud.sdk_config().await);
-    let ec2 = aws_sdk_ec2::Client::new(&cloud.sdk_config().await);
 
     let id = e2e_tests::create_cluster(&api, CREATE, "e2e-sweep-1").await;
     let ready = wait_for_ready_at(&api, &id, 1).await;
