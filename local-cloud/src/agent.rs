@@ -94,6 +94,7 @@ pub struct SsmAgent {
 #[derive(Debug)]
 pub struct RealHosts {
     network: crate::hosts::Network,
+    next_address: Mutex<u32>,
     by_instance: Mutex<std::collections::HashMap<String, Arc<crate::hosts::Host>>>,
 }
 
@@ -120,9 +121,17 @@ impl RealHosts {
             instance_id.trim_start_matches("i-")
         );
         let name: String = name.chars().take(40).collect();
+        // fakecloud gives every instance of a subnet the same private address, so the host
+        // gets one of its own on the network (what its IMDS answers as local-ipv4); the
+        // others reach it by its resource DNS name, as on AWS.
+        let address = {
+            let mut next = self.next_address.lock().unwrap_or_else(|e| e.into_inner());
+            *next += 1;
+            self.network.address(*next)
+        };
         let host = self
             .network
-            .host_at(&name, &instance.address, &instance.host, instance_id)
+            .host_at(&name, &address, &instance.host, instance_id)
             .map_err(|e| format!("host for {instance_id}: {e}"))?;
         let host = Arc::new(host);
         self.lock().insert(instance_id.to_string(), host.clone());
@@ -209,6 +218,7 @@ impl SsmAgent {
                 .map_err(std::io::Error::other)?;
         let hosts = Arc::new(RealHosts {
             network,
+            next_address: Mutex::new(0),
             by_instance: Mutex::new(std::collections::HashMap::new()),
         });
         Self::start_with(cloud, stack, Some(hosts)).await
@@ -342,7 +352,7 @@ async fn serve(context: Context) {
     let mut rounds: u64 = 0;
     loop {
         rounds += 1;
-        if rounds % 8 == 0 {
+        if rounds.is_multiple_of(8) {
             watch_instances(&context).await;
         }
         match pending(&context, &mut seen).await {

@@ -492,6 +492,12 @@ pub async fn run_script(run: &ScriptRun) -> std::io::Result<Finished> {
                 .arg(inside(&path))
                 .env_clear()
                 .env("PATH", SERVICE_PATH);
+            // Where ha-host finds the rootfs and keeps its hosts (outside the instance).
+            for name in ["HOME", "HA_TOOLS_DIR", "HA_MYSQL_ROOTFS", "HA_HOSTS_DIR"] {
+                if let Some(value) = std::env::var_os(name) {
+                    command.env(name, value);
+                }
+            }
             command
         }
     };

@@ -75,7 +75,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbInstallDocument",
         name: "DbInstall",
         script: "db-install.sh",
-        description: "Install and configure MySQL 8.4 LTS and MySQL Shell for InnoDB Cluster",
+        description: "Install and configure MySQL 9.7 LTS and MySQL Shell for InnoDB Cluster",
         args: &[],
     },
     Document {

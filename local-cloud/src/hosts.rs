@@ -101,11 +101,22 @@ impl Network {
         Ok(Self {
             name: name.to_string(),
             prefix: prefix
-                .rsplitn(2, '.')
-                .nth(1)
+                .rsplit_once('.')
+                .map(|(head, _)| head)
                 .unwrap_or_default()
                 .to_string(),
         })
+    }
+
+    /// The `n`-th host address of the network (from 1): `a.b.0.10`, `a.b.0.11`, ... then the
+    /// next /24 after 240 hosts (the /16 is what `with_cidr` is given).
+    pub fn address(&self, n: u32) -> String {
+        let base = self
+            .prefix
+            .rsplit_once('.')
+            .map(|(ab, _)| ab)
+            .unwrap_or(&self.prefix);
+        format!("{base}.{}.{}", n / 240, n % 240 + 10)
     }
 
     /// A new host `name` with the address `<prefix>.<last_octet>` and the DNS name EC2

@@ -495,7 +495,7 @@ fn an_image_that_carries_mysql_installs_nothing() {
     let kept: String = std::fs::read_to_string(&packages)
         .expect("packages")
         .lines()
-        .filter(|p| *p != "mysql84-community-release")
+        .filter(|p| *p != "mysql97-community-release")
         .map(|p| format!("{p}\n"))
         .collect();
     std::fs::write(&packages, kept).expect("write packages");
@@ -640,7 +640,7 @@ fn an_offline_member_reports_its_group_and_gtids_in_their_fields() {
 
 /// `host` with Oracle's server package installed (its /etc/my.cnf) and nothing else.
 fn with_server_package(nodes: &Nodes, host: &str) {
-    let url = "https://repo.mysql.com/mysql84-community-release-el9-1.noarch.rpm";
+    let url = "https://repo.mysql.com/mysql97-community-release-el9-1.noarch.rpm";
     assert_eq!(nodes.tool(host, "dnf", &["install", "-y", url], "").code, 0);
     let server = nodes.tool(
         host,

@@ -49,8 +49,10 @@ fn script(host: &Host, name: &str, args: &[&str]) -> String {
 /// A database node: a fresh host with the two secrets, installed by `db-install.sh`.
 fn db_node(network: &Network, name: &str, octet: u8) -> Host {
     let host = network.host(name, octet).expect("create host");
-    host.put_secret(ADMIN_SECRET, ADMIN_PASSWORD).unwrap();
-    host.put_secret(APP_SECRET, APP_PASSWORD).unwrap();
+    host.put_secret(ADMIN_SECRET, ADMIN_PASSWORD)
+        .expect("real host");
+    host.put_secret(APP_SECRET, APP_PASSWORD)
+        .expect("real host");
     script(&host, "db-install.sh", &[]);
     host
 }
@@ -139,7 +141,7 @@ fn app_sql(from: &Host, to: &Host, statement: &str) -> String {
             ],
             None,
         )
-        .unwrap();
+        .expect("real host");
     assert!(
         output.status.success(),
         "app SQL on {}: {}",
@@ -168,15 +170,16 @@ fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothin
             "{password}"
         );
     }
-    let network = Network::up("mh-install", 81).unwrap();
+    let network = Network::up("mh-install", 81).expect("real host");
     let node = db_node(&network, "mh-install-1", 11);
 
     // What db-install.sh configures is what the server runs with: Oracle's /etc/my.cnf
     // includes no directory, so these are read only if the script made it include its file.
     let row = node
         .sql("SELECT @@server_id, @@gtid_mode, @@enforce_gtid_consistency, @@report_host, @@require_secure_transport")
-        .unwrap();
-    let expected_id = (10u64 << 24 | 81 << 16 | 11) % 4_294_967_295 + 1;
+        .expect("real host");
+    // The address as a number, + 1 (db-install.sh takes it modulo 2^32 - 1, no-op here).
+    let expected_id = ((10u64 << 24) | (81 << 16) | 11) + 1;
     assert_eq!(row, format!("{expected_id}\tON\tON\t{}\t1", node.dns_name));
     // Root logs in only over the socket, as root; the admin account works over TCP (TLS).
     let admin = node
@@ -195,7 +198,7 @@ fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothin
             ],
             None,
         )
-        .unwrap();
+        .expect("real host");
     assert!(
         admin.status.success(),
         "admin login: {}",
@@ -206,7 +209,7 @@ fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothin
     let files = ["etc/my.cnf", "etc/my.cnf.d/ha-orchestrator.cnf"];
     let before: Vec<String> = files
         .iter()
-        .map(|f| std::fs::read_to_string(node.root().join(f)).unwrap())
+        .map(|f| std::fs::read_to_string(node.root().join(f)).expect("real host"))
         .collect();
     let pid = mysqld_pid(&node);
     assert!(!pid.is_empty(), "mysqld runs under the systemctl stand-in");
@@ -215,7 +218,7 @@ fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothin
     assert!(again.contains("ready on"), "{again}");
     let after: Vec<String> = files
         .iter()
-        .map(|f| std::fs::read_to_string(node.root().join(f)).unwrap())
+        .map(|f| std::fs::read_to_string(node.root().join(f)).expect("real host"))
         .collect();
     assert_eq!(before, after, "the second run rewrote the configuration");
     assert_eq!(pid, mysqld_pid(&node), "the second run restarted mysqld");
@@ -223,7 +226,7 @@ fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothin
 
 #[test]
 fn a_server_without_a_group_reports_offline_with_empty_fields() {
-    let network = Network::up("mh-report", 82).unwrap();
+    let network = Network::up("mh-report", 82).expect("real host");
     let node = db_node(&network, "mh-report-1", 11);
     // Before any group exists the plugin is not loaded: @@group_replication_group_name
     // would be ERROR 1193 here; the report must still come.
@@ -246,7 +249,7 @@ fn a_server_without_a_group_reports_offline_with_empty_fields() {
 
 #[test]
 fn create_and_clone_joins_form_one_group_and_members_report_offline_and_recovering_right() {
-    let network = Network::up("mh-group", 83).unwrap();
+    let network = Network::up("mh-group", 83).expect("real host");
     let a = db_node(&network, "mh-group-a", 11);
     let b = db_node(&network, "mh-group-b", 12);
     let c = db_node(&network, "mh-group-c", 13);
@@ -282,8 +285,8 @@ fn create_and_clone_joins_form_one_group_and_members_report_offline_and_recoveri
     let secondary = [&a, &b, &c]
         .into_iter()
         .find(|h| h.name != primary.name)
-        .unwrap();
-    secondary.sql("STOP GROUP_REPLICATION").unwrap();
+        .expect("real host");
+    secondary.sql("STOP GROUP_REPLICATION").expect("real host");
     let offline = report(secondary);
     assert_eq!(offline.member_state, "OFFLINE");
     assert_eq!(offline.role, "");
@@ -304,9 +307,9 @@ fn create_and_clone_joins_form_one_group_and_members_report_offline_and_recoveri
             "-e",
             "LOCK TABLES wordpress.t READ; SELECT SLEEP(20)",
         ])
-        .unwrap();
+        .expect("real host");
     std::thread::sleep(Duration::from_secs(1));
-    secondary.sql("START GROUP_REPLICATION").unwrap();
+    secondary.sql("START GROUP_REPLICATION").expect("real host");
     let recovering = wait_until("the member RECOVERING", Duration::from_secs(15), || {
         let r = report(secondary);
         (r.member_state == "RECOVERING").then_some(r)
@@ -319,14 +322,14 @@ fn create_and_clone_joins_form_one_group_and_members_report_offline_and_recoveri
     assert_eq!(
         secondary
             .sql("SELECT v FROM wordpress.t WHERE id = 1")
-            .unwrap(),
+            .expect("real host"),
         "2"
     );
 }
 
 #[test]
 fn a_lost_primary_is_replaced_removed_from_the_metadata_and_a_new_node_joins_the_same_group() {
-    let network = Network::up("mh-loss", 84).unwrap();
+    let network = Network::up("mh-loss", 84).expect("real host");
     let a = db_node(&network, "mh-loss-a", 11);
     let b = db_node(&network, "mh-loss-b", 12);
     let c = db_node(&network, "mh-loss-c", 13);
@@ -341,7 +344,7 @@ fn a_lost_primary_is_replaced_removed_from_the_metadata_and_a_new_node_joins_the
         .filter(|h| h.name != primary.name)
         .collect();
 
-    primary.kill().unwrap();
+    primary.kill().expect("real host");
     // The group elects another primary and expels the lost one from its member list.
     let (new_primary_host, after) = wait_until(
         "a new primary without the lost member",
@@ -367,11 +370,11 @@ fn a_lost_primary_is_replaced_removed_from_the_metadata_and_a_new_node_joins_the
         .iter()
         .find(|h| h.dns_name == new_primary_host)
         .copied()
-        .unwrap();
+        .expect("real host");
     script(new_primary, "db-remove-instance.sh", &[&primary.dns_name]);
     let metadata = new_primary
         .sql("SELECT address FROM mysql_innodb_cluster_metadata.instances ORDER BY address")
-        .unwrap();
+        .expect("real host");
     assert!(
         !metadata.contains(&primary.dns_name),
         "still in the metadata: {metadata}"
@@ -397,7 +400,7 @@ fn a_lost_primary_is_replaced_removed_from_the_metadata_and_a_new_node_joins_the
 
 #[test]
 fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losing_nothing() {
-    let network = Network::up("mh-outage", 85).unwrap();
+    let network = Network::up("mh-outage", 85).expect("real host");
     let a = db_node(&network, "mh-outage-a", 11);
     let b = db_node(&network, "mh-outage-b", 12);
     let c = db_node(&network, "mh-outage-c", 13);
@@ -417,7 +420,7 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
         .into_iter()
         .filter(|h| h.name != primary.name)
         .collect();
-    secondaries[0].kill().unwrap();
+    secondaries[0].kill().expect("real host");
     wait_until(
         "the majority of two without the lost member",
         Duration::from_secs(90),
@@ -426,28 +429,29 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
             (r.members.len() == 2).then_some(())
         },
     );
-    let _lock = secondaries[1]
+    let mut lock = secondaries[1]
         .spawn(&[
             "mysql",
             "--user=root",
             "-e",
             "LOCK TABLES wordpress.t READ; SELECT SLEEP(60)",
         ])
-        .unwrap();
+        .expect("real host");
     std::thread::sleep(Duration::from_secs(1));
     app_sql(primary, primary, "INSERT INTO t VALUES (1)");
     let last = primary
         .sql("SELECT @@gtid_executed")
-        .unwrap()
+        .expect("real host")
         .replace("\\n", "");
-    secondaries[1].kill().unwrap();
-    primary.kill().unwrap();
+    secondaries[1].kill().expect("real host");
+    primary.kill().expect("real host");
+    let _ = lock.wait();
 
     // The instances come back: systemd starts the enabled mysqld.
     for host in [&a, &b, &c] {
         let out = host
             .exec(&[], &["systemctl", "start", "mysqld"], None)
-            .unwrap();
+            .expect("real host");
         assert!(
             out.status.success(),
             "mysqld restart on {}: {}",
@@ -469,7 +473,7 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
             panic!("expected a reboot from the most complete node, got {other:?} from {all:?}")
         }
     };
-    let seed_report = &all.iter().find(|(h, _)| h == &seed).unwrap().1;
+    let seed_report = &all.iter().find(|(h, _)| h == &seed).expect("real host").1;
     assert!(
         all.iter()
             .all(|(_, r)| r.transaction_count() <= seed_report.transaction_count()),
@@ -487,7 +491,7 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
     let primary = [&a, &b, &c]
         .into_iter()
         .find(|h| h.dns_name == seed)
-        .unwrap();
+        .expect("real host");
     let secondaries: Vec<&Host> = [&a, &b, &c]
         .into_iter()
         .filter(|h| h.name != primary.name)
@@ -503,7 +507,8 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
     );
     for host in [&a, &b, &c] {
         assert_eq!(
-            host.sql("SELECT COUNT(*) FROM wordpress.t").unwrap(),
+            host.sql("SELECT COUNT(*) FROM wordpress.t")
+                .expect("real host"),
             "1",
             "on {}",
             host.name
@@ -513,7 +518,7 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
 
 #[test]
 fn a_partitioned_member_is_expelled_the_majority_keeps_writing_and_no_second_group_starts() {
-    let network = Network::up("mh-split", 86).unwrap();
+    let network = Network::up("mh-split", 86).expect("real host");
     let a = db_node(&network, "mh-split-a", 11);
     let b = db_node(&network, "mh-split-b", 12);
     let c = db_node(&network, "mh-split-c", 13);
@@ -527,13 +532,13 @@ fn a_partitioned_member_is_expelled_the_majority_keeps_writing_and_no_second_gro
     let cut = [&a, &b, &c]
         .into_iter()
         .find(|h| h.name != primary.name)
-        .unwrap();
+        .expect("real host");
     let majority: Vec<&Host> = [&a, &b, &c]
         .into_iter()
         .filter(|h| h.name != cut.name)
         .collect();
 
-    cut.link(false).unwrap();
+    cut.link(false).expect("real host");
     wait_until(
         "the cut member expelled by the majority",
         Duration::from_secs(90),
@@ -561,7 +566,7 @@ fn a_partitioned_member_is_expelled_the_majority_keeps_writing_and_no_second_gro
         "{decision:?} from {all:?}"
     );
 
-    cut.link(true).unwrap();
+    cut.link(true).expect("real host");
     let cut_report = report(cut);
     assert!(
         cut_report.group_name.is_empty() || cut_report.group_name == group,
@@ -573,12 +578,16 @@ fn a_partitioned_member_is_expelled_the_majority_keeps_writing_and_no_second_gro
         after.iter().all(|(_, r)| r.group_name == group),
         "{after:?}"
     );
-    assert_eq!(cut.sql("SELECT COUNT(*) FROM wordpress.t").unwrap(), "20");
+    assert_eq!(
+        cut.sql("SELECT COUNT(*) FROM wordpress.t")
+            .expect("real host"),
+        "20"
+    );
 }
 
 #[test]
 fn a_node_that_does_not_answer_is_not_cloned_over_until_it_answers() {
-    let network = Network::up("mh-silent", 87).unwrap();
+    let network = Network::up("mh-silent", 87).expect("real host");
     let a = db_node(&network, "mh-silent-a", 11);
     let b = db_node(&network, "mh-silent-b", 12);
     script(&a, "db-create-cluster.sh", &[CLUSTER]);
@@ -589,11 +598,13 @@ fn a_node_that_does_not_answer_is_not_cloned_over_until_it_answers() {
     );
     // b is down: whether it belongs to a group is unknown, so it is neither rejoined nor
     // cloned over (its data could be the newest); the add fails to be retried.
-    let stop = b.exec(&[], &["systemctl", "stop", "mysqld"], None).unwrap();
+    let stop = b
+        .exec(&[], &["systemctl", "stop", "mysqld"], None)
+        .expect("real host");
     assert!(stop.status.success(), "{}", text(&stop.stderr));
     let refused = a
         .run_script("db-add-instance.sh", &[&b.dns_name], &env())
-        .unwrap();
+        .expect("real host");
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stdout));
     assert!(
         text(&refused.stderr).contains("not adding it before it answers"),
@@ -602,17 +613,107 @@ fn a_node_that_does_not_answer_is_not_cloned_over_until_it_answers() {
     );
     assert!(
         !a.sql("SELECT address FROM mysql_innodb_cluster_metadata.instances")
-            .unwrap()
+            .expect("real host")
             .contains(&b.dns_name)
     );
     // Once it answers, it is added with clone and has the data.
     let start = b
         .exec(&[], &["systemctl", "start", "mysqld"], None)
-        .unwrap();
+        .expect("real host");
     assert!(start.status.success(), "{}", text(&start.stderr));
     let out = script(&a, "db-add-instance.sh", &[&b.dns_name]);
     assert!(out.contains("added to cluster"), "{out}");
     wait_until("the row on the added node", Duration::from_secs(60), || {
         (b.sql("SELECT COUNT(*) FROM wordpress.t").ok().as_deref() == Some("1")).then_some(())
     });
+}
+
+#[test]
+fn writes_through_the_router_survive_a_primary_loss_and_a_heal() {
+    let network = Network::up("mh-router", 88).expect("network");
+    let a = db_node(&network, "mh-router-a", 11);
+    let b = db_node(&network, "mh-router-b", 12);
+    let c = db_node(&network, "mh-router-c", 13);
+    form_cluster(&[&a, &b, &c]);
+    wait_for_healthy_group(&[&a, &b, &c]);
+    let primary = primary_of(&[&a, &b, &c]);
+    app_sql(primary, primary, "CREATE TABLE t (id INT PRIMARY KEY)");
+
+    // A web node: the real Router bootstrapped against the cluster by web-router.sh, run
+    // twice (the second run finds it bootstrapped and only restarts it).
+    let web = network.host("mh-router-w", 21).expect("web host");
+    web.put_secret(ADMIN_SECRET, ADMIN_PASSWORD)
+        .expect("secret");
+    web.put_secret(APP_SECRET, APP_PASSWORD).expect("secret");
+    let first = script(&web, "web-router.sh", &[CLUSTER, &primary.dns_name]);
+    assert!(first.contains("listening on 127.0.0.1:6446"), "{first}");
+    let second = script(&web, "web-router.sh", &[CLUSTER, &primary.dns_name]);
+    assert!(second.contains("router already bootstrapped"), "{second}");
+
+    // A writer through the read-write port; it records each id the server acknowledged.
+    let writer = format!(
+        "i=0; while [ ! -e /tmp/stop-writer ]; do i=$((i+1)); \
+         if mysql --user=wordpress --password='{APP_PASSWORD}' --host=127.0.0.1 --port=6446 \
+         --connect-timeout=2 wordpress -e \"INSERT INTO t VALUES ($i)\" 2>/dev/null; \
+         then echo $i >> /tmp/acked; fi; sleep 0.05; done"
+    );
+    let mut writing = web.spawn(&["bash", "-c", &writer]).expect("writer");
+    let acked = |web: &Host| -> Vec<u64> {
+        std::fs::read_to_string(web.root().join("tmp/acked"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    wait_until("writes before the loss", Duration::from_secs(30), || {
+        (acked(&web).len() >= 20).then_some(())
+    });
+
+    primary.kill().expect("kill primary");
+    let survivors: Vec<&Host> = [&a, &b, &c]
+        .into_iter()
+        .filter(|h| h.name != primary.name)
+        .collect();
+    let before = acked(&web).len();
+    wait_until(
+        "writes through the new primary",
+        Duration::from_secs(120),
+        || (acked(&web).len() >= before + 20).then_some(()),
+    );
+    // The heal: the lost member leaves the metadata, a new node joins with clone.
+    let new_primary = primary_of(&survivors);
+    script(new_primary, "db-remove-instance.sh", &[&primary.dns_name]);
+    let d = db_node(&network, "mh-router-d", 14);
+    script(new_primary, "db-add-instance.sh", &[&d.dns_name]);
+    wait_for_healthy_group(&[survivors[0], survivors[1], &d]);
+    let before = acked(&web).len();
+    wait_until("writes after the heal", Duration::from_secs(60), || {
+        (acked(&web).len() >= before + 20).then_some(())
+    });
+    web.put_file("/tmp/stop-writer", "").expect("stop");
+    let _ = writing.wait();
+
+    // Every acknowledged write is on every member: count and sum of the acknowledged ids
+    // against what each member holds of them.
+    let acked = acked(&web);
+    let (count, sum) = (acked.len(), acked.iter().sum::<u64>());
+    wait_for_healthy_group(&[survivors[0], survivors[1], &d]);
+    let list = acked
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for member in [survivors[0], survivors[1], &d] {
+        let row = member
+            .sql(&format!(
+                "SELECT COUNT(*), IFNULL(SUM(id), 0) FROM wordpress.t WHERE id IN ({list})"
+            ))
+            .expect("count");
+        assert_eq!(
+            row,
+            format!("{count}\t{sum}"),
+            "acknowledged writes missing on {}",
+            member.name
+        );
+    }
 }
