@@ -122,7 +122,7 @@ fn signal(pid: u32, signal: &str) {
 }
 
 /// A Router on the web host routing 6446 to `db` with this server-side TLS mode.
-fn start_router(web: &Host, db: &Host, server_ssl_mode: &str) {
+fn start_router(web: &Host, db: &Host, server_ssl_mode: &str) -> Reaped {
     if let Some(pid) = process_of(web, "mysqlrouter") {
         signal(pid, "TERM");
         std::thread::sleep(Duration::from_millis(500));
@@ -139,14 +139,16 @@ fn start_router(web: &Host, db: &Host, server_ssl_mode: &str) {
             db.address
         ),
     )
-    .unwrap();
-    web.spawn(&[
-        "mysqlrouter",
-        "--user=root",
-        "-c",
-        "/etc/mysqlrouter/static.conf",
-    ])
-    .expect("start mysqlrouter");
+    .expect("write the Router's configuration");
+    let router = Reaped(
+        web.spawn(&[
+            "mysqlrouter",
+            "--user=root",
+            "-c",
+            "/etc/mysqlrouter/static.conf",
+        ])
+        .expect("start mysqlrouter"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while web
         .exec(
@@ -160,11 +162,13 @@ fn start_router(web: &Host, db: &Host, server_ssl_mode: &str) {
         assert!(Instant::now() < deadline, "Router did not listen on 6446");
         std::thread::sleep(Duration::from_millis(200));
     }
+    router
 }
 
-struct PhpServer(Child);
+/// A process this test started: killed and reaped when dropped.
+struct Reaped(Child);
 
-impl Drop for PhpServer {
+impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -230,7 +234,7 @@ fn the_health_endpoint_answers_for_the_database_path_wordpress_uses() {
         ),
     )
     .unwrap();
-    let _php = PhpServer(
+    let _php = Reaped(
         in_namespace(&web, "php")
             .args(["-S", &format!("127.0.0.1:{PORT}")])
             .arg(site.join("server.php"))
@@ -260,7 +264,7 @@ fn the_health_endpoint_answers_for_the_database_path_wordpress_uses() {
     // Router as bootstrapped (server_ssl_mode AS_CLIENT): WordPress's plaintext connection
     // is refused by the server, and the check says so.
     std::fs::write(&config, wp_config(APP_PASSWORD)).unwrap();
-    start_router(&web, &db, "AS_CLIENT");
+    let first_router = start_router(&web, &db, "AS_CLIENT");
     let answer = probe(&web);
     assert_eq!(
         (answer.status, answer.body.as_str()),
@@ -269,7 +273,8 @@ fn the_health_endpoint_answers_for_the_database_path_wordpress_uses() {
 
     // TLS from the Router to the server, cold authentication cache: the path works.
     db.sql("FLUSH PRIVILEGES").unwrap();
-    start_router(&web, &db, "PREFERRED");
+    drop(first_router);
+    let _router = start_router(&web, &db, "PREFERRED");
     let answer = probe(&web);
     assert_eq!(
         (answer.status, answer.body.as_str()),
