@@ -17,7 +17,7 @@ readonly WP_DIR="${SYSROOT}/usr/share/nginx/wordpress"
 # The MySQL repository only when Router is missing: an AMI that already carries it
 # (EgressMode VpcEndpoints, no internet) must not need repo.mysql.com.
 if ! rpm -q mysql-router-community >/dev/null 2>&1; then
-  if ! rpm -q mysql84-community-release >/dev/null 2>&1; then
+  if ! rpm -q "$REPO_PACKAGE" >/dev/null 2>&1; then
     dnf install -y "$REPO_RPM"
   fi
   dnf install -y mysql-router-community
@@ -27,9 +27,13 @@ if grep -qs "^metadata_cluster=${name}\$" "$CONFIG"; then
   echo "router already bootstrapped for cluster $name"
 else
   # The metadata cache finds every member from any one; --force replaces a router
-  # configuration left by an earlier cluster on a reused instance.
+  # configuration left by an earlier cluster on a reused instance. Router to server always
+  # over TLS (--server-ssl-mode=REQUIRED): the bootstrap's default, AS_CLIENT, copies the
+  # client's choice, and PHP's mysqli (WordPress) connects without TLS, which the servers
+  # refuse (require_secure_transport=ON; caching_sha2_password's full authentication needs a
+  # secure connection whenever the server's cache is cold: after every restart or failover).
   admin_password | mysqlrouter --bootstrap "${ADMIN_USER}@${primary}:3306" \
-    --user=mysqlrouter --conf-base-port=6446 --force
+    --user=mysqlrouter --conf-base-port=6446 --server-ssl-mode=REQUIRED --force
 fi
 systemctl enable --now mysqlrouter
 systemctl restart mysqlrouter

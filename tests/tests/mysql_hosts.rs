@@ -85,6 +85,12 @@ fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Optio
 
 /// Every host reports ONLINE in one group, exactly one PRIMARY, equal GTID sets.
 fn wait_for_healthy_group(hosts: &[&Host]) -> Vec<(String, NodeReport)> {
+    wait_for_group(hosts, true)
+}
+
+/// As [`wait_for_healthy_group`]; with `caught_up` false the GTID sets may differ (a writer
+/// is running, so the secondaries are always a little behind).
+fn wait_for_group(hosts: &[&Host], caught_up: bool) -> Vec<(String, NodeReport)> {
     wait_until(
         "three ONLINE members, one PRIMARY, equal GTID sets",
         Duration::from_secs(120),
@@ -96,7 +102,7 @@ fn wait_for_healthy_group(hosts: &[&Host]) -> Vec<(String, NodeReport)> {
                 all.iter().map(|(_, r)| r.group_name.as_str()).collect();
             let gtids: std::collections::BTreeSet<&str> =
                 all.iter().map(|(_, r)| r.gtid_executed.as_str()).collect();
-            (online && primaries == 1 && groups.len() == 1 && gtids.len() == 1)
+            (online && primaries == 1 && groups.len() == 1 && (gtids.len() == 1 || !caught_up))
                 .then_some(all.clone())
         },
     )
@@ -650,11 +656,16 @@ fn writes_through_the_router_survive_a_primary_loss_and_a_heal() {
     let second = script(&web, "web-router.sh", &[CLUSTER, &primary.dns_name]);
     assert!(second.contains("router already bootstrapped"), "{second}");
 
-    // A writer through the read-write port; it records each id the server acknowledged.
+    // A writer through the read-write port, without TLS as PHP's mysqli (WordPress)
+    // connects, asking for the server's RSA key for caching_sha2_password as mysqlnd does
+    // (assumption from mysqlnd's caching_sha2 support: it requests the key on a plain
+    // connection). The Router must still reach the servers over TLS (they require it), also
+    // after a failover, when the new primary's authentication cache is cold. The writer
+    // records each id the server acknowledged.
     let writer = format!(
         "i=0; while [ ! -e /tmp/stop-writer ]; do i=$((i+1)); \
          if mysql --user=wordpress --password='{APP_PASSWORD}' --host=127.0.0.1 --port=6446 \
-         --connect-timeout=2 wordpress -e \"INSERT INTO t VALUES ($i)\" 2>/dev/null; \
+         --ssl-mode=DISABLED --get-server-public-key --connect-timeout=2 wordpress -e \"INSERT INTO t VALUES ($i)\" 2>/dev/null; \
          then echo $i >> /tmp/acked; fi; sleep 0.05; done"
     );
     let mut writing = web.spawn(&["bash", "-c", &writer]).expect("writer");
@@ -685,7 +696,7 @@ fn writes_through_the_router_survive_a_primary_loss_and_a_heal() {
     script(new_primary, "db-remove-instance.sh", &[&primary.dns_name]);
     let d = db_node(&network, "mh-router-d", 14);
     script(new_primary, "db-add-instance.sh", &[&d.dns_name]);
-    wait_for_healthy_group(&[survivors[0], survivors[1], &d]);
+    wait_for_group(&[survivors[0], survivors[1], &d], false);
     let before = acked(&web).len();
     wait_until("writes after the heal", Duration::from_secs(60), || {
         (acked(&web).len() >= before + 20).then_some(())
