@@ -14,7 +14,9 @@
 #      member, with the same group name, three ONLINE, no write lost;
 #   4. m-db3 lost (killed): remove-instance without force is refused, with --force=true it is
 #      gone from the metadata, the group keeps its two members;
-#   5. the command line: invalid options, unknown objects and non-emulated operations fail
+#   5. a reachable member removed (it leaves the group, start_on_boot OFF) and added back with
+#      incremental recovery, catching up a write it missed;
+#   6. the command line: invalid options, unknown objects and non-emulated operations fail
 #      with the real exit codes.
 # Names m-*, network 10.99.0.0/16 (throwaway); everything is destroyed at the end.
 set -euo pipefail
@@ -40,8 +42,10 @@ shell() {
   shift
   printf '%s\n' "$PASSWORD" | hx "$host" mysqlsh --passwords-from-stdin --uri "clusteradmin@$host:3306" -- "$@"
 }
+# MYSQLSH_REALTEST_KEEP=1 keeps the hosts after a failure, to look at them.
 cleanup() { "$HA_HOST" network-down "$NET" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+finish() { [[ $? -ne 0 && -n "${MYSQLSH_REALTEST_KEEP:-}" ]] || cleanup; }
+trap finish EXIT
 
 db_host() {
   local host="$1" id="$2"
@@ -67,7 +71,11 @@ metadata_members() {
 wait_members() {
   local host="$1" want="$2" i
   for ((i = 0; i < 120; i++)); do
-    [[ "$(members "$host" 2>/dev/null | grep -c ONLINE)" == "$want" ]] && return 0
+    # exactly WANT members in the view, all ONLINE (a lost member stays UNREACHABLE in the
+    # view until it is expelled, and still counts towards the majority)
+    local view
+    view="$(members "$host" 2>/dev/null || true)"
+    [[ "$(grep -c ONLINE <<<"$view")" == "$want" && "$(grep -c . <<<"$view")" == "$want" ]] && return 0
     sleep 1
   done
   members "$host" >&2 || true
@@ -100,7 +108,10 @@ hx m-web1 dnf install -y "$RELEASE" >/dev/null
 hx m-web1 dnf install -y mysql-router-community >/dev/null
 printf '%s\n' "$PASSWORD" | hx m-web1 mysqlrouter --bootstrap clusteradmin@m-db1:3306 \
   --user=mysqlrouter --conf-base-port=6446 --force
-hx m-web1 systemctl start mysqlrouter
+if ! hx m-web1 systemctl start mysqlrouter; then
+  tail -n 20 "$("$HA_HOST" root m-web1)"/var/log/mysqlrouter/mysqlrouter.{console,log} >&2 || true
+  fail "mysqlrouter did not start"
+fi
 router_sql() {
   hx m-web1 mysql --host=127.0.0.1 --port="$1" --user=clusteradmin --password="$PASSWORD" \
     --batch --skip-column-names -e "$2" 2>/dev/null
@@ -137,7 +148,20 @@ wait_members "$primary" 2
 shell "$primary" cluster status
 echo "OK: m-db3 removed from the metadata"
 
-step "5. command line"
+step "5. remove a reachable member, add it back with incremental recovery"
+other=m-db1
+[[ "$primary" == m-db1 ]] && other=m-db2
+shell "$primary" cluster remove-instance "$other:3306"
+[[ "$(metadata_members "$primary")" == "$primary:3306" ]] || fail "metadata after removing $other: $(metadata_members "$primary")"
+[[ "$(root_sql "$other" "SELECT @@group_replication_start_on_boot")" == 0 ]] || fail "$other still starts GR on boot"
+router_sql 6446 "INSERT INTO t.x (v) VALUES (3)"
+shell "$primary" cluster add-instance "$other:3306" --recoveryMethod=incremental
+wait_members "$primary" 2
+[[ "$(root_sql "$other" "SELECT COUNT(*) FROM t.x")" == 3 ]] || fail "$other did not recover the missing write"
+[[ "$(gtids "$primary")" == "$(gtids "$other")" ]] || fail "GTID sets differ after the incremental join"
+echo "OK: $other removed and added back incrementally"
+
+step "6. command line"
 expect_status() {
   local want="$1" status=0
   shift
