@@ -28,10 +28,12 @@ if grep -qs "^metadata_cluster=${name}\$" "$CONFIG"; then
 else
   # The metadata cache finds every member from any one; --force replaces a router
   # configuration left by an earlier cluster on a reused instance. Router to server always
-  # over TLS (--server-ssl-mode=REQUIRED): the bootstrap's default, AS_CLIENT, copies the
-  # client's choice, and PHP's mysqli (WordPress) connects without TLS, which the servers
-  # refuse (require_secure_transport=ON; caching_sha2_password's full authentication needs a
-  # secure connection whenever the server's cache is cold: after every restart or failover).
+  # over TLS (--server-ssl-mode=REQUIRED): PHP's mysqli (WordPress) connects to Router
+  # without TLS, and the servers refuse plaintext (require_secure_transport=ON). Router
+  # 9.7's bootstrap writes PREFERRED, which works while TLS does, but Router's default when
+  # the option is unset is AS_CLIENT, a plain connection for a plain client, refused
+  # (1045 once the authentication cache is cold: measured on 9.7.4); REQUIRED states it and
+  # fails loudly instead of falling back.
   admin_password | mysqlrouter --bootstrap "${ADMIN_USER}@${primary}:3306" \
     --user=mysqlrouter --conf-base-port=6446 --server-ssl-mode=REQUIRED --force
 fi
