@@ -9,6 +9,7 @@
 //! metering on (`LogLevel=info,orchestrator::metering=debug`) and the sweep schedule set to a
 //! day so no scheduled sweep runs inside a measured operation.
 
+mod database;
 mod logs;
 mod operations;
 mod pricing;
@@ -39,6 +40,8 @@ enum Part {
     Startup,
     Operations,
     Sweep,
+    /// Real MySQL 9.7 hosts (needs root): primary loss, rejoin, join with clone.
+    Database,
 }
 
 #[derive(Debug, Parser)]
@@ -59,6 +62,15 @@ struct Args {
     /// Fleet sizes the sweep is measured at (clusters of 2 web + 3 db).
     #[arg(long, value_delimiter = ',', default_value = "100,1000")]
     sweep_sizes: Vec<usize>,
+    /// Primary losses and rejoins measured on real MySQL (the database part).
+    #[arg(long, default_value_t = 5)]
+    db_rounds: usize,
+    /// Rows written while a member is out, before its rejoin is timed.
+    #[arg(long, default_value_t = 1000)]
+    db_rejoin_rows: usize,
+    /// MiB loaded into the cluster before a fresh node joins with clone.
+    #[arg(long, default_value_t = 50)]
+    db_clone_mb: usize,
     /// The parts to run (all by default).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Part>,
@@ -82,6 +94,33 @@ async fn main() {
 async fn run(args: Args) -> Result<()> {
     let wants = |part| args.only.is_empty() || args.only.contains(&part);
     let root = local_cloud::project_root();
+    let database = if wants(Part::Database) {
+        let settings = database::Settings {
+            rounds: args.db_rounds,
+            rejoin_rows: args.db_rejoin_rows,
+            clone_mb: args.db_clone_mb,
+        };
+        let figures = tokio::task::spawn_blocking(move || database::measure(settings))
+            .await
+            .map_err(|e| BenchError::Run(format!("database: {e}")))??;
+        let table = database::table(&figures);
+        println!("{table}");
+        let out = root.join(&args.out);
+        std::fs::create_dir_all(&out).map_err(|e| BenchError::Io(out.display().to_string(), e))?;
+        let json = serde_json::to_string_pretty(&figures)
+            .map_err(|e| BenchError::Run(format!("database.json: {e}")))?;
+        for (name, text) in [("database.md", table.clone()), ("database.json", json)] {
+            let path = out.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| BenchError::Io(path.display().to_string(), e))?;
+        }
+        Some(table)
+    } else {
+        None
+    };
+    if args.only == [Part::Database] {
+        return Ok(());
+    }
     let tools = Tools::locate().map_err(|e| BenchError::Setup(e.to_string()))?;
     let cloud = LocalCloud::start(&tools).map_err(|e| BenchError::Setup(e.to_string()))?;
     let stack = cloud
@@ -141,6 +180,9 @@ async fn run(args: Args) -> Result<()> {
     };
     let table = report::table(&report);
     println!("{table}");
+    if let Some(database) = &database {
+        println!("{database}");
+    }
     let out = root.join(&args.out);
     std::fs::create_dir_all(&out).map_err(|e| BenchError::Io(out.display().to_string(), e))?;
     let json = serde_json::to_string_pretty(&report)
