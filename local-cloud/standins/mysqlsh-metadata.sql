@@ -1,9 +1,10 @@
--- The InnoDB Cluster metadata schema, model 2.2.0, as far as its readers need it: the scripts
+-- The InnoDB Cluster metadata schema, model 2.4.0 (what MySQL Shell 9.6+ installs), as far as its readers need it: the scripts
 -- (`SELECT cluster_name FROM mysql_innodb_cluster_metadata.clusters`), MySQL Router's bootstrap
 -- and metadata cache (router/src/router/src/cluster_metadata.cc and
 -- router/src/metadata_cache/src/cluster_metadata_gr.cc in mysql-server read the v2_* views,
 -- schema_version, and insert into v2_routers) and this stand-in.
--- Contract: mysql-shell modules/adminapi/common/metadata/metadata-model-2.2.0.sql defines the
+-- Contract: mysql-shell modules/adminapi/common/metadata/metadata-model-2.4.0.sql (branch 9.6, the
+-- newest public tree; 2.3.0 added routing_guidelines, 2.4.0 router_stats) defines the
 -- tables and the public interface (the v2_* views, "No existing columns will have their types
 -- changed or removed"). The names, column names and types below follow it; written here from
 -- reading it, not copied: comments, the ClusterSet/Routing-option stored procedures (Shell-only
@@ -15,9 +16,11 @@ USE mysql_innodb_cluster_metadata;
 SET names utf8mb4;
 
 -- Router refuses a major other than 2 and a minor below the one it requires
--- (cluster_metadata.cc metadata_schema_version_is_compatible); the Shell writes 2.2.0.
+-- (cluster_metadata.cc metadata_schema_version_is_compatible); Shell 9.6 writes 2.4.0. Router
+-- 9.7 reads routing guidelines only from 2.3.0 on ("Could not fetch routing guidelines:
+-- metadata schema version not supported" with 2.2.0).
 DROP VIEW IF EXISTS schema_version;
-CREATE SQL SECURITY INVOKER VIEW schema_version (major, minor, patch) AS SELECT 2, 2, 0;
+CREATE SQL SECURITY INVOKER VIEW schema_version (major, minor, patch) AS SELECT 2, 4, 0;
 
 CREATE TABLE IF NOT EXISTS clustersets (
   clusterset_id VARCHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci,
@@ -117,6 +120,27 @@ CREATE TABLE IF NOT EXISTS routers (
   options JSON DEFAULT NULL,
   clusterset_id VARCHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci DEFAULT NULL,
   UNIQUE KEY (address, router_name)
+) CHARSET = utf8mb4, ROW_FORMAT = DYNAMIC;
+
+-- Per-router statistics Router updates often (2.4.0; router_id as in routers, no foreign key).
+CREATE TABLE IF NOT EXISTS router_stats (
+  router_id INT UNSIGNED NOT NULL,
+  last_check_in TIMESTAMP NULL DEFAULT NULL,
+  PRIMARY KEY (router_id)
+) CHARSET = utf8mb4, ROW_FORMAT = DYNAMIC;
+
+-- Routing guidelines (2.3.0): none are created here; Router then routes by its defaults.
+CREATE TABLE IF NOT EXISTS routing_guidelines (
+  guideline_id VARCHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci PRIMARY KEY,
+  name VARCHAR(63) NOT NULL,
+  guideline JSON,
+  clusterset_id VARCHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci,
+  cluster_id VARCHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci,
+  last_update TIMESTAMP,
+  default_guideline BOOL NOT NULL,
+  FOREIGN KEY (clusterset_id) REFERENCES clustersets (clusterset_id),
+  FOREIGN KEY (cluster_id) REFERENCES clusters (cluster_id),
+  UNIQUE KEY (name)
 ) CHARSET = utf8mb4, ROW_FORMAT = DYNAMIC;
 
 CREATE TABLE IF NOT EXISTS router_rest_accounts (

@@ -118,6 +118,10 @@ router_sql() {
 }
 router_sql 6446 "CREATE DATABASE t; CREATE TABLE t.x (id INT AUTO_INCREMENT PRIMARY KEY, v INT); INSERT INTO t.x (v) VALUES (1)"
 [[ "$(router_sql 6446 "SELECT @@report_host")" == m-db1 ]] || fail "6446 does not reach the primary"
+if grep -E "version not supported|not supported by this Router|ERROR" \
+  "$("$HA_HOST" root m-web1)/var/log/mysqlrouter/mysqlrouter.log"; then
+  fail "Router complains about the metadata"
+fi
 echo "OK: Router bootstrapped, 6446 writes on m-db1"
 
 step "3. complete outage with m-db3 one transaction behind, reboot"
