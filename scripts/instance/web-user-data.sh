@@ -27,7 +27,10 @@ if [[ ! -f "$WEB_ROOT/wp-settings.php" ]]; then
   mkdir -p "$WEB_ROOT"
   tar -xzf "$workdir/wordpress.tar.gz" -C "$WEB_ROOT" --strip-components=1
 fi
-chown -R nginx:nginx "$WEB_ROOT"
+# The code belongs to root (readable by nginx for static files and by php-fpm's pool user,
+# apache on AL2023); only wp-content (uploads, plugins, themes) is the pool's to write.
+chown -R root:root "$WEB_ROOT"
+chown -R apache:apache "$WEB_ROOT/wp-content"
 
 # The health check the target group probes answers for what a visitor needs: nginx, php-fpm
 # and the database through this node's Router, reached the way WordPress reaches it (the

@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 
 # The addresses ("host:port") of the instances in the InnoDB Cluster metadata on this node,
 # one a line; nothing when the node holds no metadata. mysql-shell creates the table
-# (modules/adminapi/common/metadata/metadata-model-2.2.0.sql, `instances`: `address` is
+# (modules/adminapi/common/metadata/metadata-model-2.4.0.sql (Shell 9.x; the column is the same in 2.2.0), `instances`: `address` is
 # "network address of the host of the instance. Taken from @@report_host or @@hostname") and
 # fills `address` with the instance's canonical address, COALESCE(@@report_host,
 # @@hostname) ':' COALESCE(@@report_port, @@port) (modules/adminapi/common/sql.cc and

@@ -323,6 +323,22 @@ impl Replicator {
                     .map(|(_, r)| r)
                     .ok_or_else(|| Error::retryable(format!("no node is {host}")))?;
                 let force = reboot_force(&self.ec2, seed_report, &live_hosts).await;
+                // `force` also skips the Shell's check that every reachable member's GTID set
+                // fits the seed's (mysql-shell reboot_cluster_from_complete_outage.cc: the
+                // replica GTID check runs only without force): a member with transactions
+                // the seed lacks would lose them. A person decides that, not the workflow.
+                if force {
+                    if let Some((other, report)) = by_host.iter().find(|(_, r)| {
+                        !crate::report::gtid_subset(&r.gtid_executed, &seed_report.gtid_executed)
+                    }) {
+                        return Err(Error::terminal(format!(
+                            "{other} has transactions the reboot seed {host} lacks (its GTID set \
+                             {} is not contained in {}); a forced reboot from complete outage \
+                             would discard them: compare the two nodes and reboot by hand",
+                            report.gtid_executed, seed_report.gtid_executed
+                        )));
+                    }
+                }
                 Step {
                     name: "db-reboot",
                     document: Document::DbRebootCluster,
@@ -890,6 +906,16 @@ mod tests {
         reports: Vec<NodeReport>,
         ec2: aws_sdk_ec2::Client,
     ) -> Vec<(String, HashMap<String, Vec<String>>)> {
+        let (outcome, sent) = converge_outcome(reports, ec2).await;
+        outcome.unwrap();
+        sent
+    }
+
+    /// What a converge step answered, and the commands it sent.
+    async fn converge_outcome(
+        reports: Vec<NodeReport>,
+        ec2: aws_sdk_ec2::Client,
+    ) -> (Result<()>, Vec<(String, HashMap<String, Vec<String>>)>) {
         let query = cluster_partition();
         let update = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
             aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
@@ -972,8 +998,9 @@ mod tests {
             "previous": {"done": false, "wait": false, "step": "db-inspect", "detail": "", "outputs": outputs},
         }))
         .unwrap();
-        replicator.run(request).await.unwrap();
-        sent.lock().unwrap().clone()
+        let outcome = replicator.run(request).await.map(drop);
+        let sent = sent.lock().unwrap().clone();
+        (outcome, sent)
     }
 
     fn parameter(sent: &HashMap<String, Vec<String>>, name: &str) -> String {
@@ -1107,6 +1134,23 @@ mod tests {
                 vec![("instance-id".to_string(), vec![LOST_ID.to_string()])]
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_forced_reboot_is_refused_when_a_live_member_has_transactions_the_seed_lacks() {
+        // db-1 is the most complete by count, but db-0 holds a transaction it never saw
+        // (an errant one): force would skip the Shell's GTID check and lose it.
+        let mut reports = complete_outage();
+        reports[0].gtid_executed = "u:1-9,e:1".into();
+        let filters = Arc::new(Mutex::new(Vec::new()));
+        let (ec2, _describe) = ec2_answering(Some(vec![]), filters);
+        let (outcome, sent) = converge_outcome(reports, ec2).await;
+        assert!(sent.is_empty(), "{sent:?}");
+        let error = outcome.expect_err("refused").to_string();
+        assert!(
+            error.contains("has transactions the reboot seed") && error.contains("e:1"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

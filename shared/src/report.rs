@@ -91,6 +91,59 @@ impl NodeReport {
     }
 }
 
+/// The transactions of a GTID set (`uuid:1-5:7,uuid2:tag:1-3`, as `@@gtid_executed` prints
+/// it, tagged GTIDs of 8.3+ included), as closed intervals per `uuid[:tag]`.
+fn gtid_intervals(set: &str) -> Vec<(String, u64, u64)> {
+    let mut intervals = Vec::new();
+    for element in set.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut parts = element.split(':');
+        let mut source = parts.next().unwrap_or_default().to_ascii_lowercase();
+        for part in parts {
+            let bounds = match part.split_once('-') {
+                Some((from, to)) => from.parse::<u64>().ok().zip(to.parse::<u64>().ok()),
+                None => part.parse::<u64>().ok().map(|n| (n, n)),
+            };
+            match bounds {
+                Some((from, to)) => intervals.push((source.clone(), from, to)),
+                // A tag: the intervals after it belong to `uuid:tag`.
+                None => {
+                    source = format!("{}:{}", source.split(':').next().unwrap_or_default(), part)
+                }
+            }
+        }
+    }
+    intervals
+}
+
+/// Whether every transaction of `subset` is in `superset` (MySQL's `GTID_SUBSET`): a
+/// member whose set is not contained in the reboot seed's has transactions the rebooted
+/// group would not have.
+pub fn gtid_subset(subset: &str, superset: &str) -> bool {
+    let have = gtid_intervals(superset);
+    gtid_intervals(subset).iter().all(|(source, from, to)| {
+        // Walk the superset's intervals of this source in order, covering [from, to].
+        let mut mine: Vec<(u64, u64)> = have
+            .iter()
+            .filter(|(s, _, _)| s == source)
+            .map(|(_, a, b)| (*a, *b))
+            .collect();
+        mine.sort_unstable();
+        let mut next = *from;
+        for (a, b) in mine {
+            if a > next {
+                break;
+            }
+            if b >= next {
+                next = b.saturating_add(1);
+            }
+            if next > *to {
+                return true;
+            }
+        }
+        next > *to
+    })
+}
+
 /// The distinct groups the reporting members belong to (two or more is a split brain).
 pub fn groups_of<'a>(reports: impl Iterator<Item = &'a NodeReport>) -> Vec<&'a str> {
     let mut groups: Vec<&str> = reports
@@ -155,6 +208,27 @@ mod tests {
             members: Vec::new(),
             metadata_members: Vec::new(),
         }
+    }
+
+    #[test]
+    fn gtid_subsets_are_decided_per_source_interval_and_tag() {
+        let seed = "aaaa:1-10:12,bbbb:1-3,aaaa:tx:1-2";
+        assert!(gtid_subset("aaaa:1-10", seed));
+        assert!(gtid_subset("aaaa:3-5:12,bbbb:2", seed));
+        assert!(gtid_subset("", seed));
+        assert!(
+            gtid_subset("AAAA:1-4", seed),
+            "UUIDs compare case-insensitively"
+        );
+        assert!(gtid_subset("aaaa:tx:2", seed));
+        assert!(!gtid_subset("aaaa:1-11", seed), "11 is missing");
+        assert!(!gtid_subset("cccc:1", seed), "a source the seed never saw");
+        assert!(!gtid_subset("aaaa:tx:3", seed));
+        assert!(!gtid_subset("aaaa:other:1", seed), "another tag");
+        assert!(
+            gtid_subset("aaaa:1-5:6-10", "aaaa:1-3,aaaa:4-10"),
+            "adjacent intervals join"
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ fn one_group(cluster: &serde_json::Value) {
 
 #[tokio::test]
 async fn lost_nodes_are_replaced_once_and_the_group_stays_whole() {
-    let (cloud, stack, agent) = deployed_with_agent("healing").await;
+    let (cloud, stack, agent) = e2e_tests::deployed_with_real_hosts("healing").await;
     let api = stack.api_url.clone().expect("ApiId output");
     let id = e2e_tests::create_cluster(&api, CREATE, "e2e-heal-1").await;
     let ready = wait_for_ready_at(&api, &id, 1).await;
