@@ -109,3 +109,77 @@ create_cluster() {
   echo "At least 3 instances are needed for the cluster to be able to withstand up to"
   echo "one server failure."
 }
+
+# dba.configureInstance (modules/adminapi/dba/configure_instance.cc prepare/do_run, the
+# changes of mysqlshdk/libs/mysql/repl_config.cc / dba/configure_instance config checks):
+# each setting the instance check requires is changed with SET PERSIST when dynamic
+# (binlog_format, enforce_gtid_consistency, replica_preserve_commit_order) or SET
+# PERSIST_ONLY when it needs a restart (gtid_mode, log_replica_updates, report_port, a
+# server_id that is only the compiled default), enforce_gtid_consistency before gtid_mode
+# (BUG#27629719 ordering in repl_config.cc). log_bin OFF can only be fixed in the option
+# file, which the Shell edits with mycnfPath: not emulated (refused). With restart=true the
+# server is restarted with RESTART (needs a supervisor) and the stand-in waits for it;
+# otherwise the Shell's note says a restart is needed. An instance already in an InnoDB
+# Cluster only gets the note that it belongs to one.
+configure_instance() {
+  local host="$SESSION_HOST" address="$SESSION_ADDRESS"
+  if [[ -n "${1:-}" ]]; then
+    host="$(target_host "$1")"
+    q1 "$host" "SELECT 1" >/dev/null || api_error "$API: Could not open connection to '$host:3306': $SQL_ERROR"
+    address="$(canonical_address "$host")"
+    host="${address%:*}"
+  fi
+  echo "Configuring MySQL instance at $address for use in an InnoDB Cluster..."
+  if [[ -n "$(metadata_cluster "$host")" ]]; then
+    echo "The instance '$address' belongs to an InnoDB Cluster."
+    echo
+    echo "The instance '$address' is valid for InnoDB Cluster usage."
+    return 0
+  fi
+  local row
+  row="$(q "$host" "SELECT @@binlog_format, @@enforce_gtid_consistency, @@gtid_mode, @@log_replica_updates, @@replica_preserve_commit_order, @@report_port = @@port, @@log_bin, @@server_id, (SELECT VARIABLE_SOURCE FROM performance_schema.variables_info WHERE VARIABLE_NAME = 'server_id')")"
+  local binlog_format enforce gtid_mode log_replica_updates preserve report_port log_bin server_id id_source
+  IFS=$'\t' read -r binlog_format enforce gtid_mode log_replica_updates preserve report_port log_bin server_id id_source <<<"$row"
+  [[ "$log_bin" == 1 ]] || not_emulated "configuring log_bin (an option-file change, mycnfPath)"
+  local sets=() restart=false
+  [[ "$binlog_format" == ROW ]] || sets+=("SET PERSIST binlog_format = 'ROW'")
+  [[ "$enforce" == ON || "$enforce" == 1 ]] || sets+=("SET PERSIST_ONLY enforce_gtid_consistency = ON") restart=true
+  [[ "$gtid_mode" == ON ]] || sets+=("SET PERSIST_ONLY gtid_mode = ON") restart=true
+  [[ "$log_replica_updates" == 1 ]] || sets+=("SET PERSIST_ONLY log_replica_updates = ON") restart=true
+  [[ "$preserve" == 1 ]] || sets+=("SET PERSIST replica_preserve_commit_order = ON")
+  [[ "$report_port" == 1 ]] || sets+=("SET PERSIST_ONLY report_port = @@port") restart=true
+  if [[ "$server_id" == 0 || "$id_source" == COMPILED ]]; then
+    # A random server_id (configure_instance.cc: "server_id" "<unique ID>", generated).
+    sets+=("SET PERSIST_ONLY server_id = $((RANDOM * 32768 + RANDOM + 1))")
+    restart=true
+  fi
+  if [[ ${#sets[@]} -eq 0 ]]; then
+    echo
+    echo "The instance '$address' is valid for InnoDB Cluster usage."
+    return 0
+  fi
+  echo "Configuring instance..."
+  local statement
+  for statement in "${sets[@]}"; do
+    q1 "$host" "$statement" >/dev/null || api_error "$API: $statement: $SQL_ERROR"
+  done
+  echo "The instance '$address' was configured to be used in an InnoDB Cluster."
+  [[ "$restart" == true ]] || return 0
+  if [[ "${named[restart]:-false}" == true ]]; then
+    echo "Restarting MySQL..."
+    if ! q1 "$host" "RESTART" >/dev/null; then
+      echo "ERROR: Remote restart of MySQL server failed: $SQL_ERROR" >&2
+      echo "Please restart MySQL manually (check https://dev.mysql.com/doc/refman/en/restart.html for more details)." >&2
+      api_error "$API: $SQL_ERROR"
+    fi
+    local i
+    for ((i = 0; i < ${MYSQLSH_STANDIN_TIMEOUT:-600}; i++)); do
+      sleep 1
+      reachable "$host" && break
+    done
+    reachable "$host" || api_error "$API: Timeout waiting for '$address' to restart"
+    echo "NOTE: MySQL server at $address was restarted."
+  else
+    echo "NOTE: MySQL server needs to be restarted for configuration changes to take effect."
+  fi
+}

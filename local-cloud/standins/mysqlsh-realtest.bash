@@ -17,7 +17,9 @@
 #   5. a reachable member removed (it leaves the group, start_on_boot OFF) and added back with
 #      incremental recovery, catching up a write it missed;
 #   6. the command line: invalid options, unknown objects and non-emulated operations fail
-#      with the real exit codes.
+#      with the real exit codes;
+#   7. dba configure-instance on a fresh server: refused by create-cluster first, configured
+#      with SET PERSIST[_ONLY], restarted with RESTART under the supervisor, then valid.
 # Names m-*, network 10.99.0.0/16 (throwaway); everything is destroyed at the end.
 set -euo pipefail
 HERE="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
@@ -179,5 +181,27 @@ expect_status 10 --passwords-from-stdin clusteradmin@m-db1:3306 -- cluster
 expect_status 2 --passwords-from-stdin clusteradmin@m-db1:3306 -- cluster dissolve
 expect_status 0 --passwords-from-stdin clusteradmin@m-db1:3306 -- cluster status
 echo "OK: command line"
+
+step "7. configure-instance on a fresh server (server_id the compiled default)"
+"$HA_HOST" create "$NET" m-db4 10.99.0.14 m-db4 >/dev/null
+hx m-db4 dnf install -y "$RELEASE" >/dev/null
+hx m-db4 dnf install -y mysql-community-server >/dev/null
+printf '%s\n' "report_host=m-db4" >>"$("$HA_HOST" root m-db4)/etc/my.cnf"
+hx m-db4 mysqld --initialize-insecure --user=mysql
+hx m-db4 systemctl start mysqld
+root_sql m-db4 "CREATE USER 'clusteradmin'@'%' IDENTIFIED BY '$PASSWORD'; GRANT ALL PRIVILEGES ON *.* TO 'clusteradmin'@'%' WITH GRANT OPTION"
+if shell m-db4 dba create-cluster fresh >/dev/null 2>&1; then
+  fail "create-cluster accepted an unconfigured server"
+fi
+shell m-db4 dba configure-instance | grep -q "needs to be restarted" || fail "no restart note"
+# MySQL 9.7's defaults already have GTIDs on; server_id stays 1, the compiled default.
+[[ "$(root_sql m-db4 "SELECT @@server_id")" == 1 ]] || fail "server_id changed without a restart"
+shell m-db4 dba configure-instance --restart=true
+[[ "$(root_sql m-db4 "SELECT @@gtid_mode, @@enforce_gtid_consistency")" == $'ON\tON' ]] || fail "GTIDs not on"
+[[ "$(root_sql m-db4 "SELECT VARIABLE_SOURCE FROM performance_schema.variables_info WHERE VARIABLE_NAME = 'server_id'")" == PERSISTED ]] ||
+  fail "server_id not persisted"
+[[ "$(root_sql m-db4 "SELECT @@server_id")" != 1 ]] || fail "server_id still 1 after the restart"
+shell m-db4 dba configure-instance | grep -q "is valid for InnoDB Cluster usage" || fail "not valid after configuring"
+echo "OK: configure-instance"
 echo
 echo "ALL CHECKS PASSED"
