@@ -161,6 +161,14 @@ impl RealHosts {
         })
     }
 
+    /// Every real host, by instance id.
+    pub fn hosts(&self) -> Vec<(String, Arc<crate::hosts::Host>)> {
+        self.lock()
+            .iter()
+            .map(|(id, h)| (id.clone(), h.clone()))
+            .collect()
+    }
+
     /// Instance ids with a host.
     fn instance_ids(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()

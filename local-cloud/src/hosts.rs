@@ -179,6 +179,36 @@ impl Host {
         &self.root
     }
 
+    /// Every file the host wrote (its overlay's upper layer: configs, logs, binary logs,
+    /// the scripts the agent ran), as (path inside the host, content), files over
+    /// `max_bytes` left out; to prove what must never be written (a password) is not.
+    pub fn written_files(&self, max_bytes: u64) -> Vec<(String, Vec<u8>)> {
+        let upper = self.root.with_file_name("upper");
+        let mut found = Vec::new();
+        let mut pending = vec![upper.clone()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    pending.push(path);
+                } else if meta.is_file() && meta.len() <= max_bytes {
+                    if let Ok(content) = std::fs::read(&path) {
+                        let inside =
+                            Path::new("/").join(path.strip_prefix(&upper).unwrap_or(&path));
+                        found.push((inside.display().to_string(), content));
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// Write `content` to `path` inside the host (e.g. a secret the stand-in `aws` answers).
     pub fn put_file(&self, path: &str, content: &str) -> Result<()> {
         let target = self.root.join(path.trim_start_matches('/'));

@@ -46,23 +46,23 @@ reboot_cluster() {
   local joined
   joined="$(printf '%s, ' "${states[@]}")"
   echo "Cluster instances: ${joined%, }"
-  # ensure_all_members_offline: a member ONLINE in a group that has quorum means the
-  # cluster is running ("The Cluster is ONLINE"); members in a group without quorum, in
-  # ERROR or still trying to join are stopped.
+  # ensure_all_members_offline (reboot_cluster_from_complete_outage.cc, mysql-shell 9.6):
+  # every member whose state is not OFFLINE, MISSING, ERROR or RECOVERING counts as online,
+  # quorum or not, and any such member makes the reboot refuse ("The Cluster is ONLINE");
+  # members in ERROR or RECOVERING are stopped.
   for host in "${reachable[@]}"; do
     state="$(member_state "$host")"
-    if [[ "$state" == OFFLINE ]]; then
-      # A server restarted with start_on_boot may still be trying to join (see settle_gr).
-      settle_gr "$host"
-      continue
-    fi
-    local quorum
-    quorum="$(q "$host" "SELECT (SELECT COUNT(*) FROM performance_schema.replication_group_members WHERE MEMBER_STATE = 'ONLINE') * 2 > (SELECT COUNT(*) FROM performance_schema.replication_group_members)")"
-    if [[ "$state" == ONLINE && "$quorum" == 1 ]]; then
-      api_error "$API: The Cluster is ONLINE"
-    fi
-    echo "Stopping Group Replication on '$host:3306'..."
-    q1 "$host" "STOP GROUP_REPLICATION" >/dev/null || api_error "$API: Unable to stop Group Replication: $SQL_ERROR"
+    case "$state" in
+      OFFLINE | MISSING)
+        # A server restarted with start_on_boot may still be trying to join (see settle_gr).
+        settle_gr "$host"
+        ;;
+      ERROR | RECOVERING)
+        echo "Stopping Group Replication on '$host:3306'..."
+        q1 "$host" "STOP GROUP_REPLICATION" >/dev/null || api_error "$API: Unable to stop Group Replication: $SQL_ERROR"
+        ;;
+      *) api_error "$API: The Cluster is ONLINE" ;;
+    esac
   done
   if [[ ${#unreachable[@]} -gt 0 ]]; then
     joined="$(printf '%s, ' "${unreachable[@]}")"

@@ -9,10 +9,7 @@
 
 use std::time::Duration;
 
-use e2e_tests::{
-    delete_and_wait, deployed_with_agent, instance_state, lose_instance, send_json,
-    wait_for_ready_at,
-};
+use e2e_tests::{delete_and_wait, instance_state, lose_instance, send_json, wait_for_ready_at};
 use reqwest::Method;
 
 const CREATE: &str = r#"{"name":"heal","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"}}"#;

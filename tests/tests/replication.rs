@@ -140,11 +140,29 @@ async fn everything_visible(
         "fakecloud log".into(),
         std::fs::read_to_string(cloud.log_path()).unwrap_or_default(),
     ));
-    seen.push((
-        "command lines run on the instances".into(),
-        std::fs::read_to_string(agent.state_dir().join(cluster_id).join("calls.log"))
-            .unwrap_or_default(),
-    ));
+    match agent.real_hosts() {
+        // Real hosts: every file each instance wrote (configs, logs, binary logs, the
+        // scripts run), except the stand-in's copy of Secrets Manager, where the instance
+        // role reads the passwords from.
+        Some(hosts) => {
+            for (instance, host) in hosts.hosts() {
+                for (path, content) in host.written_files(64 << 20) {
+                    if path.starts_with("/var/lib/ha-standin/secrets/") {
+                        continue;
+                    }
+                    seen.push((
+                        format!("file written on {instance}: {path}"),
+                        String::from_utf8_lossy(&content).into_owned(),
+                    ));
+                }
+            }
+        }
+        None => seen.push((
+            "command lines run on the instances".into(),
+            std::fs::read_to_string(agent.state_dir().join(cluster_id).join("calls.log"))
+                .unwrap_or_default(),
+        )),
+    }
     seen
 }
 
@@ -376,10 +394,11 @@ async fn the_database_documents_run_in_order_and_the_roles_reach_the_api() {
         "no command output was read"
     );
     assert!(
-        visible
-            .iter()
-            .any(|(what, text)| what.starts_with("command lines") && text.contains("mysqlsh")),
-        "the instances' command lines were not captured"
+        visible.iter().any(|(what, text)| {
+            (what.starts_with("command lines") && text.contains("mysqlsh"))
+                || (what.ends_with("/var/log/mysqld.log") && text.contains("ready for connections"))
+        }),
+        "what the instances ran or wrote was not captured"
     );
     for (what, text) in &visible {
         for (kind, password) in &passwords {
