@@ -197,12 +197,12 @@ impl Host {
                 };
                 if meta.is_dir() {
                     pending.push(path);
-                } else if meta.is_file() && meta.len() <= max_bytes {
-                    if let Ok(content) = std::fs::read(&path) {
-                        let inside =
-                            Path::new("/").join(path.strip_prefix(&upper).unwrap_or(&path));
-                        found.push((inside.display().to_string(), content));
-                    }
+                } else if meta.is_file()
+                    && meta.len() <= max_bytes
+                    && let Ok(content) = std::fs::read(&path)
+                {
+                    let inside = Path::new("/").join(path.strip_prefix(&upper).unwrap_or(&path));
+                    found.push((inside.display().to_string(), content));
                 }
             }
         }

@@ -327,17 +327,17 @@ impl Replicator {
                 // fits the seed's (mysql-shell reboot_cluster_from_complete_outage.cc: the
                 // replica GTID check runs only without force): a member with transactions
                 // the seed lacks would lose them. A person decides that, not the workflow.
-                if force {
-                    if let Some((other, report)) = by_host.iter().find(|(_, r)| {
+                if force
+                    && let Some((other, report)) = by_host.iter().find(|(_, r)| {
                         !crate::report::gtid_subset(&r.gtid_executed, &seed_report.gtid_executed)
-                    }) {
-                        return Err(Error::terminal(format!(
-                            "{other} has transactions the reboot seed {host} lacks (its GTID set \
+                    })
+                {
+                    return Err(Error::terminal(format!(
+                        "{other} has transactions the reboot seed {host} lacks (its GTID set \
                              {} is not contained in {}); a forced reboot from complete outage \
                              would discard them: compare the two nodes and reboot by hand",
-                            report.gtid_executed, seed_report.gtid_executed
-                        )));
-                    }
+                        report.gtid_executed, seed_report.gtid_executed
+                    )));
                 }
                 Step {
                     name: "db-reboot",
