@@ -157,6 +157,13 @@ fn app_sql(from: &Host, to: &Host, statement: &str) -> String {
     text(&output.stdout).trim().to_string()
 }
 
+/// The end of the host's mysqld error log (Oracle's my.cnf: /var/log/mysqld.log).
+fn error_log_tail(host: &Host) -> String {
+    let log = std::fs::read_to_string(host.root().join("var/log/mysqld.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
 fn mysqld_pid(host: &Host) -> String {
     std::fs::read_to_string(host.root().join("var/lib/ha-standin/units/mysqld.pid"))
         .unwrap_or_default()
@@ -460,9 +467,10 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
             .expect("real host");
         assert!(
             out.status.success(),
-            "mysqld restart on {}: {}",
+            "mysqld restart on {}: {}\n--- last lines of its error log\n{}",
             host.name,
-            text(&out.stderr)
+            text(&out.stderr),
+            error_log_tail(host)
         );
     }
     let all = wait_until(
