@@ -129,6 +129,17 @@ fn form_cluster(nodes: &[&Host]) {
     }
 }
 
+/// Three database nodes `<prefix>-a`, `-b`, `-c` (addresses .11 to .13) formed into one
+/// healthy cluster, and its group name.
+fn three_node_cluster(network: &Network, prefix: &str) -> ([Host; 3], String) {
+    let nodes = [("a", 11), ("b", 12), ("c", 13)]
+        .map(|(suffix, octet)| db_node(network, &format!("{prefix}-{suffix}"), octet));
+    let [a, b, c] = &nodes;
+    form_cluster(&[a, b, c]);
+    let group = wait_for_healthy_group(&[a, b, c])[0].1.group_name.clone();
+    (nodes, group)
+}
+
 /// SQL as the application account through TCP on `host` (as WordPress writes).
 fn app_sql(from: &Host, to: &Host, statement: &str) -> String {
     let output = from
@@ -343,14 +354,7 @@ fn create_and_clone_joins_form_one_group_and_members_report_offline_and_recoveri
 #[test]
 fn a_lost_primary_is_replaced_removed_from_the_metadata_and_a_new_node_joins_the_same_group() {
     let network = Network::up("mh-loss", 84).expect("real host");
-    let a = db_node(&network, "mh-loss-a", 11);
-    let b = db_node(&network, "mh-loss-b", 12);
-    let c = db_node(&network, "mh-loss-c", 13);
-    form_cluster(&[&a, &b, &c]);
-    let group = wait_for_healthy_group(&[&a, &b, &c])[0]
-        .1
-        .group_name
-        .clone();
+    let ([a, b, c], group) = three_node_cluster(&network, "mh-loss");
     let primary = primary_of(&[&a, &b, &c]);
     let survivors: Vec<&Host> = [&a, &b, &c]
         .into_iter()
@@ -414,14 +418,7 @@ fn a_lost_primary_is_replaced_removed_from_the_metadata_and_a_new_node_joins_the
 #[test]
 fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losing_nothing() {
     let network = Network::up("mh-outage", 85).expect("real host");
-    let a = db_node(&network, "mh-outage-a", 11);
-    let b = db_node(&network, "mh-outage-b", 12);
-    let c = db_node(&network, "mh-outage-c", 13);
-    form_cluster(&[&a, &b, &c]);
-    let group = wait_for_healthy_group(&[&a, &b, &c])[0]
-        .1
-        .group_name
-        .clone();
+    let ([a, b, c], group) = three_node_cluster(&network, "mh-outage");
     let primary = primary_of(&[&a, &b, &c]);
     app_sql(primary, primary, "CREATE TABLE t (id INT PRIMARY KEY)");
     wait_for_healthy_group(&[&a, &b, &c]);
@@ -533,14 +530,7 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
 #[test]
 fn a_partitioned_member_is_expelled_the_majority_keeps_writing_and_no_second_group_starts() {
     let network = Network::up("mh-split", 86).expect("real host");
-    let a = db_node(&network, "mh-split-a", 11);
-    let b = db_node(&network, "mh-split-b", 12);
-    let c = db_node(&network, "mh-split-c", 13);
-    form_cluster(&[&a, &b, &c]);
-    let group = wait_for_healthy_group(&[&a, &b, &c])[0]
-        .1
-        .group_name
-        .clone();
+    let ([a, b, c], group) = three_node_cluster(&network, "mh-split");
     let primary = primary_of(&[&a, &b, &c]);
     app_sql(primary, primary, "CREATE TABLE t (id INT PRIMARY KEY)");
     let cut = [&a, &b, &c]
