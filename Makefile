@@ -17,7 +17,7 @@ LOCAL_SAM_BUILD := SAM_BUILD_MODE=debug sam build
 
 SHELL_SCRIPTS := $(shell git ls-files '*.sh' '*.bash' .ci/run tests/fakes local-cloud/standins local-cloud/hosts | grep -v '\.sql$$' 2>/dev/null)
 
-.PHONY: bench chaos documents help setup build run test lint fmt-check clippy template-lint shellcheck unit-and-e2e clean
+.PHONY: bench chaos documents help setup build run test lint fmt-check clippy template-lint shellcheck module-graph unit-and-e2e clean
 
 help:
 	@echo "make run   - deploy the stack into the local cloud and show it answering"
@@ -38,10 +38,14 @@ run: build
 
 test: setup lint build unit-and-e2e
 
-lint: fmt-check clippy template-lint shellcheck
+lint: fmt-check clippy template-lint shellcheck module-graph
 
 fmt-check:
 	cargo fmt --all --check
+
+# shared/src keeps three layers without an import cycle: domain <- aws <- tasks.
+module-graph:
+	python3 scripts/module-graph.py
 
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings

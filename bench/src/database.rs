@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use local_cloud::hosts::{Host, Network};
-use orchestrator::report::NodeReport;
+use orchestrator::domain::report::NodeReport;
 use serde::Serialize;
 
 use crate::stats::Summary;

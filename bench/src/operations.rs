@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use local_cloud::agent::SsmAgent;
 use local_cloud::{LocalCloud, Stack};
-use orchestrator::model::{Cluster, Node, Phase, Tier};
-use orchestrator::store::ClusterStore;
+use orchestrator::aws::store::ClusterStore;
+use orchestrator::domain::cluster::{Cluster, Node, Phase, Tier};
 use reqwest::Method;
 use serde::Serialize;
 

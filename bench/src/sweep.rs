@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use local_cloud::{LocalCloud, Stack};
-use orchestrator::health_metrics::{HEALTHY, NAMESPACE, UNHEALTHY, load_balancer_dimension};
-use orchestrator::model::{Node, NodeState, Phase, Tier};
-use orchestrator::spec::ClusterSpec;
-use orchestrator::store::{ClusterStore, Fence};
-use orchestrator::targets::{TargetSettings, WebTargets};
+use orchestrator::aws::health_metrics::{HEALTHY, NAMESPACE, UNHEALTHY, load_balancer_dimension};
+use orchestrator::aws::store::{ClusterStore, Fence};
+use orchestrator::aws::targets::{TargetSettings, WebTargets};
+use orchestrator::domain::cluster::{Node, NodeState, Phase, Tier};
+use orchestrator::domain::spec::ClusterSpec;
 use serde::Serialize;
 
 use crate::logs::LogCursor;
@@ -200,7 +200,7 @@ async fn seed_one(seeder: &Seeder, n: usize) -> Result<String> {
                 .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
                 .tags(
                     aws_sdk_ec2::types::Tag::builder()
-                        .key(orchestrator::fleet::TAG_CLUSTER)
+                        .key(orchestrator::aws::fleet::TAG_CLUSTER)
                         .value(&id)
                         .build(),
                 )
@@ -286,10 +286,10 @@ async fn put_health_metrics(
     groups: &[String],
     load_balancer: &str,
 ) -> Result<()> {
-    let now = orchestrator::store::epoch_seconds();
+    let now = orchestrator::domain::cluster::epoch_seconds();
     let mut data = Vec::new();
     for group in groups {
-        let Some(target_group) = orchestrator::alarms::target_group_dimension(group) else {
+        let Some(target_group) = orchestrator::aws::alarms::target_group_dimension(group) else {
             continue;
         };
         for (metric, value) in [(HEALTHY, WEB as f64), (UNHEALTHY, 0.0)] {

@@ -238,7 +238,7 @@ impl SsmAgent {
         hosts: Option<Arc<RealHosts>>,
     ) -> std::io::Result<Self> {
         let sdk = cloud.sdk_config().await;
-        let s3 = orchestrator::aws::s3_client(&sdk);
+        let s3 = orchestrator::aws::sdk::s3_client(&sdk);
         let state_dir = tempfile::Builder::new().prefix("ssm-agent-").tempdir()?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let context = Context {
@@ -497,7 +497,7 @@ async fn describe(context: &Context, instance_id: &str) -> Result<Instance, Stri
         account: reservation.owner_id().unwrap_or("000000000000").to_string(),
         // The resource-name host name the orchestrator records (the stack's subnets use
         // resource names; fakecloud reports IP-based ones).
-        host: orchestrator::fleet::resource_host_name(
+        host: orchestrator::aws::fleet::resource_host_name(
             instance_id,
             instance.private_dns_name().unwrap_or_default(),
         ),
@@ -995,7 +995,8 @@ fn iso8601_millis(time: aws_sdk_ssm::primitives::DateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orchestrator::commands::{Document, output_key, output_prefix};
+    use orchestrator::aws::commands::{output_key, output_prefix};
+    use orchestrator::domain::commands::Document;
 
     #[test]
     fn every_deployed_document_is_one_shell_step_whose_output_the_orchestrator_finds() {
@@ -1040,9 +1041,12 @@ mod tests {
             })
         );
         // What the orchestrator parses it into.
-        let parsed: orchestrator::events::CommandInvocationStatusChange =
+        let parsed: orchestrator::tasks::events::CommandInvocationStatusChange =
             serde_json::from_value(detail).expect("the orchestrator reads it");
-        assert_eq!(parsed.status, orchestrator::events::CommandStatus::Success);
+        assert_eq!(
+            parsed.status,
+            orchestrator::domain::commands::CommandStatus::Success
+        );
         assert_eq!(
             iso8601_millis(aws_sdk_ssm::primitives::DateTime::from_secs(1_468_187_490)),
             "2016-07-10T21:51:30.000Z"
@@ -1053,7 +1057,7 @@ mod tests {
     fn every_final_status_the_stand_in_publishes_is_one_the_orchestrator_knows() {
         for code in [0, 1, 3, 137, 168, 169, 255, -1] {
             let status = contract::step_status(code).as_invocation_status();
-            let parsed: orchestrator::events::CommandStatus =
+            let parsed: orchestrator::domain::commands::CommandStatus =
                 serde_json::from_value(serde_json::Value::String(status.into()))
                     .unwrap_or_else(|e| panic!("{status}: {e}"));
             assert!(parsed.is_terminal(), "exit {code}: {status}");

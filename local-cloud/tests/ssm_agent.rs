@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use local_cloud::agent::{Fault, SsmAgent};
 use local_cloud::{LocalCloud, Tools};
-use orchestrator::commands::{CommandSettings, Commands, Document, output_key, output_prefix};
+use orchestrator::aws::commands::{CommandSettings, Commands, output_key, output_prefix};
+use orchestrator::domain::commands::Document;
 
 const STACK: &str = "agentstack";
 const CLUSTER: &str = "c-agent";
@@ -29,7 +30,7 @@ async fn world() -> World {
     let tools = Tools::locate().expect("tools (run `make setup` and `make build` first)");
     let cloud = LocalCloud::start(&tools).expect("start fakecloud");
     let sdk = cloud.sdk_config().await;
-    let s3 = orchestrator::aws::s3_client(&sdk);
+    let s3 = orchestrator::aws::sdk::s3_client(&sdk);
     s3.create_bucket()
         .bucket(BUCKET)
         .send()
@@ -57,8 +58,8 @@ async fn world() -> World {
         .tag_specifications(
             aws_sdk_ec2::types::TagSpecification::builder()
                 .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                .tags(tag(orchestrator::fleet::TAG_CLUSTER, CLUSTER))
-                .tags(tag(orchestrator::fleet::TAG_SLOT, "db-0"))
+                .tags(tag(orchestrator::aws::fleet::TAG_CLUSTER, CLUSTER))
+                .tags(tag(orchestrator::aws::fleet::TAG_SLOT, "db-0"))
                 .build(),
         )
         .send()

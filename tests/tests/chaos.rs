@@ -1,5 +1,5 @@
 //! Chaos: create, scale, heal and delete a cluster while the functions' AWS SDK sees
-//! injected faults (`FaultInjection` -> `HA_FAULTS`, see `orchestrator::faults`): throttling,
+//! injected faults (`FaultInjection` -> `HA_FAULTS`, see `orchestrator::aws::faults`): throttling,
 //! 5xx, timeouts and lost answers. After every step the invariants must hold:
 //!
 //! - the cluster converges to its spec (READY) or reports FAILED with a reason;

@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use e2e_tests::{cluster_instances, deployed_with_agent, send_json, wait_for_phase};
-use orchestrator::model::{Node, NodeState, Tier, now_rfc3339};
-use orchestrator::spec::ClusterSpec;
-use orchestrator::store::{ClusterStore, Fence};
+use orchestrator::aws::store::{ClusterStore, Fence};
+use orchestrator::domain::cluster::{Node, NodeState, Tier, now_rfc3339};
+use orchestrator::domain::spec::ClusterSpec;
 use reqwest::Method;
 
 const RACE: &str = r#"{"name":"race","web":{"count":2,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#;

@@ -3,7 +3,7 @@
 //! mysqld reading Oracle's RPM `/etc/my.cnf`), the scripts of `scripts/ssm/` run there as
 //! the SSM agent runs them, and only dnf, rpm, systemctl, IMDS, aws and mysqlsh are
 //! stand-ins (`local-cloud/standins`). What the orchestrator would decide from the nodes'
-//! reports is decided by its own code (`orchestrator::report`).
+//! reports is decided by its own code (`orchestrator::domain::report`).
 //!
 //! Needs root and the rootfs `scripts/setup.sh` installs: without them every test fails
 //! with what to change, none is skipped.
@@ -11,13 +11,13 @@
 use std::time::{Duration, Instant};
 
 use local_cloud::hosts::{Host, Network};
-use orchestrator::report::{GroupDecision, NodeReport, decide};
-use orchestrator::secrets::PASSWORD_EXCLUDED_CHARACTERS;
+use orchestrator::aws::secrets::PASSWORD_EXCLUDED_CHARACTERS;
+use orchestrator::domain::report::{GroupDecision, NodeReport, decide};
 
 const ADMIN_SECRET: &str = "ha/test/admin";
 const APP_SECRET: &str = "ha/test/app";
 /// Generated passwords carry punctuation (the packaged validate_password policy asks for
-/// it): these two hold every character `orchestrator::secrets` lets Secrets Manager use.
+/// it): these two hold every character `orchestrator::aws::secrets` lets Secrets Manager use.
 const ADMIN_PASSWORD: &str = "Adm1n.pass-word_Q*7+,=^~";
 const APP_PASSWORD: &str = "App~pass^w0rd=Z+3,*.-_";
 const CLUSTER: &str = "shop";

@@ -47,7 +47,7 @@ fn require_tool(program: &str, check: &[&str], fix: &str) {
 
 /// The PHP the user data writes to the health script's path, as rendered for a stack.
 fn health_script() -> String {
-    let user_data = orchestrator::userdata::web(80, "/healthz");
+    let user_data = orchestrator::domain::userdata::web(80, "/healthz");
     let php = user_data
         .split_once("cat > \"$HEALTH_SCRIPT\" <<'PHP'\n")
         .expect("the user data writes the health script")

@@ -1,14 +1,14 @@
 //! `alb-target`: the Lambda target behind the stack's ALB: health checks, each cluster's
 //! status page (JSON or HTML, by host name) and the maintenance page the listener falls back
-//! to. Rendering lives in `orchestrator::status`; this binary looks the cluster up.
+//! to. Rendering lives in `orchestrator::tasks::status`; this binary looks the cluster up.
 
 use aws_lambda_events::alb::{AlbTargetGroupRequest, AlbTargetGroupResponse};
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
+use orchestrator::aws::store::ClusterStore;
 use orchestrator::config::StoreSettings;
-use orchestrator::model::Cluster;
+use orchestrator::domain::cluster::Cluster;
 use orchestrator::startup::require;
-use orchestrator::status::{self, Wanted};
-use orchestrator::store::ClusterStore;
+use orchestrator::tasks::status::{self, Wanted};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -16,7 +16,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = require("read configuration", StoreSettings::from_env())?;
     let sdk = require(
         "configure the AWS SDK",
-        orchestrator::aws::load_sdk_config().await,
+        orchestrator::aws::sdk::load_sdk_config().await,
     )?;
     let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table_name);
     run(service_fn(|event: LambdaEvent<AlbTargetGroupRequest>| {

@@ -1,13 +1,13 @@
 //! `api`: the HTTP API behind API Gateway (HTTP API, IAM auth). Routing and validation live
-//! in `orchestrator::api`; this binary only converts between `lambda_http` and those types.
+//! in `orchestrator::tasks::api`; this binary only converts between `lambda_http` and those types.
 
 use lambda_http::{Body, Request, RequestExt, Response, run, service_fn};
-use orchestrator::api::{ApiContext, ApiRequest, handle};
+use orchestrator::aws::fleet::StackNetwork;
+use orchestrator::aws::store::ClusterStore;
+use orchestrator::aws::workflow::Workflow;
 use orchestrator::config::{ClusterLimits, StoreSettings, WorkflowSettings, required};
-use orchestrator::fleet::StackNetwork;
 use orchestrator::startup::require;
-use orchestrator::store::ClusterStore;
-use orchestrator::workflow::Workflow;
+use orchestrator::tasks::api::{ApiContext, ApiRequest, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let vpc_id = require("read configuration", required("VPC_ID"))?;
     let sdk = require(
         "configure the AWS SDK",
-        orchestrator::aws::load_sdk_config().await,
+        orchestrator::aws::sdk::load_sdk_config().await,
     )?;
     let ctx = ApiContext {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),

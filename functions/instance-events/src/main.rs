@@ -1,19 +1,19 @@
 //! `instance-events`: EC2 "Instance State-change Notification" events for cluster nodes
-//! (a lost node starts a healing run; see `orchestrator::healing`) and the scheduled sweep,
+//! (a lost node starts a healing run; see `orchestrator::tasks::healing`) and the scheduled sweep,
 //! which finds lost instances whose events never arrived. Foreign or malformed events are logged and dropped:
 //! failing them would only make EventBridge retry an event that can never succeed.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::commands::{CommandSettings, Commands};
+use orchestrator::aws::commands::{CommandSettings, Commands};
+use orchestrator::aws::health_metrics::TargetHealthMetrics;
+use orchestrator::aws::store::ClusterStore;
+use orchestrator::aws::targets::{TargetSettings, WebTargets};
+use orchestrator::aws::workflow::Workflow;
 use orchestrator::config::{StoreSettings, WorkflowSettings};
-use orchestrator::events::HealingTrigger;
-use orchestrator::healing::{Healer, HealthPolicy};
-use orchestrator::health_metrics::TargetHealthMetrics;
 use orchestrator::startup::require;
-use orchestrator::store::ClusterStore;
-use orchestrator::survey::MembershipSurvey;
-use orchestrator::targets::{TargetSettings, WebTargets};
-use orchestrator::workflow::Workflow;
+use orchestrator::tasks::events::HealingTrigger;
+use orchestrator::tasks::healing::{Healer, HealthPolicy};
+use orchestrator::tasks::survey::MembershipSurvey;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -25,7 +25,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let commands = require("read configuration", CommandSettings::from_env())?;
     let sdk = require(
         "configure the AWS SDK",
-        orchestrator::aws::load_sdk_config().await,
+        orchestrator::aws::sdk::load_sdk_config().await,
     )?;
     let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name);
     let workflow = Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn);
@@ -34,7 +34,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             store: store.clone(),
             commands: Commands::new(
                 aws_sdk_ssm::Client::new(&sdk),
-                orchestrator::aws::s3_client(&sdk),
+                orchestrator::aws::sdk::s3_client(&sdk),
                 commands,
             ),
             workflow: workflow.clone(),

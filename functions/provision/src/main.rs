@@ -1,17 +1,17 @@
 //! `provision`: the instance tasks of ClusterWorkflow (launch, wait running, register web
 //! targets, wait healthy, finish; and for teardown deregister, terminate, wait, purge).
-//! The tasks live in `orchestrator::provision`; this binary builds the clients once.
+//! The tasks live in `orchestrator::tasks::provision`; this binary builds the clients once.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::alarms::{AlarmSettings, ScalingAlarms};
-use orchestrator::commands::CommandOutput;
+use orchestrator::aws::alarms::{AlarmSettings, ScalingAlarms};
+use orchestrator::aws::commands::CommandOutput;
+use orchestrator::aws::fleet::{Fleet, FleetSettings};
+use orchestrator::aws::secrets::ClusterSecrets;
+use orchestrator::aws::store::ClusterStore;
+use orchestrator::aws::targets::{TargetSettings, WebTargets};
 use orchestrator::config::StoreSettings;
-use orchestrator::fleet::{Fleet, FleetSettings};
-use orchestrator::provision::{Provisioner, TaskOutcome, TaskRequest};
-use orchestrator::secrets::ClusterSecrets;
 use orchestrator::startup::require;
-use orchestrator::store::ClusterStore;
-use orchestrator::targets::{TargetSettings, WebTargets};
+use orchestrator::tasks::provision::{Provisioner, TaskOutcome, TaskRequest};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -22,11 +22,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let alarms = require("read configuration", AlarmSettings::from_env())?;
     let sdk = require(
         "configure the AWS SDK",
-        orchestrator::aws::load_sdk_config().await,
+        orchestrator::aws::sdk::load_sdk_config().await,
     )?;
     let command_output = require(
         "read configuration",
-        CommandOutput::from_env(orchestrator::aws::s3_client(&sdk)),
+        CommandOutput::from_env(orchestrator::aws::sdk::s3_client(&sdk)),
     )?;
     let provisioner = Provisioner {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),

@@ -1,17 +1,17 @@
 //! `replication`: the database tasks of ClusterWorkflow (install MySQL, inspect, create /
 //! join / reboot the InnoDB Cluster, bootstrap MySQL Router) over SSM Run Command, and the
 //! SSM command status events that answer the waiting workflow. The tasks live in
-//! `orchestrator::replication`; this binary builds the clients once and routes the trigger.
+//! `orchestrator::tasks::replication`; this binary builds the clients once and routes the trigger.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::commands::{CommandSettings, Commands};
+use orchestrator::aws::commands::{CommandSettings, Commands};
+use orchestrator::aws::store::ClusterStore;
+use orchestrator::aws::workflow::Workflow;
 use orchestrator::config::{StoreSettings, WorkflowSettings};
-use orchestrator::events::ReplicationTrigger;
-use orchestrator::replication::Replicator;
 use orchestrator::startup::require;
-use orchestrator::store::ClusterStore;
-use orchestrator::survey::MembershipSurvey;
-use orchestrator::workflow::Workflow;
+use orchestrator::tasks::events::ReplicationTrigger;
+use orchestrator::tasks::replication::Replicator;
+use orchestrator::tasks::survey::MembershipSurvey;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -21,12 +21,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let workflow = require("read configuration", WorkflowSettings::from_env())?;
     let sdk = require(
         "configure the AWS SDK",
-        orchestrator::aws::load_sdk_config().await,
+        orchestrator::aws::sdk::load_sdk_config().await,
     )?;
     let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name);
     let commands = Commands::new(
         aws_sdk_ssm::Client::new(&sdk),
-        orchestrator::aws::s3_client(&sdk),
+        orchestrator::aws::sdk::s3_client(&sdk),
         commands,
     );
     let sfn = aws_sdk_sfn::Client::new(&sdk);

@@ -2,17 +2,18 @@
 //! (`ha-<cluster>-web-high` / `-web-low`): one step out or in, within the cluster's bounds
 //! and outside the cooldown; and the recheck schedule's Scheduled Events: one more step for
 //! every alarm still in ALARM once its cluster is READY and out of its cooldown (see
-//! `orchestrator::scaling`). Foreign or malformed events are logged and dropped
+//! `orchestrator::tasks::scaling`). Foreign or malformed events are logged and dropped
 //! (EventBridge would only retry them).
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::alarms::AlarmStates;
+use orchestrator::aws::alarms::AlarmStates;
+use orchestrator::aws::store::ClusterStore;
+use orchestrator::aws::workflow::Workflow;
 use orchestrator::config::{StoreSettings, WorkflowSettings};
-use orchestrator::events::ScalingTrigger;
-use orchestrator::scaling::{DEFAULT_COOLDOWN_SECONDS, Scaler};
+use orchestrator::domain::scaling::DEFAULT_COOLDOWN_SECONDS;
 use orchestrator::startup::require;
-use orchestrator::store::ClusterStore;
-use orchestrator::workflow::Workflow;
+use orchestrator::tasks::events::ScalingTrigger;
+use orchestrator::tasks::scaling::Scaler;
 
 /// `SCALE_COOLDOWN_SECONDS` (template.yaml sets it), else the default.
 fn cooldown() -> Result<i64, orchestrator::Error> {
@@ -38,7 +39,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cooldown_seconds = require("read configuration", cooldown())?;
     let sdk = require(
         "configure the AWS SDK",
-        orchestrator::aws::load_sdk_config().await,
+        orchestrator::aws::sdk::load_sdk_config().await,
     )?;
     let scaler = Scaler {
         store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),

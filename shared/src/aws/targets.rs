@@ -18,8 +18,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
 
 use std::collections::HashMap;
 
+use crate::aws::fleet::TAG_CLUSTER;
 use crate::error::{Result, from_sdk, sdk_error_code};
-use crate::fleet::TAG_CLUSTER;
 
 #[derive(Debug, Clone)]
 pub struct TargetSettings {

@@ -1,7 +1,7 @@
 //! One debug line per AWS request a function sends (`aws call`, target
-//! `orchestrator::metering`): service, operation, when it was sent, how long it took, the
+//! `orchestrator::aws::metering`): service, operation, when it was sent, how long it took, the
 //! answer's status and, for DynamoDB, how many items it read or wrote. Off unless the log
-//! filter enables that target (`RUST_LOG=info,orchestrator::metering=debug`, the template's
+//! filter enables that target (`RUST_LOG=info,orchestrator::aws::metering=debug`, the template's
 //! `LogLevel`), and then it costs one log line per request.
 //!
 //! Each line also carries `scope`: the request's parameters that IAM authorises by (table,
@@ -17,6 +17,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::aws::faults::{http_client_of, operation_name, signing_name};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
@@ -24,10 +25,8 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
-use crate::faults::{http_client_of, operation_name, signing_name};
-
 /// The tracing target of the `aws call` lines.
-pub const TARGET: &str = "orchestrator::metering";
+pub const TARGET: &str = "orchestrator::aws::metering";
 
 /// Whether the log filter asks for the `aws call` lines.
 pub fn enabled() -> bool {

@@ -6,8 +6,8 @@
 
 use aws_sdk_secretsmanager::types::Tag;
 
+use crate::aws::fleet::TAG_CLUSTER;
 use crate::error::{Result, from_sdk, sdk_error_code};
-use crate::fleet::TAG_CLUSTER;
 
 /// Punctuation a generated password never holds, leaving `* + , - . = ^ _ ~`: the value is
 /// written into MySQL option files (`#` starts a comment, `\` and quotes escape), single-

@@ -220,7 +220,7 @@ pub struct Cluster {
     pub phase: Phase,
     /// The workflow step running or last run (`launch`, `wait-running`, ...).
     pub step: Option<String>,
-    pub spec: crate::spec::ClusterSpec,
+    pub spec: crate::domain::spec::ClusterSpec,
     pub generation: u64,
     pub version: u64,
     pub created_at: String,
@@ -241,6 +241,14 @@ pub struct Cluster {
 pub fn now_rfc3339() -> String {
     aws_smithy_types::DateTime::from(std::time::SystemTime::now())
         .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
+/// Seconds since the Unix epoch: what TTL attributes and the health watches store.
+pub fn epoch_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
 }
 

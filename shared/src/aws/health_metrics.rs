@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
 use aws_smithy_types::DateTime;
 
-use crate::alarms::target_group_dimension;
+use crate::aws::alarms::target_group_dimension;
 use crate::error::{Result, from_sdk};
 
 /// `GetMetricData` takes at most 500 queries; each target group needs two.
@@ -82,7 +82,7 @@ impl TargetHealthMetrics {
             .iter()
             .filter_map(|arn| Some((*arn, target_group_dimension(arn)?)))
             .collect();
-        let end = crate::store::epoch_seconds();
+        let end = crate::domain::cluster::epoch_seconds();
         let mut counts: HashMap<String, HealthCounts> = HashMap::new();
         let mut calls = 0;
         for (chunk_index, chunk) in groups.chunks(QUERIES_PER_CALL / 2).enumerate() {

@@ -461,7 +461,7 @@ mod tests {
 
     async fn launch_through_faults(
         kind: &str,
-    ) -> (crate::Result<crate::fleet::Launched>, Vec<String>) {
+    ) -> (crate::Result<crate::aws::fleet::Launched>, Vec<String>) {
         let rule = format!("rate=0.5;kinds={kind}");
         let seed = seed_failing_first_attempt_only(&rule);
         let ec2 = RecordingEc2::default();
@@ -481,29 +481,29 @@ mod tests {
                 FaultPlan::parse(&format!("{rule};seed={seed}")).unwrap(),
             ))
             .build();
-        let fleet = crate::fleet::Fleet::new(
+        let fleet = crate::aws::fleet::Fleet::new(
             aws_sdk_ec2::Client::from_conf(config),
             crate::mocked_client!(aws_sdk_ssm, []),
-            crate::fleet::FleetSettings {
+            crate::aws::fleet::FleetSettings {
                 web_launch_template: "lt-web".into(),
                 db_launch_template: "lt-db".into(),
                 ami_parameter: "/ami".into(),
                 default_subnets: vec!["subnet-a".into()],
             },
         );
-        let subnet = crate::plan::Subnet {
+        let subnet = crate::domain::plan::Subnet {
             id: "subnet-a".into(),
             availability_zone: "us-east-1a".into(),
         };
         let launched = fleet
             .launch(
-                &crate::fleet::LaunchRequest {
+                &crate::aws::fleet::LaunchRequest {
                     user_data: None,
                     cluster_id: "c-0123456789ab",
                     cluster_name: "shop",
                     client_token: "c-0123456789ab-web-0-00000000000000aa",
-                    slot: crate::model::Slot {
-                        tier: crate::model::Tier::Web,
+                    slot: crate::domain::cluster::Slot {
+                        tier: crate::domain::cluster::Tier::Web,
                         index: 0,
                     },
                     subnet: &subnet,
@@ -521,7 +521,7 @@ mod tests {
         let (launched, tokens) = launch_through_faults("throttle").await;
         assert_eq!(
             launched.expect("launched after a retry"),
-            crate::fleet::Launched::Instance("i-0123456789abcdef0".into())
+            crate::aws::fleet::Launched::Instance("i-0123456789abcdef0".into())
         );
         assert_eq!(
             tokens.len(),
@@ -538,7 +538,7 @@ mod tests {
         let (launched, tokens) = launch_through_faults("drop").await;
         assert_eq!(
             launched.expect("launched after a retry"),
-            crate::fleet::Launched::Instance("i-0123456789abcdef0".into())
+            crate::aws::fleet::Launched::Instance("i-0123456789abcdef0".into())
         );
         assert_eq!(tokens.len(), 2, "{tokens:?}");
         assert!(!tokens[0].is_empty(), "RunInstances without a ClientToken");

@@ -7,14 +7,14 @@
 
 use serde_json::{Value, json};
 
+use crate::aws::fleet::StackNetwork;
+use crate::aws::store::{ClusterStore, Created, MAX_PAGE_SIZE, unique_u32};
+use crate::aws::workflow::Workflow;
 use crate::config::ClusterLimits;
+use crate::domain::cluster::{Cluster, NodeState, Phase, Tier};
+use crate::domain::runs::{RunReason, WorkflowInput};
+use crate::domain::spec::ClusterSpec;
 use crate::error::Error;
-use crate::events::{RunReason, WorkflowInput};
-use crate::fleet::StackNetwork;
-use crate::model::{Cluster, NodeState, Phase, Tier};
-use crate::spec::ClusterSpec;
-use crate::store::{ClusterStore, Created, MAX_PAGE_SIZE, unique_u32};
-use crate::workflow::Workflow;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 
@@ -313,14 +313,15 @@ async fn patch_cluster(
     if !valid_cluster_id(id) {
         return Err(not_found(id));
     }
-    let count =
-        crate::spec::ClusterSpec::patched_web_count(request.body.as_deref().unwrap_or_default())?;
+    let count = crate::domain::spec::ClusterSpec::patched_web_count(
+        request.body.as_deref().unwrap_or_default(),
+    )?;
     match ctx
         .store
-        .request_scale(id, crate::store::ScaleTarget::Count(count), None)
+        .request_scale(id, crate::aws::store::ScaleTarget::Count(count), None)
         .await?
     {
-        crate::store::Scaled::Unchanged(why) => {
+        crate::aws::store::Scaled::Unchanged(why) => {
             // A resend of a scale that was recorded but whose run may not have started (the
             // first answer was an error after the write): make sure the run is under way.
             // Starting is idempotent by execution name, so a run already going is untouched.
@@ -340,7 +341,7 @@ async fn patch_cluster(
                 json!({ "id": id, "unchanged": why }),
             ))
         }
-        crate::store::Scaled::Started {
+        crate::aws::store::Scaled::Started {
             generation,
             from,
             to,
@@ -438,14 +439,14 @@ async fn replace_node(ctx: &ApiContext, id: &str, instance: &str) -> Result<ApiR
 /// the nodes, so a reader sees at a glance what is still missing.
 pub fn cluster_view(cluster: &Cluster) -> Value {
     let mut view = serde_json::to_value(cluster).unwrap_or_else(|_| json!({}));
-    let count = |tier: Tier, pred: &dyn Fn(&crate::model::Node) -> bool| {
+    let count = |tier: Tier, pred: &dyn Fn(&crate::domain::cluster::Node) -> bool| {
         cluster
             .nodes
             .iter()
             .filter(|n| n.tier == tier && pred(n))
             .count()
     };
-    let running = |n: &crate::model::Node| {
+    let running = |n: &crate::domain::cluster::Node| {
         matches!(
             n.state,
             NodeState::Running | NodeState::Registered | NodeState::Healthy | NodeState::Unhealthy

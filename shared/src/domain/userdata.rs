@@ -5,9 +5,9 @@
 //! script behind nginx that queries the database through the node's Router, the way
 //! WordPress does, so a node that would answer every page with a 500 (php-fpm unable to
 //! read wp-config.php, Router down, no primary) fails its check. What the sweep does when
-//! every node fails it is in [`crate::healing`].
+//! every node fails it is in the healing task.
 
-const WEB_TEMPLATE: &str = include_str!("../../scripts/instance/web-user-data.sh");
+const WEB_TEMPLATE: &str = include_str!("../../../scripts/instance/web-user-data.sh");
 
 /// The web tier's user data for this stack's port and health check path.
 pub fn web(port: i32, health_check_path: &str) -> String {

@@ -28,9 +28,12 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::domain::cluster::epoch_seconds;
+use crate::domain::cluster::{
+    Action, Cluster, ClusterSummary, LastError, Node, Page, Phase, now_rfc3339,
+};
+use crate::domain::spec::ClusterSpec;
 use crate::error::{Error, Result, from_sdk, sdk_error_code};
-use crate::model::{Action, Cluster, ClusterSummary, LastError, Node, Page, Phase, now_rfc3339};
-use crate::spec::ClusterSpec;
 
 pub const CLUSTERS_INDEX: &str = "clusters";
 pub const INSTANCE_INDEX: &str = "by-instance";
@@ -172,7 +175,7 @@ pub struct CommandRecord {
     pub generation: u64,
     /// The workflow step (`db-install`, `db-inspect`, ...): the phase a failure names.
     pub step: String,
-    pub document: crate::commands::Document,
+    pub document: crate::domain::commands::Document,
     /// The instances it went to, with their slots.
     pub targets: Vec<CommandTarget>,
     /// The `STEP#` record it counts against (failures are added there).
@@ -495,7 +498,10 @@ impl ClusterStore {
 
     /// The cluster a workflow run works on, refused (`Superseded`) when a newer generation
     /// was requested since the run began.
-    pub async fn cluster_of_run(&self, ctx: &crate::events::WorkflowInput) -> Result<Cluster> {
+    pub async fn cluster_of_run(
+        &self,
+        ctx: &crate::domain::runs::WorkflowInput,
+    ) -> Result<Cluster> {
         let cluster = self.require_cluster(&ctx.cluster_id).await?;
         if cluster.generation != ctx.generation {
             return Err(Error::Superseded(format!(
@@ -1490,7 +1496,7 @@ impl ClusterStore {
 pub struct ScaleState {
     pub phase: Phase,
     pub web: u32,
-    pub bounds: crate::spec::ScalingSpec,
+    pub bounds: crate::domain::spec::ScalingSpec,
     /// Epoch second of the last change of the web count (alarm or `PATCH`), if any.
     pub last_scaled_at: Option<i64>,
 }
@@ -1526,13 +1532,6 @@ where
 
 fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
-}
-
-pub fn epoch_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }
 
 /// A per-process-random number: `RandomState` is seeded randomly for every instance.

@@ -7,16 +7,16 @@
 //!
 //! They have no alarm actions: CloudWatch sends every state change to EventBridge, where
 //! the stack's rule hands `ha-c-*` alarms to the `scaling` function
-//! ([`crate::scaling::Scaler`]). The register task puts them (PutMetricAlarm overwrites, so
+//! (the scaling task). The register task puts them (PutMetricAlarm overwrites, so
 //! every run may), the purge task deletes them. An event comes only with a state change,
 //! so the scaling function's recheck schedule also asks which of them are still in ALARM
 //! ([`AlarmStates::in_alarm`]).
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic, Tag};
 
+use crate::aws::fleet::TAG_CLUSTER;
+use crate::domain::scaling::{Direction, alarm_name};
 use crate::error::{Result, from_sdk};
-use crate::fleet::TAG_CLUSTER;
-use crate::scaling::{Direction, alarm_name};
 
 /// Thresholds in requests per target per minute.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,14 +9,15 @@
 //! reports itself out of the group starts a converge run (reason `sweep`), whose
 //! ConvergeDatabase step rejoins it through the primary. Two groups are never "fixed" by
 //! the survey: that is noted for an operator, exactly as a run would refuse it.
+use crate::aws::commands::Commands;
 
-use crate::commands::{Commands, Document};
+use crate::aws::store::{ClusterStore, CommandRecord, CommandTarget};
+use crate::aws::workflow::Workflow;
+use crate::domain::cluster::{Cluster, NodeState, Phase, Tier, now_rfc3339};
+use crate::domain::commands::Document;
+use crate::domain::report::NodeReport;
+use crate::domain::runs::{RunReason, WorkflowInput};
 use crate::error::Result;
-use crate::events::{RunReason, WorkflowInput};
-use crate::model::{Cluster, NodeState, Phase, Tier, now_rfc3339};
-use crate::report::NodeReport;
-use crate::store::{ClusterStore, CommandRecord, CommandTarget};
-use crate::workflow::Workflow;
 
 /// The `step` of a survey's command record (no workflow step has this name).
 pub const SURVEY_STEP: &str = "survey";
@@ -39,7 +40,8 @@ pub enum Verdict {
 
 /// Judge the reports of a cluster's database nodes: `(slot, report or why none)`.
 pub fn verdict(reports: &[(String, std::result::Result<NodeReport, String>)]) -> Verdict {
-    let groups = crate::report::groups_of(reports.iter().filter_map(|(_, r)| r.as_ref().ok()));
+    let groups =
+        crate::domain::report::groups_of(reports.iter().filter_map(|(_, r)| r.as_ref().ok()));
     if groups.len() > 1 {
         return Verdict::TwoGroups(format!(
             "nodes report {} different groups ({})",
@@ -99,7 +101,7 @@ impl MembershipSurvey {
             return Ok(None);
         }
         let instance_ids: Vec<String> = db.iter().map(|t| t.instance_id.clone()).collect();
-        let secret = crate::secrets::admin_secret_name(&cluster.id);
+        let secret = crate::aws::secrets::admin_secret_name(&cluster.id);
         let command_id = self
             .commands
             .send(

@@ -7,17 +7,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::events::{RunReason, WorkflowInput};
-use crate::fleet::{Fleet, LaunchRequest, Launched};
-use crate::model::{
+use crate::aws::fleet::{Fleet, LaunchRequest, Launched};
+use crate::aws::store::{ClusterStore, Fence};
+use crate::aws::targets::WebTargets;
+use crate::domain::cluster::{
     Cluster, InstanceState, LastError, Node, NodeState, Phase, Slot, Tier, now_rfc3339,
 };
-use crate::plan::{
+use crate::domain::plan::{
     ObservedInstance, desired_slots, fresh_launch_token, launch_token, plan_launches,
 };
-use crate::store::{ClusterStore, Fence};
-use crate::targets::WebTargets;
+use crate::domain::runs::{RunReason, WorkflowInput};
+use crate::error::{Error, Result};
 
 /// How long instances may take to reach `running`, and web targets to turn healthy.
 pub const RUNNING_TIMEOUT_SECS: i64 = 15 * 60;
@@ -103,9 +103,9 @@ pub struct Provisioner {
     pub store: ClusterStore,
     pub fleet: Fleet,
     pub targets: WebTargets,
-    pub alarms: crate::alarms::ScalingAlarms,
-    pub secrets: crate::secrets::ClusterSecrets,
-    pub command_output: crate::commands::CommandOutput,
+    pub alarms: crate::aws::alarms::ScalingAlarms,
+    pub secrets: crate::aws::secrets::ClusterSecrets,
+    pub command_output: crate::aws::commands::CommandOutput,
 }
 
 fn seconds_since(rfc3339: &str) -> i64 {
@@ -225,7 +225,7 @@ impl Provisioner {
         let holder = request
             .execution
             .clone()
-            .unwrap_or_else(|| crate::workflow::execution_name(&request.ctx));
+            .unwrap_or_else(|| crate::domain::runs::execution_name(&request.ctx));
         let token = self
             .store
             .acquire_lease(&cluster.id, &holder, request.ctx.generation)
@@ -279,12 +279,12 @@ impl Provisioner {
         }
         // The database nodes read their admin password at install: it must exist first.
         if cluster.spec.db.count > 0 {
-            for kind in crate::secrets::SecretKind::ALL {
+            for kind in crate::aws::secrets::SecretKind::ALL {
                 if self.secrets.ensure_secret(&cluster.id, kind).await? {
                     self.record(
                         cluster,
                         "CreateSecret",
-                        &crate::secrets::secret_name(&cluster.id, kind),
+                        &crate::aws::secrets::secret_name(&cluster.id, kind),
                     )
                     .await?;
                 }
@@ -319,10 +319,12 @@ impl Provisioner {
                 Tier::Db => &cluster.spec.db.instance_type,
             };
             let user_data = match slot.tier {
-                Tier::Web => Some(crate::userdata::encode(&crate::userdata::web(
-                    self.targets.settings().web_port,
-                    &self.targets.settings().health_check_path,
-                ))),
+                Tier::Web => Some(crate::domain::userdata::encode(
+                    &crate::domain::userdata::web(
+                        self.targets.settings().web_port,
+                        &self.targets.settings().health_check_path,
+                    ),
+                )),
                 Tier::Db => None,
             };
             let mut instance_id = None;
@@ -550,7 +552,7 @@ impl Provisioner {
             &format!(
                 "{} on {}",
                 ids.join(", "),
-                crate::targets::target_group_name(&cluster.id)
+                crate::aws::targets::target_group_name(&cluster.id)
             ),
         )
         .await?;
@@ -734,7 +736,7 @@ impl Provisioner {
     async fn purge(&self, cluster: &Cluster, fence: Fence) -> Result<TaskOutcome> {
         self.targets.delete(&cluster.id).await?;
         self.alarms.delete(&cluster.id).await?;
-        for kind in crate::secrets::SecretKind::ALL {
+        for kind in crate::aws::secrets::SecretKind::ALL {
             self.secrets.delete_secret(&cluster.id, kind).await?;
         }
         let objects = self
@@ -801,10 +803,10 @@ pub(crate) fn run_phase(reason: RunReason) -> Phase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{FleetSettings, TAG_CLUSTER, TAG_SLOT};
+    use crate::aws::fleet::{FleetSettings, TAG_CLUSTER, TAG_SLOT};
+    use crate::aws::targets::TargetSettings;
+    use crate::domain::spec::{ClusterSpec, TierSpec};
     use crate::mocked_client;
-    use crate::spec::{ClusterSpec, TierSpec};
-    use crate::targets::TargetSettings;
     use aws_sdk_dynamodb::types::AttributeValue;
     use aws_smithy_mocks::{RuleMode, mock};
 
@@ -856,7 +858,10 @@ mod tests {
         ]);
         let mut items = vec![meta];
         let mut instances = Vec::new();
-        for (i, slot) in crate::plan::desired_slots(&spec()).into_iter().enumerate() {
+        for (i, slot) in crate::domain::plan::desired_slots(&spec())
+            .into_iter()
+            .enumerate()
+        {
             let instance_id = format!("i-{i:017x}");
             let node = Node {
                 slot: slot.name(),
@@ -981,7 +986,7 @@ mod tests {
                     default_subnets: (0..3).map(|i| format!("subnet-0000000{i}")).collect(),
                 },
             ),
-            secrets: crate::secrets::ClusterSecrets::new(secretsmanager),
+            secrets: crate::aws::secrets::ClusterSecrets::new(secretsmanager),
             targets: WebTargets::new(
                 mocked_client!(aws_sdk_elasticloadbalancingv2, []),
                 TargetSettings {
@@ -992,14 +997,14 @@ mod tests {
                     health_check_path: "/healthz".into(),
                 },
             ),
-            alarms: crate::alarms::ScalingAlarms::new(
+            alarms: crate::aws::alarms::ScalingAlarms::new(
                 mocked_client!(aws_sdk_cloudwatch, []),
-                crate::alarms::AlarmSettings {
+                crate::aws::alarms::AlarmSettings {
                     scale_out_requests_per_target: 1000.0,
                     scale_in_requests_per_target: 100.0,
                 },
             ),
-            command_output: crate::commands::CommandOutput::new(
+            command_output: crate::aws::commands::CommandOutput::new(
                 mocked_client!(aws_sdk_s3, []),
                 "bucket",
             ),

@@ -7,59 +7,15 @@
 //! missing. Only names and host names go into command parameters, never a secret: the
 //! scripts read the cluster admin password on the instance with the instance role.
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::required_from;
+use crate::domain::commands::CommandStatus;
+use crate::domain::commands::Document;
 use crate::error::{Error, Result, from_sdk, sdk_error_code};
-use crate::events::CommandStatus;
 
 /// The step name every generated document gives its one `aws:runShellScript` step.
 pub const STEP_NAME: &str = "run";
 /// How much of a command's stderr a failure message carries.
 pub const STDERR_EXCERPT_CHARS: usize = 600;
-
-/// The stack's Command documents; the name in SSM is `<stack>-<suffix>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Document {
-    DbInstall,
-    DbReport,
-    DbCreateCluster,
-    DbAddInstance,
-    DbRemoveInstance,
-    DbRebootCluster,
-    WebRouter,
-}
-
-impl Document {
-    pub const ALL: [Document; 7] = [
-        Self::DbInstall,
-        Self::DbReport,
-        Self::DbCreateCluster,
-        Self::DbAddInstance,
-        Self::DbRemoveInstance,
-        Self::DbRebootCluster,
-        Self::WebRouter,
-    ];
-
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Self::DbInstall => "DbInstall",
-            Self::DbReport => "DbReport",
-            Self::DbCreateCluster => "DbCreateCluster",
-            Self::DbAddInstance => "DbAddInstance",
-            Self::DbRemoveInstance => "DbRemoveInstance",
-            Self::DbRebootCluster => "DbRebootCluster",
-            Self::WebRouter => "WebRouter",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|d| name.ends_with(&format!("-{}", d.suffix())))
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct CommandSettings {

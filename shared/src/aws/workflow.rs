@@ -1,21 +1,9 @@
 //! Step Functions adapter: start `ClusterWorkflow` runs, at most one per
 //! (cluster, generation, reason).
 
+use crate::domain::runs::execution_name;
+use crate::domain::runs::{RunReason, WorkflowInput};
 use crate::error::{Result, from_sdk, sdk_error_code};
-use crate::events::{RunReason, WorkflowInput};
-
-/// Execution names are unique per state machine for 90 days: naming a run after its
-/// (cluster, generation, reason) makes a repeated start a no-op instead of a second run.
-pub fn execution_name(input: &WorkflowInput) -> String {
-    let reason = match input.reason {
-        RunReason::Create => "create",
-        RunReason::Heal => "heal",
-        RunReason::Scale => "scale",
-        RunReason::Delete => "delete",
-        RunReason::Sweep => "sweep",
-    };
-    format!("{}-g{}-{reason}", input.cluster_id, input.generation)
-}
 
 #[derive(Debug, Clone)]
 pub struct Workflow {
@@ -35,7 +23,7 @@ impl Workflow {
     /// in the cluster's action log why it runs: `<why>; <healing|scaling|…> run, generation N`.
     pub async fn start_explained(
         &self,
-        store: &crate::store::ClusterStore,
+        store: &crate::aws::store::ClusterStore,
         input: WorkflowInput,
         action: &str,
         why: &str,

@@ -28,15 +28,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::aws::health_metrics::{HealthCounts, TargetHealthMetrics};
+use crate::aws::store::{ClusterStore, HealthWatch};
+use crate::aws::targets::{ClusterRule, Routing, WebTargets};
+use crate::aws::workflow::Workflow;
 use crate::concurrency::bounded;
+use crate::domain::cluster::epoch_seconds;
+use crate::domain::cluster::{Cluster, InstanceState, Node, Tier};
+use crate::domain::runs::{RunReason, WorkflowInput};
 use crate::error::Result;
-use crate::events::{InstanceStateChangeEvent, RunReason, WorkflowInput};
-use crate::health_metrics::{HealthCounts, TargetHealthMetrics};
-use crate::model::{Cluster, InstanceState, Node, Tier};
-use crate::store::{ClusterStore, HealthWatch, epoch_seconds};
-use crate::survey::MembershipSurvey;
-use crate::targets::{ClusterRule, Routing, WebTargets};
-use crate::workflow::Workflow;
+use crate::tasks::events::InstanceStateChangeEvent;
+use crate::tasks::survey::MembershipSurvey;
 
 /// What an event led to (logged, and returned for tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +80,7 @@ pub struct HealthPolicy {
     /// At most one health replacement per slot within this time (anti-flapping: a fault the
     /// node does not cause, such as a bad deploy, must not churn the fleet).
     pub replace_window_seconds: i64,
-    /// Time between two membership surveys of one cluster (see [`crate::survey`]).
+    /// Time between two membership surveys of one cluster (see [`crate::tasks::survey`]).
     pub survey_interval_seconds: i64,
 }
 
@@ -87,7 +89,7 @@ impl Default for HealthPolicy {
         Self {
             unhealthy_after_seconds: 300,
             replace_window_seconds: 3600,
-            survey_interval_seconds: crate::survey::DEFAULT_SURVEY_SECONDS,
+            survey_interval_seconds: crate::tasks::survey::DEFAULT_SURVEY_SECONDS,
         }
     }
 }
@@ -229,7 +231,7 @@ impl Healer {
     /// The scheduled sweep: every READY cluster against one fleet-wide view of EC2 (a page
     /// per 1,000 instances), of the listener's rules (a page per 400) and of the ALB's
     /// health metrics (a `GetMetricData` per page of 100 clusters; see
-    /// [`crate::health_metrics`]). `DescribeTargetHealth` (ELBv2 has no multi-group form)
+    /// [`crate::aws::health_metrics`]). `DescribeTargetHealth` (ELBv2 has no multi-group form)
     /// is called only for the groups the metrics do not show entirely healthy. Each page's
     /// clusters are read and checked [`SWEEP_CONCURRENCY`] at a time.
     ///
@@ -243,10 +245,10 @@ impl Healer {
     ///   listener rule until one is healthy again.
     /// - Otherwise its database group is surveyed (one SSM command, at most once per
     ///   [`HealthPolicy::survey_interval_seconds`] and [`MAX_SURVEYS_PER_SWEEP`] per sweep;
-    ///   see [`crate::survey`]).
+    ///   see [`crate::tasks::survey`]).
     #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> Result<SweepReport> {
-        let (states, describe_calls) = crate::fleet::observe_all(&self.ec2).await?;
+        let (states, describe_calls) = crate::aws::fleet::observe_all(&self.ec2).await?;
         let rules = self.targets.cluster_rules().await?;
         let mut report = SweepReport {
             describe_calls: describe_calls + 1,
@@ -259,12 +261,12 @@ impl Healer {
         loop {
             let page = self
                 .store
-                .list_clusters(crate::store::MAX_PAGE_SIZE, after.as_deref())
+                .list_clusters(crate::aws::store::MAX_PAGE_SIZE, after.as_deref())
                 .await?;
             let ready: Vec<String> = page
                 .items
                 .iter()
-                .filter(|c| c.phase == crate::model::Phase::Ready)
+                .filter(|c| c.phase == crate::domain::cluster::Phase::Ready)
                 .map(|c| c.id.clone())
                 .collect();
             let clusters: Vec<(Cluster, HealthWatch)> = bounded(ready, SWEEP_CONCURRENCY, |id| {
@@ -662,10 +664,10 @@ impl Healer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::{CommandSettings, Commands};
+    use crate::aws::commands::{CommandSettings, Commands};
+    use crate::aws::targets::TargetSettings;
+    use crate::domain::cluster::NodeState;
     use crate::mocked_client;
-    use crate::model::NodeState;
-    use crate::targets::TargetSettings;
     use aws_sdk_dynamodb::types::AttributeValue;
     use aws_sdk_elasticloadbalancingv2::types::{
         TargetDescription, TargetHealth, TargetHealthDescription, TargetHealthStateEnum,
@@ -676,7 +678,7 @@ mod tests {
     const TG: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/ha-c-0123456789ab/1";
 
     fn cluster(web: &[&str]) -> Cluster {
-        let spec = crate::spec::ClusterSpec::from_request_body(
+        let spec = crate::domain::spec::ClusterSpec::from_request_body(
             br#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#,
         )
         .unwrap();
@@ -699,7 +701,7 @@ mod tests {
         nodes.push(node("db-0", Tier::Db));
         Cluster {
             id: ID.into(),
-            phase: crate::model::Phase::Ready,
+            phase: crate::domain::cluster::Phase::Ready,
             step: Some("finish".into()),
             spec,
             generation: 2,

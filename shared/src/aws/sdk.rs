@@ -4,14 +4,14 @@
 use aws_config::{BehaviorVersion, SdkConfig};
 
 /// The SDK configuration every function builds its clients from. With `HA_FAULTS` set (the
-/// chaos tests only) its HTTP client injects faults; see [`crate::faults`]. A malformed
+/// chaos tests only) its HTTP client injects faults; see [`crate::aws::faults`]. A malformed
 /// `HA_FAULTS` stops the function at start rather than run without the faults asked for.
-/// With the metering log target enabled, every request is logged ([`crate::metering`]).
+/// With the metering log target enabled, every request is logged ([`crate::aws::metering`]).
 pub async fn load_sdk_config() -> crate::Result<SdkConfig> {
     let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let config = crate::faults::with_faults(config)?;
+    let config = crate::aws::faults::with_faults(config)?;
     // Outermost, so every attempt is counted, injected faults included.
-    Ok(crate::metering::with_metering(config))
+    Ok(crate::aws::metering::with_metering(config))
 }
 
 /// Every client the orchestrator uses. Creating a client makes no network call, so building

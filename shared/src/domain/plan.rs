@@ -6,10 +6,9 @@
 //! next run instead of launching a second one: the slot, not the ClientToken, is the
 //! idempotency key the local cloud honours too.
 
+use crate::domain::cluster::{InstanceState, Node, NodeState, Slot, Tier};
+use crate::domain::spec::ClusterSpec;
 use std::collections::BTreeMap;
-
-use crate::model::{InstanceState, Node, NodeState, Slot, Tier};
-use crate::spec::ClusterSpec;
 
 /// A subnet and its availability zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +149,7 @@ fn token_prefix(cluster_id: &str, slot: Slot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::TierSpec;
+    use crate::domain::spec::TierSpec;
 
     fn spec(web: u32, db: u32) -> ClusterSpec {
         ClusterSpec {

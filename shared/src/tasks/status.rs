@@ -8,11 +8,10 @@
 //! Rendering is pure (a request and the cluster in, a response out) so it is unit-tested
 //! against the ALB events in `events/`; the function only looks the cluster up.
 
+use crate::domain::cluster::{Cluster, Tier};
 use aws_lambda_events::alb::{AlbTargetGroupRequest, AlbTargetGroupResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
-
-use crate::model::{Cluster, Tier};
 
 /// What a request asks for, decided before any lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +39,7 @@ pub fn cluster_name_of_host(host: &str) -> Option<String> {
         return None;
     }
     let label = host.split('.').next().unwrap_or_default();
-    crate::spec::is_valid_name(label).then(|| label.to_string())
+    crate::domain::spec::is_valid_name(label).then(|| label.to_string())
 }
 
 pub fn wanted(request: &AlbTargetGroupRequest) -> Wanted {
@@ -109,7 +108,7 @@ pub fn status(name: Option<&str>, cluster: Option<&Cluster>, html: bool) -> AlbT
         return response(
             200,
             "application/json",
-            crate::api::cluster_view(cluster).to_string(),
+            crate::tasks::api::cluster_view(cluster).to_string(),
         );
     }
     response(200, "text/html; charset=utf-8", status_html(cluster))
@@ -156,7 +155,7 @@ fn escape(text: &str) -> String {
 
 fn status_html(cluster: &Cluster) -> String {
     let cell = |value: Option<&str>| escape(value.unwrap_or("-"));
-    let mut nodes: Vec<&crate::model::Node> = cluster.nodes.iter().collect();
+    let mut nodes: Vec<&crate::domain::cluster::Node> = cluster.nodes.iter().collect();
     nodes.sort_by(|a, b| (a.tier == Tier::Web, &a.slot).cmp(&(b.tier == Tier::Web, &b.slot)));
     let rows: String = nodes
         .iter()
@@ -220,7 +219,7 @@ fn status_html(cluster: &Cluster) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Node, NodeState, Phase};
+    use crate::domain::cluster::{Action, Node, NodeState, Phase};
 
     fn event(name: &str) -> AlbTargetGroupRequest {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -231,7 +230,7 @@ mod tests {
     }
 
     fn cluster() -> Cluster {
-        let spec = crate::spec::ClusterSpec::from_request_body(
+        let spec = crate::domain::spec::ClusterSpec::from_request_body(
             br#"{"name":"shop","web":{"count":1,"instanceType":"t3.small"},"db":{"count":1,"instanceType":"r6i.large"}}"#,
         )
         .unwrap();

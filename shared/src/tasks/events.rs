@@ -7,8 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::domain::cluster::InstanceState;
+use crate::domain::commands::CommandStatus;
 use crate::error::{Error, Result};
-pub use crate::model::InstanceState;
 
 pub const EC2_STATE_CHANGE: (&str, &str) = ("aws.ec2", "EC2 Instance State-change Notification");
 pub const SSM_COMMAND_STATUS: (&str, &str) = (
@@ -38,27 +39,6 @@ pub struct CommandInvocationStatusChange {
     #[serde(rename = "requested-date-time")]
     pub requested_date_time: String,
     pub status: CommandStatus,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CommandStatus {
-    Pending,
-    InProgress,
-    Delayed,
-    Success,
-    Cancelled,
-    Failed,
-    TimedOut,
-    Cancelling,
-}
-
-impl CommandStatus {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Success | Self::Cancelled | Self::Failed | Self::TimedOut
-        )
-    }
 }
 
 /// `source: aws.cloudwatch`, `detail-type: CloudWatch Alarm State Change`.
@@ -95,27 +75,6 @@ pub type InstanceStateChangeEvent = EventBridgeEvent<InstanceStateChange>;
 pub type CommandStatusEvent = EventBridgeEvent<CommandInvocationStatusChange>;
 pub type AlarmEvent = EventBridgeEvent<AlarmStateChange>;
 pub type ScheduleEvent = EventBridgeEvent<ScheduledTick>;
-
-/// Why a `ClusterWorkflow` execution runs. Part of the execution name, so one reason per
-/// (cluster, generation) starts at most one execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunReason {
-    Create,
-    Heal,
-    Scale,
-    Delete,
-    Sweep,
-}
-
-/// The input of every `ClusterWorkflow` task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkflowInput {
-    pub cluster_id: String,
-    pub generation: u64,
-    pub reason: RunReason,
-}
 
 /// `(source, detail-type)` of an EventBridge event, if it is one.
 fn envelope(value: &Value) -> Option<(&str, &str)> {
@@ -157,7 +116,7 @@ impl HealingTrigger {
 /// change that resumes a waiting one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplicationTrigger {
-    Task(Box<crate::replication::TaskRequest>),
+    Task(Box<crate::tasks::replication::TaskRequest>),
     CommandStatus(Box<CommandStatusEvent>),
 }
 
@@ -177,7 +136,7 @@ impl ReplicationTrigger {
 }
 
 /// What the `scaling` function is invoked with: an alarm's state change, or the recheck
-/// schedule that steps again while an alarm stays in ALARM (see `crate::scaling`).
+/// schedule that steps again while an alarm stays in ALARM (the scaling task's recheck).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScalingTrigger {
     Alarm(Box<AlarmEvent>),
@@ -203,6 +162,7 @@ impl ScalingTrigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::runs::{RunReason, WorkflowInput};
     use std::path::{Path, PathBuf};
 
     fn events_dir() -> PathBuf {
@@ -281,16 +241,16 @@ mod tests {
                 assert_eq!(e.raw_query_string.as_deref(), Some("limit=0"));
             }),
             ("provision-task-launch.json", |n| {
-                let e: crate::provision::TaskRequest = parse(n);
-                assert_eq!(e.task, crate::provision::Task::Launch);
+                let e: crate::tasks::provision::TaskRequest = parse(n);
+                assert_eq!(e.task, crate::tasks::provision::Task::Launch);
                 assert_eq!(e.lease_token, Some(1));
             }),
             ("replication-task-converge.json", |n| {
-                let e: crate::replication::TaskRequest = parse(n);
-                assert_eq!(e.task, crate::replication::Task::DbConverge);
+                let e: crate::tasks::replication::TaskRequest = parse(n);
+                assert_eq!(e.task, crate::tasks::replication::Task::DbConverge);
                 let report = &e.previous.unwrap().outputs[0].stdout;
                 assert!(
-                    !crate::report::NodeReport::from_output(report)
+                    !crate::domain::report::NodeReport::from_output(report)
                         .unwrap()
                         .in_group()
                 );

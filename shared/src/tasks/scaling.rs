@@ -40,59 +40,14 @@
 //! above what the load needs is likewise undone one step per cooldown, as an Auto Scaling
 //! group's policies undo a manual desired capacity.
 
-use crate::alarms::AlarmStates;
+use crate::aws::alarms::AlarmStates;
+use crate::aws::store::{ClusterStore, ScaleTarget, Scaled};
+use crate::aws::workflow::Workflow;
+use crate::domain::cluster::Phase;
+use crate::domain::runs::{RunReason, WorkflowInput};
+use crate::domain::scaling::{CLUSTER_ALARM_PREFIX, Direction, parse_alarm_name};
 use crate::error::Result;
-use crate::events::{AlarmEvent, AlarmValue, RunReason, WorkflowInput};
-use crate::model::Phase;
-use crate::store::{ClusterStore, ScaleTarget, Scaled};
-use crate::workflow::Workflow;
-
-/// Default time between two alarm-driven changes of one cluster.
-pub const DEFAULT_COOLDOWN_SECONDS: i64 = 300;
-
-/// The name prefix of every cluster alarm (`ha-` + a cluster id, which starts with `c-`):
-/// what the EventBridge rule matches and what the recheck asks CloudWatch for.
-pub const CLUSTER_ALARM_PREFIX: &str = "ha-c-";
-
-/// Which way an alarm scales.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Out,
-    In,
-}
-
-impl Direction {
-    fn step(self) -> i32 {
-        match self {
-            Self::Out => 1,
-            Self::In => -1,
-        }
-    }
-}
-
-/// `ha-c-0123456789ab-web-high` -> (`c-0123456789ab`, Out).
-pub fn parse_alarm_name(name: &str) -> Option<(String, Direction)> {
-    let rest = name.strip_prefix("ha-")?;
-    let (cluster_id, direction) = if let Some(id) = rest.strip_suffix("-web-high") {
-        (id, Direction::Out)
-    } else if let Some(id) = rest.strip_suffix("-web-low") {
-        (id, Direction::In)
-    } else {
-        return None;
-    };
-    let valid = cluster_id.len() == 14
-        && cluster_id.starts_with("c-")
-        && cluster_id[2..].chars().all(|c| c.is_ascii_hexdigit());
-    valid.then(|| (cluster_id.to_string(), direction))
-}
-
-/// The name of a cluster's alarm in `direction`.
-pub fn alarm_name(cluster_id: &str, direction: Direction) -> String {
-    match direction {
-        Direction::Out => format!("ha-{cluster_id}-web-high"),
-        Direction::In => format!("ha-{cluster_id}-web-low"),
-    }
-}
+use crate::tasks::events::{AlarmEvent, AlarmValue};
 
 /// What an alarm event or a recheck led to (logged, and returned for tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +153,7 @@ impl Scaler {
             return Ok(unchanged(cluster_id, why));
         }
         if let Some(last) = state.last_scaled_at {
-            let since = crate::store::epoch_seconds() - last;
+            let since = crate::domain::cluster::epoch_seconds() - last;
             if since < self.cooldown_seconds {
                 let why = format!(
                     "the last scaling of cluster {cluster_id} is {since}s ago, less than the \
@@ -288,6 +243,7 @@ impl Scaler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::scaling::alarm_name;
     use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
     use aws_sdk_cloudwatch::types::{MetricAlarm, StateValue};
     use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
@@ -331,7 +287,7 @@ mod tests {
         if let Some(ago) = scaled_ago {
             item.insert(
                 "last_scaled_at".into(),
-                number(crate::store::epoch_seconds() - ago),
+                number(crate::domain::cluster::epoch_seconds() - ago),
             );
         }
         item

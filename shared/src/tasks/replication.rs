@@ -15,16 +15,18 @@
 //! one step through the split-brain guard) -> inspect again ... until converge finds one
 //! group with every node ONLINE and one PRIMARY -> bootstrap MySQL Router on the web nodes.
 
+use crate::aws::commands::{Commands, STDERR_EXCERPT_CHARS, tail};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{Commands, Document, STDERR_EXCERPT_CHARS, tail};
+use crate::aws::store::{ClusterStore, CommandRecord, CommandTarget, Fence};
+use crate::domain::cluster::{Cluster, Node, NodeState, Tier, now_rfc3339};
+use crate::domain::commands::CommandStatus;
+use crate::domain::commands::Document;
+use crate::domain::report::{GroupDecision, NodeReport, decide};
+use crate::domain::runs::WorkflowInput;
 use crate::error::{
     ERROR_TYPE_COMMAND_FAILED, ERROR_TYPE_TERMINAL, Error, Result, from_sdk, sdk_error_code,
 };
-use crate::events::{CommandStatus, WorkflowInput};
-use crate::model::{Cluster, Node, NodeState, Tier, now_rfc3339};
-use crate::report::{GroupDecision, NodeReport, decide};
-use crate::store::{ClusterStore, CommandRecord, CommandTarget, Fence};
 
 /// How often a step's command may fail in one run before the run fails with its stderr.
 pub const MAX_COMMAND_FAILURES: u32 = 3;
@@ -97,7 +99,7 @@ pub struct Replicator {
     /// from complete outage may pass `force` ([`reboot_force`]).
     pub ec2: aws_sdk_ec2::Client,
     /// Judges the sweep's membership surveys when their status events arrive.
-    pub survey: crate::survey::MembershipSurvey,
+    pub survey: crate::tasks::survey::MembershipSurvey,
 }
 
 /// A command to send for a step.
@@ -125,7 +127,7 @@ fn live(cluster: &Cluster, tier: Tier) -> Vec<&Node> {
             )
         })
         .collect();
-    nodes.sort_by_key(|n| crate::model::Slot::parse(&n.slot).map(|s| s.index));
+    nodes.sort_by_key(|n| crate::domain::cluster::Slot::parse(&n.slot).map(|s| s.index));
     nodes
 }
 
@@ -185,7 +187,7 @@ impl Replicator {
     pub async fn run(&self, request: TaskRequest) -> Result<()> {
         let cluster = self.store.cluster_of_run(&request.ctx).await?;
         let fence = Fence::of_task(request.lease_token, request.ctx.generation)?;
-        let secret = crate::secrets::admin_secret_name(&cluster.id);
+        let secret = crate::aws::secrets::admin_secret_name(&cluster.id);
         match request.task {
             Task::DbInstall => {
                 let step = Step {
@@ -226,7 +228,10 @@ impl Replicator {
                     parameters: vec![
                         ("adminSecretId", secret),
                         ("clusterName", cluster.spec.name.clone()),
-                        ("appSecretId", crate::secrets::app_secret_name(&cluster.id)),
+                        (
+                            "appSecretId",
+                            crate::aws::secrets::app_secret_name(&cluster.id),
+                        ),
                         ("primaryHost", host_of(primary)?),
                     ],
                     key: "router".into(),
@@ -311,7 +316,10 @@ impl Replicator {
                 parameters: vec![
                     ("adminSecretId", secret),
                     ("clusterName", name),
-                    ("appSecretId", crate::secrets::app_secret_name(&cluster.id)),
+                    (
+                        "appSecretId",
+                        crate::aws::secrets::app_secret_name(&cluster.id),
+                    ),
                 ],
                 key: "create".into(),
             },
@@ -329,7 +337,10 @@ impl Replicator {
                 // the seed lacks would lose them. A person decides that, not the workflow.
                 if force
                     && let Some((other, report)) = by_host.iter().find(|(_, r)| {
-                        !crate::report::gtid_subset(&r.gtid_executed, &seed_report.gtid_executed)
+                        !crate::domain::report::gtid_subset(
+                            &r.gtid_executed,
+                            &seed_report.gtid_executed,
+                        )
                     })
                 {
                     return Err(Error::terminal(format!(
@@ -417,7 +428,7 @@ impl Replicator {
                             .record_step(
                                 &cluster.id,
                                 fence,
-                                crate::provision::run_phase(request.ctx.reason),
+                                crate::tasks::provision::run_phase(request.ctx.reason),
                                 "db-verify",
                             )
                             .await?;
@@ -450,7 +461,7 @@ impl Replicator {
             .record_step(
                 &cluster.id,
                 fence,
-                crate::provision::run_phase(request.ctx.reason),
+                crate::tasks::provision::run_phase(request.ctx.reason),
                 step.name,
             )
             .await?;
@@ -605,7 +616,7 @@ impl Replicator {
         if invocations.is_empty() || invocations.iter().any(|i| !i.status.is_terminal()) {
             return Ok(false);
         }
-        if record.step == crate::survey::SURVEY_STEP {
+        if record.step == crate::tasks::survey::SURVEY_STEP {
             return self.judge_survey(&record, &invocations).await;
         }
         if token.is_empty() || !self.store.claim_resolution(command_id, &token).await? {
@@ -675,7 +686,7 @@ impl Replicator {
     async fn judge_survey(
         &self,
         record: &CommandRecord,
-        invocations: &[crate::commands::Invocation],
+        invocations: &[crate::aws::commands::Invocation],
     ) -> Result<bool> {
         if !self.store.claim_survey_result(&record.command_id).await? {
             return Ok(false);
@@ -764,7 +775,7 @@ impl Replicator {
 
 /// Whether the reboot from complete outage seeded on the node that reported `seed` may
 /// pass `force`: only when the seed's metadata lists members that are no live node and
-/// EC2 confirms every one of them gone for good ([`crate::fleet::host_instance`]).
+/// EC2 confirms every one of them gone for good ([`crate::aws::fleet::host_instance`]).
 ///
 /// What `force` does there (mysql-shell 9.x, modules/adminapi/dba/
 /// reboot_cluster_from_complete_outage.cc, `Reboot_cluster_from_complete_outage::do_run`):
@@ -794,9 +805,9 @@ pub async fn reboot_force(
         return false;
     }
     for host in &absent {
-        match crate::fleet::host_instance(ec2, host).await {
-            Ok(crate::fleet::HostInstance::Gone) => {}
-            Ok(crate::fleet::HostInstance::Present { instance_id, state }) => {
+        match crate::aws::fleet::host_instance(ec2, host).await {
+            Ok(crate::aws::fleet::HostInstance::Gone) => {}
+            Ok(crate::aws::fleet::HostInstance::Present { instance_id, state }) => {
                 tracing::info!(%host, %instance_id, %state, "a member of the metadata still has an instance; rebooting without force");
                 return false;
             }
@@ -962,17 +973,17 @@ mod tests {
         let commands = Commands::new(
             mocked_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]),
             mocked_client!(aws_sdk_s3, []),
-            crate::commands::CommandSettings {
+            crate::aws::commands::CommandSettings {
                 document_prefix: "stack".into(),
                 output_bucket: "bucket".into(),
             },
         );
         let sfn = mocked_client!(aws_sdk_sfn, []);
         let replicator = Replicator {
-            survey: crate::survey::MembershipSurvey {
+            survey: crate::tasks::survey::MembershipSurvey {
                 store: store.clone(),
                 commands: commands.clone(),
-                workflow: crate::workflow::Workflow::new(sfn.clone(), "arn:sm"),
+                workflow: crate::aws::workflow::Workflow::new(sfn.clone(), "arn:sm"),
             },
             store,
             commands,
@@ -1193,10 +1204,10 @@ mod tests {
     async fn a_name_that_is_no_resource_name_is_looked_up_by_private_dns_name() {
         let filters = Arc::new(Mutex::new(Vec::new()));
         let (ec2, _) = ec2_answering(Some(vec![]), filters.clone());
-        let gone = crate::fleet::host_instance(&ec2, "ip-10-0-1-5.ec2.internal")
+        let gone = crate::aws::fleet::host_instance(&ec2, "ip-10-0-1-5.ec2.internal")
             .await
             .unwrap();
-        assert_eq!(gone, crate::fleet::HostInstance::Gone);
+        assert_eq!(gone, crate::aws::fleet::HostInstance::Gone);
         assert_eq!(
             filters.lock().unwrap().clone(),
             vec![(

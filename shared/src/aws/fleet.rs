@@ -5,9 +5,9 @@ use aws_sdk_ec2::types::{
     Filter, InstanceStateName, LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
 };
 
+use crate::domain::cluster::{InstanceState, Slot};
+use crate::domain::plan::{ObservedInstance, Subnet};
 use crate::error::{Error, Result, from_sdk, sdk_error_code};
-use crate::model::{InstanceState, Slot};
-use crate::plan::{ObservedInstance, Subnet};
 
 /// Tags every instance carries from launch: what the orchestrator owns and where it goes.
 pub const TAG_CLUSTER: &str = "ha-orchestrator:cluster";
@@ -216,8 +216,8 @@ impl Fleet {
     /// findable by slot from its first moment (see `plan`).
     pub async fn launch(&self, request: &LaunchRequest<'_>, image_id: &str) -> Result<Launched> {
         let template = match request.slot.tier {
-            crate::model::Tier::Web => &self.settings.web_launch_template,
-            crate::model::Tier::Db => &self.settings.db_launch_template,
+            crate::domain::cluster::Tier::Web => &self.settings.web_launch_template,
+            crate::domain::cluster::Tier::Db => &self.settings.db_launch_template,
         };
         let tags = vec![
             tag(
