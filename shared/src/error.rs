@@ -55,6 +55,16 @@ pub enum Error {
     #[error("superseded: {0}")]
     Superseded(String),
 
+    /// The cluster is being deleted or is deleted: it takes no more changes (a scale, an
+    /// alarm's step). A conflict for the API; for an alarm, nothing to do.
+    #[error("conflict: cluster {id} is {phase}; it is not scaled any more")]
+    ClusterDeleting { id: String, phase: &'static str },
+
+    /// A value could not be serialised to JSON: a bug in a type's `Serialize`, never
+    /// written as an empty string in its place.
+    #[error("could not encode {what} as JSON: {problem}")]
+    Encode { what: &'static str, problem: String },
+
     /// The resource existed and is gone for good (a deleted cluster's tombstone).
     #[error("gone: {0}")]
     Gone(String),
@@ -102,12 +112,22 @@ impl Error {
         }
     }
 
-    pub fn retryable(why: impl Into<String>) -> Self {
+    /// [`Error::NotReady`]: retried with backoff by the state machine.
+    pub fn not_ready(why: impl Into<String>) -> Self {
         Self::NotReady(why.into())
     }
 
-    pub fn terminal(why: impl Into<String>) -> Self {
+    /// [`Error::Refused`]: terminal, a person has to look.
+    pub fn refused(why: impl Into<String>) -> Self {
         Self::Refused(why.into())
+    }
+
+    /// [`Error::Encode`] from a `serde_json` failure.
+    pub fn encode(what: &'static str, problem: serde_json::Error) -> Self {
+        Self::Encode {
+            what,
+            problem: problem.to_string(),
+        }
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -121,6 +141,8 @@ impl Error {
             | Self::CorruptRecord { .. }
             | Self::Superseded(_)
             | Self::Gone(_)
+            | Self::ClusterDeleting { .. }
+            | Self::Encode { .. }
             | Self::MalformedEvent(_)
             | Self::Refused(_) => false,
         }

@@ -809,10 +809,10 @@ impl ClusterStore {
     ) -> Result<Scaled> {
         let cluster = self.require_cluster(id).await?;
         if matches!(cluster.phase, Phase::Deleting | Phase::Deleted) {
-            return Err(Error::Conflict(format!(
-                "cluster {id} is {}; it is not scaled any more",
-                cluster.phase.as_str()
-            )));
+            return Err(Error::ClusterDeleting {
+                id: id.to_string(),
+                phase: cluster.phase.as_str(),
+            });
         }
         let from = cluster.spec.web.count;
         let bounds = cluster.spec.scaling();

@@ -244,6 +244,46 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// A cluster's id: `c-` and 12 lowercase hex digits, as the API makes them. The one place
+/// that says what an id looks like: the API checks a path's id with it and the scaling task
+/// an alarm name's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterId(String);
+
+impl ClusterId {
+    /// The id made of the low 48 bits of `bits`.
+    pub fn from_bits(bits: u64) -> Self {
+        Self(format!("c-{:012x}", bits & 0xffff_ffff_ffff))
+    }
+
+    /// `text` as an id, if it is one (uppercase hex is not: no id is made with it).
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("c-")?;
+        let valid = hex.len() == 12
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        valid.then(|| Self(text.to_string()))
+    }
+
+    /// The id as the store and AWS resource names spell it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ClusterId> for String {
+    fn from(id: ClusterId) -> Self {
+        id.0
+    }
+}
+
 /// Seconds since the Unix epoch: what TTL attributes and the health watches store.
 pub fn epoch_seconds() -> i64 {
     std::time::SystemTime::now()
@@ -262,6 +302,22 @@ pub struct Page<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_id_is_c_and_twelve_lowercase_hex_digits() {
+        let id = ClusterId::from_bits(0xffff_0123_4567_89ab);
+        assert_eq!(id.as_str(), "c-0123456789ab");
+        assert_eq!(ClusterId::parse("c-0123456789ab"), Some(id));
+        for bad in [
+            "c-XYZ",
+            "c-0123456789abc",
+            "0123456789ab",
+            "c-0123456789AB",
+            "c-",
+        ] {
+            assert_eq!(ClusterId::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn phase_round_trips_through_its_wire_name() {

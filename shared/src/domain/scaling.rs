@@ -1,6 +1,8 @@
 //! The names of a cluster's scaling alarms and which way each one scales: shared by the
 //! alarm adapter that creates them and the scaling task that reacts to them.
 
+use crate::domain::cluster::ClusterId;
+
 /// Default time between two alarm-driven changes of one cluster.
 pub const DEFAULT_COOLDOWN_SECONDS: i64 = 300;
 
@@ -25,7 +27,7 @@ impl Direction {
 }
 
 /// `ha-c-0123456789ab-web-high` -> (`c-0123456789ab`, Out).
-pub fn parse_alarm_name(name: &str) -> Option<(String, Direction)> {
+pub fn parse_alarm_name(name: &str) -> Option<(ClusterId, Direction)> {
     let rest = name.strip_prefix("ha-")?;
     let (cluster_id, direction) = if let Some(id) = rest.strip_suffix("-web-high") {
         (id, Direction::Out)
@@ -34,10 +36,7 @@ pub fn parse_alarm_name(name: &str) -> Option<(String, Direction)> {
     } else {
         return None;
     };
-    let valid = cluster_id.len() == 14
-        && cluster_id.starts_with("c-")
-        && cluster_id[2..].chars().all(|c| c.is_ascii_hexdigit());
-    valid.then(|| (cluster_id.to_string(), direction))
+    Some((ClusterId::parse(cluster_id)?, direction))
 }
 
 /// The name of a cluster's alarm in `direction`.
@@ -45,5 +44,30 @@ pub fn alarm_name(cluster_id: &str, direction: Direction) -> String {
     match direction {
         Direction::Out => format!("ha-{cluster_id}-web-high"),
         Direction::In => format!("ha-{cluster_id}-web-low"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarm_names_carry_the_cluster_and_the_direction() {
+        let id = "c-0123456789ab";
+        for direction in [Direction::Out, Direction::In] {
+            assert_eq!(
+                parse_alarm_name(&alarm_name(id, direction)),
+                Some((ClusterId::parse(id).unwrap(), direction))
+            );
+        }
+        for foreign in [
+            "ha-orchestrator-web-high-request-count",
+            "ha-c-0123-web-high",
+            "ha-c-0123456789zz-web-low",
+            "ha-c-0123456789AB-web-high",
+            "cpu-high",
+        ] {
+            assert_eq!(parse_alarm_name(foreign), None, "{foreign}");
+        }
     }
 }

@@ -11,6 +11,7 @@ use crate::aws::fleet::StackNetwork;
 use crate::aws::store::{ClusterStore, Created, MAX_PAGE_SIZE, unique_u32};
 use crate::aws::workflow::Workflow;
 use crate::config::ClusterLimits;
+use crate::domain::cluster::ClusterId;
 use crate::domain::cluster::{Cluster, NodeState, Phase, Tier};
 use crate::domain::runs::{RunReason, WorkflowInput};
 use crate::domain::spec::ClusterSpec;
@@ -181,18 +182,11 @@ fn new_cluster_id(idempotency_key: Option<&str>) -> String {
         }
         None => (u64::from(unique_u32()) << 32) | u64::from(unique_u32()),
     };
-    format!("c-{:012x}", bits & 0xffff_ffff_ffff)
+    ClusterId::from_bits(bits).into()
 }
 
 fn valid_cluster_id(id: &str) -> bool {
-    id.strip_prefix("c-")
-        .map(|hex| {
-            hex.len() == 12
-                && hex
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-        })
-        .unwrap_or(false)
+    ClusterId::parse(id).is_some()
 }
 
 fn not_found(id: &str) -> Error {
@@ -508,7 +502,9 @@ fn error_response(error: &Error, request_id: &str) -> ApiResponse {
             }}),
         ),
         Error::NotFound { .. } => ApiResponse::error(404, "NotFound", error.to_string()),
-        Error::Conflict(_) => ApiResponse::error(409, "Conflict", error.to_string()),
+        Error::Conflict(_) | Error::ClusterDeleting { .. } => {
+            ApiResponse::error(409, "Conflict", error.to_string())
+        }
         Error::Gone(_) => ApiResponse::error(410, "Gone", error.to_string()),
         _ => {
             tracing::error!(error = %error, error_type = error.error_type(), "request failed");

@@ -371,7 +371,7 @@ impl Provisioner {
                 }
             }
             let Some(instance_id) = instance_id else {
-                return Err(Error::terminal(format!(
+                return Err(Error::refused(format!(
                     "RunInstances for {slot} answered IdempotentParameterMismatch twice, \
                      with two different ClientTokens: a bug in how launch tokens are made"
                 )));

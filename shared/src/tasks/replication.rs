@@ -137,7 +137,7 @@ fn instance_of(node: &Node) -> String {
 
 fn host_of(node: &Node) -> Result<String> {
     node.host.clone().ok_or_else(|| {
-        Error::retryable(format!(
+        Error::not_ready(format!(
             "{} ({}) has no private DNS name yet; waiting for EC2 to report it",
             node.slot,
             instance_of(node)
@@ -303,12 +303,12 @@ impl Replicator {
                 .zip(&by_host)
                 .find(|(_, (h, _))| h == host)
                 .map(|((node, _), _)| *node)
-                .ok_or_else(|| Error::retryable(format!("no node is {host}")))
+                .ok_or_else(|| Error::not_ready(format!("no node is {host}")))
         };
         let seed = by_host[0].0.clone();
         let name = cluster.spec.name.clone();
         let step = match decide(&by_host, &seed) {
-            GroupDecision::Conflict(why) => return Err(Error::terminal(why)),
+            GroupDecision::Conflict(why) => return Err(Error::refused(why)),
             GroupDecision::CreateOn(host) => Step {
                 name: "db-create",
                 document: Document::DbCreateCluster,
@@ -329,7 +329,7 @@ impl Replicator {
                     .iter()
                     .find(|(h, _)| *h == host)
                     .map(|(_, r)| r)
-                    .ok_or_else(|| Error::retryable(format!("no node is {host}")))?;
+                    .ok_or_else(|| Error::not_ready(format!("no node is {host}")))?;
                 let force = reboot_force(&self.ec2, seed_report, &live_hosts).await;
                 // `force` also skips the Shell's check that every reachable member's GTID set
                 // fits the seed's (mysql-shell reboot_cluster_from_complete_outage.cc: the
@@ -343,7 +343,7 @@ impl Replicator {
                         )
                     })
                 {
-                    return Err(Error::terminal(format!(
+                    return Err(Error::refused(format!(
                         "{other} has transactions the reboot seed {host} lacks (its GTID set \
                              {} is not contained in {}); a forced reboot from complete outage \
                              would discard them: compare the two nodes and reboot by hand",
@@ -484,7 +484,7 @@ impl Replicator {
                 return Ok(());
             }
             if previous.failures >= MAX_COMMAND_FAILURES {
-                return Err(Error::terminal(format!(
+                return Err(Error::refused(format!(
                     "{} failed {} times in this run; the last failure: {}",
                     step.document.suffix(),
                     previous.failures,
@@ -497,7 +497,7 @@ impl Replicator {
                 MAX_SENDS_PER_STEP
             };
             if previous.sends >= limit {
-                return Err(Error::terminal(format!(
+                return Err(Error::refused(format!(
                     "{} was sent {} times in this run without taking effect; see the last command {command_id}",
                     step.document.suffix(),
                     previous.sends
