@@ -32,6 +32,28 @@ pub fn required_from(
     }
 }
 
+/// A duration in whole seconds, 0 or more, from `name`, or `default` when it is unset: the
+/// one parser of every `*_SECONDS` setting.
+pub fn seconds_or(
+    name: &'static str,
+    default: i64,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<i64> {
+    match lookup(name) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .ok_or_else(|| Error::InvalidConfig {
+                name,
+                value: text,
+                reason: "expected a whole number of seconds, 0 or more".into(),
+            }),
+    }
+}
+
 /// Where the orchestrator keeps its state.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -99,6 +121,19 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("TABLE_NAME"), "{message}");
         assert!(message.contains("template.yaml"), "{message}");
+    }
+
+    #[test]
+    fn seconds_default_when_unset_and_refuse_what_is_not_a_duration() {
+        assert_eq!(seconds_or("COOL_SECONDS", 300, env(&[])).unwrap(), 300);
+        assert_eq!(
+            seconds_or("COOL_SECONDS", 300, env(&[("COOL_SECONDS", " 0 ")])).unwrap(),
+            0
+        );
+        for bad in ["-1", "5m", "", "1.5"] {
+            let err = seconds_or("COOL_SECONDS", 300, env(&[("COOL_SECONDS", bad)])).unwrap_err();
+            assert!(err.to_string().contains("COOL_SECONDS"), "{err}");
+        }
     }
 
     #[test]

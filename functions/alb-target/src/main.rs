@@ -5,20 +5,13 @@
 use aws_lambda_events::alb::{AlbTargetGroupRequest, AlbTargetGroupResponse};
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
 use orchestrator::aws::store::ClusterStore;
-use orchestrator::config::StoreSettings;
 use orchestrator::domain::cluster::Cluster;
-use orchestrator::startup::require;
+use orchestrator::startup::ColdStart;
 use orchestrator::tasks::status::{self, Wanted};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    orchestrator::telemetry::init();
-    let settings = require("read configuration", StoreSettings::from_env())?;
-    let sdk = require(
-        "configure the AWS SDK",
-        orchestrator::aws::sdk::load_sdk_config().await,
-    )?;
-    let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table_name);
+    let store = ColdStart::begin().await?.store()?;
     run(service_fn(|event: LambdaEvent<AlbTargetGroupRequest>| {
         let store = &store;
         async move { handle(store, event.payload).await }

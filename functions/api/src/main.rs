@@ -2,29 +2,18 @@
 //! in `orchestrator::tasks::api`; this binary only converts between `lambda_http` and those types.
 
 use lambda_http::{Body, Request, RequestExt, Response, run, service_fn};
-use orchestrator::aws::fleet::StackNetwork;
-use orchestrator::aws::store::ClusterStore;
-use orchestrator::aws::workflow::Workflow;
-use orchestrator::config::{ClusterLimits, StoreSettings, WorkflowSettings, required};
-use orchestrator::startup::require;
+use orchestrator::config::ClusterLimits;
+use orchestrator::startup::{ColdStart, require};
 use orchestrator::tasks::api::{ApiContext, ApiRequest, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    orchestrator::telemetry::init();
-    let store = require("read configuration", StoreSettings::from_env())?;
-    let workflow = require("read configuration", WorkflowSettings::from_env())?;
-    let limits = require("read configuration", ClusterLimits::from_env())?;
-    let vpc_id = require("read configuration", required("VPC_ID"))?;
-    let sdk = require(
-        "configure the AWS SDK",
-        orchestrator::aws::sdk::load_sdk_config().await,
-    )?;
+    let start = ColdStart::begin().await?;
     let ctx = ApiContext {
-        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
-        workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
-        network: StackNetwork::new(aws_sdk_ec2::Client::new(&sdk), vpc_id),
-        limits,
+        store: start.store()?,
+        workflow: start.workflow()?,
+        network: start.stack_network()?,
+        limits: require("read configuration", ClusterLimits::from_env())?,
     };
     run(service_fn(|request: Request| serve(&ctx, request))).await
 }

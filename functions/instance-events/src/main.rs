@@ -4,50 +4,28 @@
 //! failing them would only make EventBridge retry an event that can never succeed.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::aws::commands::{CommandSettings, Commands};
-use orchestrator::aws::health_metrics::TargetHealthMetrics;
-use orchestrator::aws::store::ClusterStore;
-use orchestrator::aws::targets::{TargetSettings, WebTargets};
-use orchestrator::aws::workflow::Workflow;
-use orchestrator::config::{StoreSettings, WorkflowSettings};
-use orchestrator::startup::require;
+use orchestrator::startup::{ColdStart, require};
 use orchestrator::tasks::events::HealingTrigger;
 use orchestrator::tasks::healing::{Healer, HealthPolicy};
 use orchestrator::tasks::survey::MembershipSurvey;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    orchestrator::telemetry::init();
-    let store = require("read configuration", StoreSettings::from_env())?;
-    let workflow = require("read configuration", WorkflowSettings::from_env())?;
-    let targets = require("read configuration", TargetSettings::from_env())?;
-    let policy = require("read configuration", HealthPolicy::from_env())?;
-    let commands = require("read configuration", CommandSettings::from_env())?;
-    let sdk = require(
-        "configure the AWS SDK",
-        orchestrator::aws::sdk::load_sdk_config().await,
-    )?;
-    let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name);
-    let workflow = Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn);
+    let start = ColdStart::begin().await?;
+    let store = start.store()?;
+    let workflow = start.workflow()?;
     let healer = Healer {
         survey: MembershipSurvey {
             store: store.clone(),
-            commands: Commands::new(
-                aws_sdk_ssm::Client::new(&sdk),
-                orchestrator::aws::sdk::s3_client(&sdk),
-                commands,
-            ),
+            commands: start.commands()?,
             workflow: workflow.clone(),
         },
         store,
         workflow,
-        ec2: aws_sdk_ec2::Client::new(&sdk),
-        metrics: TargetHealthMetrics::new(
-            aws_sdk_cloudwatch::Client::new(&sdk),
-            &targets.listener_arn,
-        ),
-        targets: WebTargets::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk), targets),
-        policy,
+        ec2: aws_sdk_ec2::Client::new(start.sdk()),
+        metrics: start.target_health_metrics()?,
+        targets: start.web_targets()?,
+        policy: require("read configuration", HealthPolicy::from_env())?,
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let healer = &healer;

@@ -4,42 +4,26 @@
 //! `orchestrator::tasks::replication`; this binary builds the clients once and routes the trigger.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::aws::commands::{CommandSettings, Commands};
-use orchestrator::aws::store::ClusterStore;
-use orchestrator::aws::workflow::Workflow;
-use orchestrator::config::{StoreSettings, WorkflowSettings};
-use orchestrator::startup::require;
+use orchestrator::startup::ColdStart;
 use orchestrator::tasks::events::ReplicationTrigger;
 use orchestrator::tasks::replication::Replicator;
 use orchestrator::tasks::survey::MembershipSurvey;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    orchestrator::telemetry::init();
-    let store = require("read configuration", StoreSettings::from_env())?;
-    let commands = require("read configuration", CommandSettings::from_env())?;
-    let workflow = require("read configuration", WorkflowSettings::from_env())?;
-    let sdk = require(
-        "configure the AWS SDK",
-        orchestrator::aws::sdk::load_sdk_config().await,
-    )?;
-    let store = ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name);
-    let commands = Commands::new(
-        aws_sdk_ssm::Client::new(&sdk),
-        orchestrator::aws::sdk::s3_client(&sdk),
-        commands,
-    );
-    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    let start = ColdStart::begin().await?;
+    let store = start.store()?;
+    let commands = start.commands()?;
     let replicator = Replicator {
         survey: MembershipSurvey {
             store: store.clone(),
             commands: commands.clone(),
-            workflow: Workflow::new(sfn.clone(), workflow.state_machine_arn),
+            workflow: start.workflow()?,
         },
         store,
         commands,
-        sfn,
-        ec2: aws_sdk_ec2::Client::new(&sdk),
+        sfn: aws_sdk_sfn::Client::new(start.sdk()),
+        ec2: aws_sdk_ec2::Client::new(start.sdk()),
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let replicator = &replicator;

@@ -6,46 +6,26 @@
 //! (EventBridge would only retry them).
 
 use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
-use orchestrator::aws::alarms::AlarmStates;
-use orchestrator::aws::store::ClusterStore;
-use orchestrator::aws::workflow::Workflow;
-use orchestrator::config::{StoreSettings, WorkflowSettings};
+use orchestrator::config::seconds_or;
 use orchestrator::domain::scaling::DEFAULT_COOLDOWN_SECONDS;
-use orchestrator::startup::require;
+use orchestrator::startup::{ColdStart, require};
 use orchestrator::tasks::events::ScalingTrigger;
 use orchestrator::tasks::scaling::Scaler;
 
-/// `SCALE_COOLDOWN_SECONDS` (template.yaml sets it), else the default.
-fn cooldown() -> Result<i64, orchestrator::Error> {
-    match std::env::var("SCALE_COOLDOWN_SECONDS") {
-        Err(_) => Ok(DEFAULT_COOLDOWN_SECONDS),
-        Ok(value) => value
-            .parse::<i64>()
-            .ok()
-            .filter(|s| *s >= 0)
-            .ok_or_else(|| orchestrator::Error::InvalidConfig {
-                name: "SCALE_COOLDOWN_SECONDS",
-                value,
-                reason: "not a whole number of seconds".into(),
-            }),
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    orchestrator::telemetry::init();
-    let store = require("read configuration", StoreSettings::from_env())?;
-    let workflow = require("read configuration", WorkflowSettings::from_env())?;
-    let cooldown_seconds = require("read configuration", cooldown())?;
-    let sdk = require(
-        "configure the AWS SDK",
-        orchestrator::aws::sdk::load_sdk_config().await,
-    )?;
+    let start = ColdStart::begin().await?;
     let scaler = Scaler {
-        store: ClusterStore::new(aws_sdk_dynamodb::Client::new(&sdk), store.table_name),
-        workflow: Workflow::new(aws_sdk_sfn::Client::new(&sdk), workflow.state_machine_arn),
-        alarms: AlarmStates::new(aws_sdk_cloudwatch::Client::new(&sdk)),
-        cooldown_seconds,
+        store: start.store()?,
+        workflow: start.workflow()?,
+        alarms: start.alarm_states(),
+        // template.yaml sets it; the default otherwise.
+        cooldown_seconds: require(
+            "read configuration",
+            seconds_or("SCALE_COOLDOWN_SECONDS", DEFAULT_COOLDOWN_SECONDS, |name| {
+                std::env::var(name).ok()
+            }),
+        )?,
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let scaler = &scaler;

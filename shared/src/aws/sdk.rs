@@ -14,33 +14,6 @@ pub async fn load_sdk_config() -> crate::Result<SdkConfig> {
     Ok(crate::aws::metering::with_metering(config))
 }
 
-/// Every client the orchestrator uses. Creating a client makes no network call, so building
-/// all of them costs microseconds; functions keep the one struct for every invocation.
-#[derive(Debug, Clone)]
-pub struct Clients {
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub ec2: aws_sdk_ec2::Client,
-    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    pub s3: aws_sdk_s3::Client,
-    pub sfn: aws_sdk_sfn::Client,
-    pub secrets: aws_sdk_secretsmanager::Client,
-}
-
-impl Clients {
-    pub fn new(config: &SdkConfig) -> Self {
-        Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            ec2: aws_sdk_ec2::Client::new(config),
-            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
-            ssm: aws_sdk_ssm::Client::new(config),
-            s3: s3_client(config),
-            sfn: aws_sdk_sfn::Client::new(config),
-            secrets: aws_sdk_secretsmanager::Client::new(config),
-        }
-    }
-}
-
 /// S3 with path-style addressing when an endpoint is overridden (a local cloud has no
 /// per-bucket host names); virtual-hosted style, the AWS default, otherwise.
 pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {

@@ -99,21 +99,7 @@ impl HealthPolicy {
     /// each defaulting when unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let defaults = Self::default();
-        let seconds = |name: &'static str, default: i64| -> Result<i64> {
-            match lookup(name) {
-                None => Ok(default),
-                Some(text) => text
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|v| *v >= 0)
-                    .ok_or_else(|| crate::Error::InvalidConfig {
-                        name,
-                        value: text.clone(),
-                        reason: "expected a whole number of seconds, 0 or more".into(),
-                    }),
-            }
-        };
+        let seconds = |name, default| crate::config::seconds_or(name, default, &lookup);
         Ok(Self {
             unhealthy_after_seconds: seconds(
                 "UNHEALTHY_REPLACE_SECONDS",

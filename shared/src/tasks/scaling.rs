@@ -175,7 +175,7 @@ impl Scaler {
             return Ok(unchanged(cluster_id, why));
         }
         self.step(
-            cluster_id.into(),
+            cluster_id,
             direction,
             &format!("by alarm {alarm}, still in ALARM after the cooldown (sustained breach)"),
         )
