@@ -7,7 +7,7 @@ use aws_config::SdkConfig;
 
 use crate::aws::alarms::{AlarmSettings, AlarmStates, ScalingAlarms};
 use crate::aws::commands::{CommandOutput, CommandSettings, Commands};
-use crate::aws::fleet::{Fleet, FleetSettings, StackNetwork};
+use crate::aws::fleet::{Fleet, FleetSettings, Instances, StackNetwork};
 use crate::aws::health_metrics::TargetHealthMetrics;
 use crate::aws::secrets::ClusterSecrets;
 use crate::aws::store::ClusterStore;
@@ -94,6 +94,11 @@ impl ColdStart {
             aws_sdk_ssm::Client::new(&self.sdk),
             settings,
         ))
+    }
+
+    /// The stack's instances, read-only (the sweep, the reboot's confirmation).
+    pub fn instances(&self) -> Instances {
+        Instances::new(aws_sdk_ec2::Client::new(&self.sdk))
     }
 
     /// The stack's VPC (`VPC_ID`), which a create's subnets must belong to.

@@ -376,10 +376,36 @@ fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
 }
 
+/// A read-only view of the stack's instances: what the sweep and the reboot's confirmation
+/// need, without the launch settings a [`Fleet`] carries.
+#[derive(Debug, Clone)]
+pub struct Instances {
+    ec2: aws_sdk_ec2::Client,
+}
+
+impl Instances {
+    /// Wrap an EC2 client.
+    pub fn new(ec2: aws_sdk_ec2::Client) -> Self {
+        Self { ec2 }
+    }
+
+    /// See [`observe_all`].
+    pub async fn observe_all(
+        &self,
+    ) -> Result<(std::collections::HashMap<String, InstanceState>, usize)> {
+        observe_all(&self.ec2).await
+    }
+
+    /// See [`host_instance`].
+    pub async fn host_instance(&self, host: &str) -> Result<HostInstance> {
+        host_instance(&self.ec2, host).await
+    }
+}
+
 /// The EC2 state of every instance of every cluster (tagged `ha-orchestrator:cluster`), in
 /// as few calls as EC2 allows (1,000 instances a page): the sweep's view of the fleet.
 /// Returns the states and how many DescribeInstances calls it took.
-pub async fn observe_all(
+async fn observe_all(
     ec2: &aws_sdk_ec2::Client,
 ) -> Result<(std::collections::HashMap<String, InstanceState>, usize)> {
     let mut states = std::collections::HashMap::new();
@@ -458,7 +484,7 @@ fn instance_id_of_host(host: &str) -> Option<&str> {
 /// Terminated instances stay listed for about an hour, then drop out of the answer;
 /// both count as gone. An EC2 error is returned as is: the caller must not read it as
 /// "gone".
-pub async fn host_instance(ec2: &aws_sdk_ec2::Client, host: &str) -> Result<HostInstance> {
+async fn host_instance(ec2: &aws_sdk_ec2::Client, host: &str) -> Result<HostInstance> {
     let filter = match instance_id_of_host(host) {
         Some(instance_id) => Filter::builder()
             .name("instance-id")

@@ -234,7 +234,9 @@ impl Healer {
     ///   see [`crate::tasks::survey`]).
     #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> Result<SweepReport> {
-        let (states, describe_calls) = crate::aws::fleet::observe_all(&self.ec2).await?;
+        let (states, describe_calls) = crate::aws::fleet::Instances::new(self.ec2.clone())
+            .observe_all()
+            .await?;
         let rules = self.targets.cluster_rules().await?;
         let mut report = SweepReport {
             describe_calls: describe_calls + 1,

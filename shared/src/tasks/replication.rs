@@ -805,7 +805,10 @@ pub async fn reboot_force(
         return false;
     }
     for host in &absent {
-        match crate::aws::fleet::host_instance(ec2, host).await {
+        match crate::aws::fleet::Instances::new(ec2.clone())
+            .host_instance(host)
+            .await
+        {
             Ok(crate::aws::fleet::HostInstance::Gone) => {}
             Ok(crate::aws::fleet::HostInstance::Present { instance_id, state }) => {
                 tracing::info!(%host, %instance_id, %state, "a member of the metadata still has an instance; rebooting without force");
@@ -1204,7 +1207,8 @@ mod tests {
     async fn a_name_that_is_no_resource_name_is_looked_up_by_private_dns_name() {
         let filters = Arc::new(Mutex::new(Vec::new()));
         let (ec2, _) = ec2_answering(Some(vec![]), filters.clone());
-        let gone = crate::aws::fleet::host_instance(&ec2, "ip-10-0-1-5.ec2.internal")
+        let gone = crate::aws::fleet::Instances::new(ec2.clone())
+            .host_instance("ip-10-0-1-5.ec2.internal")
             .await
             .unwrap();
         assert_eq!(gone, crate::aws::fleet::HostInstance::Gone);
