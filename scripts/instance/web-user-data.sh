@@ -37,12 +37,12 @@ chown -R apache:apache "$WEB_ROOT/wp-content"
 # settings of wp-config.php, which WebRouter writes once the database tier is up; read, not
 # included: including it would load all of WordPress). 200 "ok" only after a trivial query;
 # 503 and a short reason otherwise, never a setting or an error text. Timeouts stay within
-# the target group's 3 s health check timeout (shared/src/targets.rs), so a hung database is
+# the target group's 3 s health check timeout (shared/src/aws/targets.rs), so a hung database is
 # a failed check, not a pile of waiting workers: connect 2 s, read 1 s (through the Router a
 # hung server costs two reads, measured: 2 s; tests/tests/web_health.rs). Not cacheable. Outside the web root: only
 # the health check path reaches it. No secret here: the password is read at request time.
 # What the sweep does when every node fails it (the database is the likelier cause): see
-# shared/src/healing.rs.
+# shared/src/tasks/healing.
 mkdir -p "$(dirname "$HEALTH_SCRIPT")"
 cat > "$HEALTH_SCRIPT" <<'PHP'
 <?php

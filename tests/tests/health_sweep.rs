@@ -1,7 +1,7 @@
 //! The scheduled health sweep end to end in the local cloud: while no web target is healthy
 //! the cluster's listener rule sends its host to the maintenance page, and back once one is,
 //! and no web node is replaced (the health check queries the database: with no healthy peer
-//! the fault is not shown to be the node's; shared/src/healing.rs); a database member that
+//! the fault is not shown to be the node's; shared/src/tasks/healing); a database member that
 //! left its group while its instance runs is found by the membership survey and rejoined.
 //!
 //! fakecloud's ALB health-checks every instance target at 127.0.0.1:<port>, where the
@@ -177,7 +177,7 @@ async fn the_sweep_serves_maintenance_and_replaces_nothing_while_no_web_target_p
     // 3. Still failing long past the threshold, and no web target passes: the health check
     // queries the database, so a failure on every node points at what they share, and a new
     // node would fail the same way. The sweep fails open: no replacement, however many
-    // sweeps see it (shared/src/healing.rs, `may_replace_unhealthy`; replacing a node while
+    // sweeps see it (shared/src/tasks/healing, `may_replace_unhealthy`; replacing a node while
     // a peer passes is covered by the healing unit tests: this harness's web stand-in
     // answers for every target at once).
     tokio::time::sleep(Duration::from_secs(UNHEALTHY_REPLACE_SECONDS + 1)).await;
