@@ -5,13 +5,15 @@ use lambda_http::{Body, Request, RequestExt, Response, run, service_fn};
 use orchestrator::config::ClusterLimits;
 use orchestrator::startup::{ColdStart, require};
 use orchestrator::tasks::api::{ApiContext, ApiRequest, handle};
+use orchestrator::tasks::runs::Runs;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let start = ColdStart::begin().await?;
+    let store = start.store()?;
     let ctx = ApiContext {
-        store: start.store()?,
-        workflow: start.workflow()?,
+        runs: Runs::new(store.clone(), start.workflow()?),
+        store,
         network: start.stack_network()?,
         limits: require("read configuration", ClusterLimits::from_env())?,
     };

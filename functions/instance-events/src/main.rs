@@ -7,6 +7,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent, run, service_fn};
 use orchestrator::startup::{ColdStart, require};
 use orchestrator::tasks::events::HealingTrigger;
 use orchestrator::tasks::healing::{Healer, HealthPolicy};
+use orchestrator::tasks::runs::Runs;
 use orchestrator::tasks::survey::MembershipSurvey;
 
 #[tokio::main]
@@ -20,9 +21,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             commands: start.commands()?,
             workflow: workflow.clone(),
         },
+        runs: Runs::new(store.clone(), workflow),
         store,
-        workflow,
-        ec2: aws_sdk_ec2::Client::new(start.sdk()),
+        instances: start.instances(),
         metrics: start.target_health_metrics()?,
         targets: start.web_targets()?,
         policy: require("read configuration", HealthPolicy::from_env())?,

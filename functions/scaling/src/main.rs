@@ -10,14 +10,16 @@ use orchestrator::config::seconds_or;
 use orchestrator::domain::scaling::DEFAULT_COOLDOWN_SECONDS;
 use orchestrator::startup::{ColdStart, require};
 use orchestrator::tasks::events::ScalingTrigger;
+use orchestrator::tasks::runs::Runs;
 use orchestrator::tasks::scaling::Scaler;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let start = ColdStart::begin().await?;
+    let store = start.store()?;
     let scaler = Scaler {
-        store: start.store()?,
-        workflow: start.workflow()?,
+        runs: Runs::new(store.clone(), start.workflow()?),
+        store,
         alarms: start.alarm_states(),
         // template.yaml sets it; the default otherwise.
         cooldown_seconds: require(

@@ -6,6 +6,7 @@ pub mod events;
 pub mod healing;
 pub mod provision;
 pub mod replication;
+pub mod runs;
 pub mod scaling;
 pub mod status;
 pub mod survey;

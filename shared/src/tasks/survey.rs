@@ -16,8 +16,8 @@ use crate::aws::workflow::Workflow;
 use crate::domain::cluster::{Cluster, NodeState, Phase, Tier, now_rfc3339};
 use crate::domain::commands::Document;
 use crate::domain::report::NodeReport;
-use crate::domain::runs::{RunReason, WorkflowInput};
 use crate::error::Result;
+use crate::tasks::runs::Runs;
 
 /// The `step` of a survey's command record (no workflow step has this name).
 pub const SURVEY_STEP: &str = "survey";
@@ -64,10 +64,15 @@ pub fn verdict(reports: &[(String, std::result::Result<NodeReport, String>)]) ->
     }
 }
 
+/// Sends the survey (from the sweep) and acts on its answers (from the `replication`
+/// function, which receives the command's status events).
 #[derive(Debug, Clone)]
 pub struct MembershipSurvey {
+    /// Survey claims and records, the action log.
     pub store: ClusterStore,
+    /// Sends `DbReport` to the database nodes.
     pub commands: Commands,
+    /// Starts the converge run a member out of its group needs.
     pub workflow: Workflow,
 }
 
@@ -158,34 +163,26 @@ impl MembershipSurvey {
                     .await?;
             }
             Verdict::MembersOut(out) => {
-                // Only the generation surveyed: a run since then has looked at the group.
-                let Some(generation) = self.store.request_converge(id, record.generation).await?
-                else {
-                    tracing::info!(
-                        cluster_id = id,
-                        "cluster moved on since the survey; nothing to do"
-                    );
-                    return Ok(verdict);
-                };
                 let who: Vec<String> = out
                     .iter()
                     .map(|(slot, state)| format!("{slot} reports {state}"))
                     .collect();
-                self.workflow
-                    .start_explained(
-                        &self.store,
-                        WorkflowInput {
-                            cluster_id: id.to_string(),
-                            generation,
-                            reason: RunReason::Sweep,
-                        },
-                        "MemberOutOfGroup",
-                        &format!(
-                            "{} (found by the membership survey); rejoining",
-                            who.join(", ")
-                        ),
-                    )
-                    .await?;
+                let detail = format!(
+                    "{} (found by the membership survey); rejoining",
+                    who.join(", ")
+                );
+                // Only the generation surveyed: a run since then has looked at the group.
+                let runs = Runs::new(self.store.clone(), self.workflow.clone());
+                if runs
+                    .converge(id, record.generation, &detail)
+                    .await?
+                    .is_none()
+                {
+                    tracing::info!(
+                        cluster_id = id,
+                        "cluster moved on since the survey; nothing to do"
+                    );
+                }
             }
         }
         Ok(verdict)
