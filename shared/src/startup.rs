@@ -101,6 +101,11 @@ impl ColdStart {
         Instances::new(aws_sdk_ec2::Client::new(&self.sdk))
     }
 
+    /// The workflow's task tokens (the replication tasks answer waiting states with them).
+    pub fn task_tokens(&self) -> crate::aws::task_tokens::TaskTokens {
+        crate::aws::task_tokens::TaskTokens::new(aws_sdk_sfn::Client::new(&self.sdk))
+    }
+
     /// The stack's VPC (`VPC_ID`), which a create's subnets must belong to.
     pub fn stack_network(&self) -> Started<StackNetwork> {
         let vpc_id = require(READ_CONFIGURATION, crate::config::required("VPC_ID"))?;

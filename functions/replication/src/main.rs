@@ -22,8 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         },
         store,
         commands,
-        sfn: aws_sdk_sfn::Client::new(start.sdk()),
-        ec2: aws_sdk_ec2::Client::new(start.sdk()),
+        task_tokens: start.task_tokens(),
+        instances: start.instances(),
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let replicator = &replicator;

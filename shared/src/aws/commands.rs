@@ -17,7 +17,6 @@ pub const STEP_NAME: &str = "run";
 /// How much of a command's stderr a failure message carries.
 pub const STDERR_EXCERPT_CHARS: usize = 600;
 
-/// What the stack tells the adapter: how its documents are named, where output goes.
 #[derive(Debug, Clone)]
 pub struct CommandSettings {
     /// Documents are named `<prefix>-<suffix>`: the stack name.
@@ -27,22 +26,21 @@ pub struct CommandSettings {
 }
 
 impl CommandSettings {
-    const DOCUMENT_PREFIX: &'static str = "DOCUMENT_PREFIX";
-    const OUTPUT_BUCKET: &'static str = "COMMAND_OUTPUT_BUCKET";
+    pub const DOCUMENT_PREFIX: &'static str = "DOCUMENT_PREFIX";
+    pub const OUTPUT_BUCKET: &'static str = "COMMAND_OUTPUT_BUCKET";
 
-    /// From `DOCUMENT_PREFIX` and `COMMAND_OUTPUT_BUCKET`.
-    pub(crate) fn from_env() -> Result<Self> {
+    pub fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         Ok(Self {
             document_prefix: required_from(Self::DOCUMENT_PREFIX, &lookup)?,
             output_bucket: required_from(Self::OUTPUT_BUCKET, &lookup)?,
         })
     }
 
-    fn document_name(&self, document: Document) -> String {
+    pub fn document_name(&self, document: Document) -> String {
         format!("{}-{}", self.document_prefix, document.suffix())
     }
 }
@@ -50,22 +48,17 @@ impl CommandSettings {
 /// One instance's part of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
-    /// The instance this part ran on.
     pub instance_id: String,
-    /// SSM's status of this part; terminal once the script ended or SSM gave up.
     pub status: CommandStatus,
     /// The script's exit code (-1 until it ends).
     pub response_code: i32,
-    /// SSM's finer status (`DeliveryTimedOut`, `Undeliverable`, ...), for messages.
     pub status_details: String,
 }
 
 /// What a command printed on one instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
-    /// Standard output: in full from the bucket, else as SSM returned it (truncated).
     pub stdout: String,
-    /// Standard error, likewise; failure messages quote its tail.
     pub stderr: String,
 }
 
@@ -93,7 +86,6 @@ pub fn tail(text: &str, chars: usize) -> String {
     }
 }
 
-/// Sends the stack's documents to cluster instances and reads what they did.
 #[derive(Debug, Clone)]
 pub struct Commands {
     ssm: aws_sdk_ssm::Client,
@@ -102,7 +94,6 @@ pub struct Commands {
 }
 
 impl Commands {
-    /// The adapter; output is read from `settings.output_bucket`.
     pub fn new(
         ssm: aws_sdk_ssm::Client,
         s3: aws_sdk_s3::Client,
@@ -115,7 +106,6 @@ impl Commands {
         }
     }
 
-    /// The settings it was built with.
     pub fn settings(&self) -> &CommandSettings {
         &self.settings
     }
@@ -228,23 +218,21 @@ pub struct CommandOutput {
 }
 
 impl CommandOutput {
-    pub(crate) fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
         Self {
             s3,
             bucket: bucket.into(),
         }
     }
 
-    /// The bucket named by `COMMAND_OUTPUT_BUCKET`.
-    pub(crate) fn from_env(s3: aws_sdk_s3::Client) -> Result<Self> {
+    pub fn from_env(s3: aws_sdk_s3::Client) -> Result<Self> {
         Ok(Self::new(
             s3,
             crate::config::required(CommandSettings::OUTPUT_BUCKET)?,
         ))
     }
 
-    /// One object as text; `None` when the agent wrote none (an empty stream).
-    pub(crate) async fn read(&self, key: &str) -> Result<Option<String>> {
+    pub async fn read(&self, key: &str) -> Result<Option<String>> {
         match self
             .s3
             .get_object()

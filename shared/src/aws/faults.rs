@@ -36,23 +36,17 @@ use aws_smithy_types::body::SdkBody;
 /// The variable that turns fault injection on.
 pub const FAULTS_ENV: &str = "HA_FAULTS";
 
-/// One way a request fails; what `kinds` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum FaultKind {
-    /// The service's throttling error, without sending the request.
+pub enum FaultKind {
     Throttle,
-    /// A 503, without sending the request (`5xx`).
     ServerError,
-    /// The connection times out before the request is sent.
     Timeout,
-    /// The request is sent and executed; its answer is lost.
     Drop,
-    /// The request is answered, then the process aborts.
     Crash,
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 5] = [
         FaultKind::Throttle,
         FaultKind::ServerError,
         FaultKind::Timeout,
@@ -60,14 +54,14 @@ impl FaultKind {
         FaultKind::Crash,
     ];
     /// What `kinds` defaults to: everything but `crash`, which kills the process.
-    const DEFAULT: [FaultKind; 4] = [
+    pub const DEFAULT: [FaultKind; 4] = [
         FaultKind::Throttle,
         FaultKind::ServerError,
         FaultKind::Timeout,
         FaultKind::Drop,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             FaultKind::Throttle => "throttle",
             FaultKind::ServerError => "5xx",
@@ -84,19 +78,16 @@ impl FaultKind {
 
 /// What to inject, parsed from `HA_FAULTS`.
 #[derive(Debug, Clone, PartialEq)]
-struct FaultPlan {
-    /// The share of requests that fail, 0 to 1.
+pub struct FaultPlan {
     pub rate: f64,
-    /// Fixes the mix of faults (mixed with the process id, see [`with_plan`]).
     pub seed: u64,
-    /// The faults to draw from.
     pub kinds: Vec<FaultKind>,
     /// Signing names; empty means every service.
     pub services: Vec<String>,
 }
 
 impl FaultPlan {
-    fn parse(text: &str) -> crate::Result<Self> {
+    pub fn parse(text: &str) -> crate::Result<Self> {
         let invalid = |reason: String| crate::Error::InvalidConfig {
             name: FAULTS_ENV,
             value: text.to_string(),
@@ -156,7 +147,7 @@ impl FaultPlan {
     }
 
     /// `HA_FAULTS`, or `None` when unset or empty (the production default).
-    fn from_env() -> crate::Result<Option<Self>> {
+    pub fn from_env() -> crate::Result<Option<Self>> {
         match std::env::var(FAULTS_ENV) {
             Ok(text) if !text.trim().is_empty() => Self::parse(&text).map(Some),
             _ => Ok(None),
@@ -186,13 +177,13 @@ impl Dice {
 
 /// The HTTP client of an SDK configuration, with faults.
 #[derive(Debug, Clone)]
-struct FaultyHttpClient {
+pub struct FaultyHttpClient {
     inner: SharedHttpClient,
     dice: Arc<Dice>,
 }
 
 impl FaultyHttpClient {
-    fn new(inner: SharedHttpClient, plan: FaultPlan) -> Self {
+    pub fn new(inner: SharedHttpClient, plan: FaultPlan) -> Self {
         let rng = fastrand::Rng::with_seed(plan.seed);
         Self {
             inner,
@@ -364,7 +355,7 @@ pub fn with_faults(config: aws_config::SdkConfig) -> crate::Result<aws_config::S
 }
 
 /// The configuration with its HTTP client wrapped by `plan`'s faults.
-fn with_plan(config: aws_config::SdkConfig, mut plan: FaultPlan) -> aws_config::SdkConfig {
+pub fn with_plan(config: aws_config::SdkConfig, mut plan: FaultPlan) -> aws_config::SdkConfig {
     // Each process draws its own sequence: a function restarted after an injected crash
     // must not replay the very sequence that crashed it. The seed still fixes the mix.
     plan.seed ^= u64::from(std::process::id()).rotate_left(32);

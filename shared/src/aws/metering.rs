@@ -48,12 +48,12 @@ pub fn with_metering(config: aws_config::SdkConfig) -> aws_config::SdkConfig {
 
 /// The HTTP client of an SDK configuration, logging every request.
 #[derive(Debug, Clone)]
-struct MeteredHttpClient {
+pub struct MeteredHttpClient {
     inner: SharedHttpClient,
 }
 
 impl MeteredHttpClient {
-    fn new(inner: SharedHttpClient) -> Self {
+    pub fn new(inner: SharedHttpClient) -> Self {
         Self { inner }
     }
 }

@@ -11,4 +11,5 @@ pub mod sdk;
 pub mod secrets;
 pub mod store;
 pub mod targets;
+pub mod task_tokens;
 pub mod workflow;

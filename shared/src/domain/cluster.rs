@@ -119,7 +119,9 @@ impl Tier {
 
 /// A position in a tier (`web-0`, `db-2`). Instances are launched into slots, so a retried
 /// launch finds the instance its slot already has instead of launching another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// In JSON (the Step Functions payloads of the replication tasks) a slot is its name, `db-2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Slot {
     pub tier: Tier,
     pub index: u32,
@@ -142,6 +144,20 @@ impl Slot {
 impl std::fmt::Display for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.tier.as_str(), self.index)
+    }
+}
+
+impl TryFrom<String> for Slot {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("{value:?} is no slot name (web-N or db-N)"))
+    }
+}
+
+impl From<Slot> for String {
+    fn from(slot: Slot) -> Self {
+        slot.name()
     }
 }
 
@@ -376,6 +392,25 @@ mod tests {
         for bad in ["db", "cache-1", "web-x", "web--1"] {
             assert_eq!(Slot::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn slots_travel_as_their_names_in_json() {
+        let slot = Slot {
+            tier: Tier::Web,
+            index: 10,
+        };
+        let json = serde_json::to_value(slot).unwrap();
+        assert_eq!(json, serde_json::json!("web-10"));
+        assert_eq!(serde_json::from_value::<Slot>(json).unwrap(), slot);
+        for bad in ["", "cache-1", "web-x"] {
+            let error = serde_json::from_value::<Slot>(serde_json::json!(bad)).unwrap_err();
+            assert!(
+                error.to_string().contains("is no slot name"),
+                "{bad}: {error}"
+            );
+        }
+        assert!(serde_json::from_value::<Slot>(serde_json::json!(3)).is_err());
     }
 
     #[test]
