@@ -7,17 +7,26 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Phase {
+    /// Accepted by the API; its first run has not begun.
     Pending,
+    /// Its create run is launching and bootstrapping it.
     Provisioning,
+    /// Its last run converged it; alarms scale only a READY cluster.
     Ready,
+    /// A heal or sweep run is replacing nodes or rejoining members.
     Healing,
+    /// A scale run is changing its web tier.
     Scaling,
+    /// A delete run is tearing it down; it takes no more changes.
     Deleting,
+    /// Torn down; the record stays as a tombstone.
     Deleted,
+    /// A run failed; `lastError` says why.
     Failed,
 }
 
 impl Phase {
+    /// The name as stored and shown (`READY`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "PENDING",
@@ -31,6 +40,7 @@ impl Phase {
         }
     }
 
+    /// The phase a stored name means, if any.
     pub fn parse(value: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(value.to_string())).ok()
     }
@@ -40,11 +50,17 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSummary {
+    /// The cluster's id (`c-` and 12 hex digits).
     pub id: String,
+    /// Its name from the spec.
     pub name: String,
+    /// Where it is in its life.
     pub phase: Phase,
+    /// Web instances its spec asks for.
     pub web_count: u32,
+    /// Database nodes its spec asks for.
     pub db_count: u32,
+    /// When it was created (RFC 3339).
     pub created_at: String,
 }
 
@@ -52,11 +68,17 @@ pub struct ClusterSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceState {
+    /// Starting up.
     Pending,
+    /// Up: it fills its slot.
     Running,
+    /// Being stopped.
     Stopping,
+    /// Stopped: it serves nothing, and the node is lost.
     Stopped,
+    /// Being terminated.
     ShuttingDown,
+    /// Gone for good.
     Terminated,
 }
 
@@ -73,6 +95,7 @@ impl InstanceState {
         }
     }
 
+    /// The state EC2 names (`shutting-down`), if any.
     pub fn parse(value: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(value.to_string())).ok()
     }
@@ -87,6 +110,7 @@ impl InstanceState {
         !self.is_alive()
     }
 
+    /// Terminated: the instance can never come back.
     pub fn is_gone(self) -> bool {
         matches!(self, Self::Terminated)
     }
@@ -96,11 +120,14 @@ impl InstanceState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
+    /// The application instances behind the load balancer.
     Web,
+    /// The MySQL InnoDB Cluster nodes.
     Db,
 }
 
 impl Tier {
+    /// The name in slot names and tags (`web`, `db`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Web => "web",
@@ -108,6 +135,7 @@ impl Tier {
         }
     }
 
+    /// The tier a name means, if any.
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "web" => Some(Self::Web),
@@ -123,15 +151,19 @@ impl Tier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Slot {
+    /// Which tier.
     pub tier: Tier,
+    /// Its position in the tier, from 0.
     pub index: u32,
 }
 
 impl Slot {
+    /// `web-0`: how tags and records name the slot.
     pub fn name(self) -> String {
         format!("{}-{}", self.tier.as_str(), self.index)
     }
 
+    /// The slot a name (`db-2`) means, if any.
     pub fn parse(value: &str) -> Option<Self> {
         let (tier, index) = value.rsplit_once('-')?;
         Some(Self {
@@ -167,13 +199,19 @@ impl From<Slot> for String {
 pub enum NodeState {
     /// Slot reserved, RunInstances not yet confirmed.
     Launching,
+    /// EC2 reports its instance pending.
     Pending,
+    /// EC2 reports its instance running.
     Running,
     /// Web node registered with the target group, not yet healthy.
     Registered,
+    /// The target group reports the web node healthy.
     Healthy,
+    /// The target group reports the web node unhealthy.
     Unhealthy,
+    /// Its instance is stopping or shutting down, or a teardown is removing it.
     Terminating,
+    /// Its instance is stopped or terminated: it no longer fills the slot.
     Terminated,
 }
 
@@ -181,11 +219,17 @@ pub enum NodeState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Node {
+    /// The slot it fills (`web-0`).
     pub slot: String,
+    /// Its tier.
     pub tier: Tier,
+    /// Its instance; `None` until a launch is confirmed.
     pub instance_id: Option<String>,
+    /// What was last recorded about it.
     pub state: NodeState,
+    /// Its zone, once known.
     pub availability_zone: Option<String>,
+    /// Its subnet, once known.
     pub subnet_id: Option<String>,
     /// `PRIMARY` / `SECONDARY` for database nodes once the group reports it.
     pub role: Option<String>,
@@ -206,6 +250,7 @@ pub struct Node {
     /// gets the same instance, and replaced by a fresh one for every new launch of the slot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_token: Option<String>,
+    /// When the record last changed (RFC 3339).
     pub updated_at: String,
 }
 
@@ -213,9 +258,13 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Action {
+    /// When (RFC 3339).
     pub at: String,
+    /// What was done, as a short name.
     pub action: String,
+    /// Why, and to what.
     pub detail: String,
+    /// The cluster's generation then: which run did it.
     pub generation: u64,
 }
 
@@ -223,8 +272,11 @@ pub struct Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastError {
+    /// The phase it failed in.
     pub phase: String,
+    /// What went wrong.
     pub message: String,
+    /// When (RFC 3339).
     pub at: String,
 }
 
@@ -232,21 +284,31 @@ pub struct LastError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cluster {
+    /// The cluster's id (`c-` and 12 hex digits).
     pub id: String,
+    /// Where it is in its life.
     pub phase: Phase,
     /// The workflow step running or last run (`launch`, `wait-running`, ...).
     pub step: Option<String>,
+    /// What was asked for.
     pub spec: crate::domain::spec::ClusterSpec,
+    /// Bumped by every request that needs a run; fences older runs.
     pub generation: u64,
+    /// Bumped by every write; conditional writes on it keep one writer at a time.
     pub version: u64,
+    /// When it was created (RFC 3339).
     pub created_at: String,
+    /// When the record last changed (RFC 3339).
     pub updated_at: String,
+    /// Why the last failed run failed, if one did.
     pub last_error: Option<LastError>,
+    /// Its web target group, once a run has created it.
     pub target_group_arn: Option<String>,
     /// Instances an operator (or the sweep) asked to replace; the running heal run launches
     /// their successors and retires them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub replacing: Vec<String>,
+    /// Every node recorded.
     pub nodes: Vec<Node>,
     /// The most recent actions (the store keeps the full log).
     #[serde(rename = "recentActions")]
@@ -311,7 +373,9 @@ pub fn epoch_seconds() -> i64 {
 /// One page of a listing and the opaque cursor for the next one, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Page<T> {
+    /// This page's items.
     pub items: Vec<T>,
+    /// Cursor of the next page; `None` on the last.
     pub next: Option<String>,
 }
 
