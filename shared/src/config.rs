@@ -57,17 +57,19 @@ pub fn seconds_or(
 /// Where the orchestrator keeps its state.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
+    /// The one DynamoDB table that holds all of the orchestrator's state.
     pub table_name: String,
 }
 
 impl StoreSettings {
-    pub const TABLE_NAME: &'static str = "TABLE_NAME";
+    const TABLE_NAME: &'static str = "TABLE_NAME";
 
-    pub fn from_env() -> Result<Self> {
+    /// From `TABLE_NAME`.
+    pub(crate) fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         Ok(Self {
             table_name: required_from(Self::TABLE_NAME, lookup)?,
         })
@@ -77,17 +79,19 @@ impl StoreSettings {
 /// The state machine that converges clusters.
 #[derive(Debug, Clone)]
 pub struct WorkflowSettings {
+    /// `ClusterWorkflow`, of which every run that changes a cluster is an execution.
     pub state_machine_arn: String,
 }
 
 impl WorkflowSettings {
-    pub const STATE_MACHINE_ARN: &'static str = "STATE_MACHINE_ARN";
+    const STATE_MACHINE_ARN: &'static str = "STATE_MACHINE_ARN";
 
-    pub fn from_env() -> Result<Self> {
+    /// From `STATE_MACHINE_ARN`, which must be a state machine ARN.
+    pub(crate) fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let arn = required_from(Self::STATE_MACHINE_ARN, lookup)?;
         if !arn.starts_with("arn:") || !arn.contains(":states:") {
             return Err(Error::InvalidConfig {
@@ -163,19 +167,21 @@ mod tests {
 /// and an operator may set a lower cap (`MaxClusters`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterLimits {
+    /// The cap the API holds a create against: above it, the create is refused.
     pub max_clusters: u32,
 }
 
 impl ClusterLimits {
-    pub const MAX_CLUSTERS: &'static str = "MAX_CLUSTERS";
+    const MAX_CLUSTERS: &'static str = "MAX_CLUSTERS";
     /// 100 target groups per load balancer, less the status target group.
     pub const LOAD_BALANCER_CAPACITY: u32 = 99;
 
+    /// From `MAX_CLUSTERS`, or the load balancer's capacity when it is unset.
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let max_clusters = match lookup(Self::MAX_CLUSTERS) {
             None => Self::LOAD_BALANCER_CAPACITY,
             Some(value) => match value.trim().parse::<u32>() {

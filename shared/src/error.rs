@@ -5,6 +5,7 @@
 //! contract between the Rust code and `statemachine/*.asl.json`: rename one only together
 //! with the definitions that match on it.
 
+/// The crate's result type: fails with [`Error`] unless another error is named.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `errorType` of failures worth retrying (throttling, 5xx, timeouts, lost races).
@@ -18,33 +19,48 @@ pub const ERROR_TYPE_COMMAND_FAILED: &str = "Orchestrator.CommandFailed";
 /// `errorType` of a run that a newer run replaced: the workflow ends quietly.
 pub const ERROR_TYPE_SUPERSEDED: &str = "Orchestrator.Superseded";
 
+/// Every failure of the library; its variant decides retry or stop ([`Error::error_type`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A required environment variable is absent: the deployment is wrong, not the request.
     #[error("missing configuration: environment variable {name} is not set; {hint}")]
     MissingConfig {
+        /// The variable.
         name: &'static str,
+        /// Where it is set, so the operator knows what to fix.
         hint: &'static str,
     },
 
     /// An environment variable is present but unusable.
     #[error("invalid configuration: {name}={value:?}: {reason}")]
     InvalidConfig {
+        /// The variable.
         name: &'static str,
+        /// What it holds.
         value: String,
+        /// What is wrong with it and what is expected instead.
         reason: String,
     },
 
     /// The caller sent something we will not act on; `fix` tells them what to change.
     #[error("invalid {field}: {problem}; {fix}")]
     Validation {
+        /// The request field at fault (`web.count`).
         field: String,
+        /// What is wrong with it.
         problem: String,
+        /// What to send instead.
         fix: String,
     },
 
+    /// The resource does not exist: a 404 for the API.
     #[error("{kind} {id} not found")]
-    NotFound { kind: &'static str, id: String },
+    NotFound {
+        /// What was looked for (`cluster`, ...).
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
 
     /// Another writer changed the record first (optimistic concurrency) or holds the lease.
     #[error("conflict: {0}")]
@@ -58,12 +74,22 @@ pub enum Error {
     /// The cluster is being deleted or is deleted: it takes no more changes (a scale, an
     /// alarm's step). A conflict for the API; for an alarm, nothing to do.
     #[error("conflict: cluster {id} is {phase}; it is not scaled any more")]
-    ClusterDeleting { id: String, phase: &'static str },
+    ClusterDeleting {
+        /// The cluster.
+        id: String,
+        /// Its phase now.
+        phase: &'static str,
+    },
 
     /// A value could not be serialised to JSON: a bug in a type's `Serialize`, never
     /// written as an empty string in its place.
     #[error("could not encode {what} as JSON: {problem}")]
-    Encode { what: &'static str, problem: String },
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// serde_json's message.
+        problem: String,
+    },
 
     /// The resource existed and is gone for good (a deleted cluster's tombstone).
     #[error("gone: {0}")]
@@ -73,16 +99,26 @@ pub enum Error {
     /// failure (throttling, 5xx, timeout, dispatch failure) when the error is created.
     #[error("{service}.{operation} failed ({code}): {message}")]
     Aws {
+        /// The service as the SDK call site names it (`ec2`, `elbv2`, ...).
         service: &'static str,
+        /// The API call (`RunInstances`).
         operation: &'static str,
+        /// AWS's error code, `HTTP<status>` without one, or the kind of failure (`Timeout`).
         code: String,
+        /// AWS's message, or the SDK's description of the failure.
         message: String,
+        /// Whether a retry may succeed; decides [`Error::error_type`].
         retryable: bool,
     },
 
     /// A stored item does not have the shape this code writes: a bug or a manual edit.
     #[error("stored record {key} is malformed: {problem}")]
-    CorruptRecord { key: String, problem: String },
+    CorruptRecord {
+        /// Which record.
+        key: String,
+        /// What does not fit.
+        problem: String,
+    },
 
     /// An incoming event does not have the shape AWS documents for its source.
     #[error("malformed event: {0}")]
@@ -100,6 +136,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Validation`]: the API answers it with a 400 naming field, problem and fix.
     pub fn validation(
         field: impl Into<String>,
         problem: impl Into<String>,
@@ -130,6 +167,7 @@ impl Error {
         }
     }
 
+    /// Whether retrying may succeed (transient AWS failures, lost races, not ready yet).
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Aws { retryable, .. } => *retryable,

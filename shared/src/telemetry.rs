@@ -3,6 +3,7 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// Install the global log subscriber at cold start; a second call changes nothing.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let on_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();

@@ -21,12 +21,14 @@ use crate::error::{Result, from_sdk};
 /// Thresholds in requests per target per minute.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AlarmSettings {
+    /// Above this for 3 minutes in a row, the cluster gets one more web instance.
     pub scale_out_requests_per_target: f64,
+    /// Below this (or no requests) for 15 minutes in a row, one web instance less.
     pub scale_in_requests_per_target: f64,
 }
 
 impl AlarmSettings {
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let threshold = |name: &'static str| -> Result<f64> {
             let text = crate::config::required_from(name, &lookup)?;
             text.trim()
@@ -57,7 +59,8 @@ impl AlarmSettings {
         Ok(settings)
     }
 
-    pub fn from_env() -> Result<Self> {
+    /// From `SCALE_OUT_REQUESTS_PER_TARGET` and `SCALE_IN_REQUESTS_PER_TARGET`.
+    pub(crate) fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 }
@@ -69,6 +72,7 @@ pub fn target_group_dimension(target_group_arn: &str) -> Option<&str> {
         .map(|at| &target_group_arn[at..])
 }
 
+/// Puts and deletes a cluster's two scaling alarms (the register and purge tasks).
 #[derive(Debug, Clone)]
 pub struct ScalingAlarms {
     client: aws_sdk_cloudwatch::Client,
@@ -76,7 +80,7 @@ pub struct ScalingAlarms {
 }
 
 impl ScalingAlarms {
-    pub fn new(client: aws_sdk_cloudwatch::Client, settings: AlarmSettings) -> Self {
+    pub(crate) fn new(client: aws_sdk_cloudwatch::Client, settings: AlarmSettings) -> Self {
         Self { client, settings }
     }
 
@@ -158,7 +162,7 @@ pub struct AlarmStates {
 }
 
 impl AlarmStates {
-    pub fn new(client: aws_sdk_cloudwatch::Client) -> Self {
+    pub(crate) fn new(client: aws_sdk_cloudwatch::Client) -> Self {
         Self { client }
     }
 

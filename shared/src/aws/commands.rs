@@ -17,6 +17,7 @@ pub const STEP_NAME: &str = "run";
 /// How much of a command's stderr a failure message carries.
 pub const STDERR_EXCERPT_CHARS: usize = 600;
 
+/// What the stack tells the adapter: how its documents are named, where output goes.
 #[derive(Debug, Clone)]
 pub struct CommandSettings {
     /// Documents are named `<prefix>-<suffix>`: the stack name.
@@ -26,21 +27,22 @@ pub struct CommandSettings {
 }
 
 impl CommandSettings {
-    pub const DOCUMENT_PREFIX: &'static str = "DOCUMENT_PREFIX";
-    pub const OUTPUT_BUCKET: &'static str = "COMMAND_OUTPUT_BUCKET";
+    const DOCUMENT_PREFIX: &'static str = "DOCUMENT_PREFIX";
+    const OUTPUT_BUCKET: &'static str = "COMMAND_OUTPUT_BUCKET";
 
-    pub fn from_env() -> Result<Self> {
+    /// From `DOCUMENT_PREFIX` and `COMMAND_OUTPUT_BUCKET`.
+    pub(crate) fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         Ok(Self {
             document_prefix: required_from(Self::DOCUMENT_PREFIX, &lookup)?,
             output_bucket: required_from(Self::OUTPUT_BUCKET, &lookup)?,
         })
     }
 
-    pub fn document_name(&self, document: Document) -> String {
+    fn document_name(&self, document: Document) -> String {
         format!("{}-{}", self.document_prefix, document.suffix())
     }
 }
@@ -48,17 +50,22 @@ impl CommandSettings {
 /// One instance's part of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
+    /// The instance this part ran on.
     pub instance_id: String,
+    /// SSM's status of this part; terminal once the script ended or SSM gave up.
     pub status: CommandStatus,
     /// The script's exit code (-1 until it ends).
     pub response_code: i32,
+    /// SSM's finer status (`DeliveryTimedOut`, `Undeliverable`, ...), for messages.
     pub status_details: String,
 }
 
 /// What a command printed on one instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
+    /// Standard output: in full from the bucket, else as SSM returned it (truncated).
     pub stdout: String,
+    /// Standard error, likewise; failure messages quote its tail.
     pub stderr: String,
 }
 
@@ -86,6 +93,7 @@ pub fn tail(text: &str, chars: usize) -> String {
     }
 }
 
+/// Sends the stack's documents to cluster instances and reads what they did.
 #[derive(Debug, Clone)]
 pub struct Commands {
     ssm: aws_sdk_ssm::Client,
@@ -94,6 +102,7 @@ pub struct Commands {
 }
 
 impl Commands {
+    /// The adapter; output is read from `settings.output_bucket`.
     pub fn new(
         ssm: aws_sdk_ssm::Client,
         s3: aws_sdk_s3::Client,
@@ -106,6 +115,7 @@ impl Commands {
         }
     }
 
+    /// The settings it was built with.
     pub fn settings(&self) -> &CommandSettings {
         &self.settings
     }
@@ -218,21 +228,23 @@ pub struct CommandOutput {
 }
 
 impl CommandOutput {
-    pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+    pub(crate) fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
         Self {
             s3,
             bucket: bucket.into(),
         }
     }
 
-    pub fn from_env(s3: aws_sdk_s3::Client) -> Result<Self> {
+    /// The bucket named by `COMMAND_OUTPUT_BUCKET`.
+    pub(crate) fn from_env(s3: aws_sdk_s3::Client) -> Result<Self> {
         Ok(Self::new(
             s3,
             crate::config::required(CommandSettings::OUTPUT_BUCKET)?,
         ))
     }
 
-    pub async fn read(&self, key: &str) -> Result<Option<String>> {
+    /// One object as text; `None` when the agent wrote none (an empty stream).
+    pub(crate) async fn read(&self, key: &str) -> Result<Option<String>> {
         match self
             .s3
             .get_object()

@@ -36,17 +36,23 @@ use aws_smithy_types::body::SdkBody;
 /// The variable that turns fault injection on.
 pub const FAULTS_ENV: &str = "HA_FAULTS";
 
+/// One way a request fails; what `kinds` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FaultKind {
+enum FaultKind {
+    /// The service's throttling error, without sending the request.
     Throttle,
+    /// A 503, without sending the request (`5xx`).
     ServerError,
+    /// The connection times out before the request is sent.
     Timeout,
+    /// The request is sent and executed; its answer is lost.
     Drop,
+    /// The request is answered, then the process aborts.
     Crash,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    const ALL: [FaultKind; 5] = [
         FaultKind::Throttle,
         FaultKind::ServerError,
         FaultKind::Timeout,
@@ -54,14 +60,14 @@ impl FaultKind {
         FaultKind::Crash,
     ];
     /// What `kinds` defaults to: everything but `crash`, which kills the process.
-    pub const DEFAULT: [FaultKind; 4] = [
+    const DEFAULT: [FaultKind; 4] = [
         FaultKind::Throttle,
         FaultKind::ServerError,
         FaultKind::Timeout,
         FaultKind::Drop,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             FaultKind::Throttle => "throttle",
             FaultKind::ServerError => "5xx",
@@ -78,16 +84,19 @@ impl FaultKind {
 
 /// What to inject, parsed from `HA_FAULTS`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FaultPlan {
+struct FaultPlan {
+    /// The share of requests that fail, 0 to 1.
     pub rate: f64,
+    /// Fixes the mix of faults (mixed with the process id, see [`with_plan`]).
     pub seed: u64,
+    /// The faults to draw from.
     pub kinds: Vec<FaultKind>,
     /// Signing names; empty means every service.
     pub services: Vec<String>,
 }
 
 impl FaultPlan {
-    pub fn parse(text: &str) -> crate::Result<Self> {
+    fn parse(text: &str) -> crate::Result<Self> {
         let invalid = |reason: String| crate::Error::InvalidConfig {
             name: FAULTS_ENV,
             value: text.to_string(),
@@ -147,7 +156,7 @@ impl FaultPlan {
     }
 
     /// `HA_FAULTS`, or `None` when unset or empty (the production default).
-    pub fn from_env() -> crate::Result<Option<Self>> {
+    fn from_env() -> crate::Result<Option<Self>> {
         match std::env::var(FAULTS_ENV) {
             Ok(text) if !text.trim().is_empty() => Self::parse(&text).map(Some),
             _ => Ok(None),
@@ -177,13 +186,13 @@ impl Dice {
 
 /// The HTTP client of an SDK configuration, with faults.
 #[derive(Debug, Clone)]
-pub struct FaultyHttpClient {
+struct FaultyHttpClient {
     inner: SharedHttpClient,
     dice: Arc<Dice>,
 }
 
 impl FaultyHttpClient {
-    pub fn new(inner: SharedHttpClient, plan: FaultPlan) -> Self {
+    fn new(inner: SharedHttpClient, plan: FaultPlan) -> Self {
         let rng = fastrand::Rng::with_seed(plan.seed);
         Self {
             inner,
@@ -355,7 +364,7 @@ pub fn with_faults(config: aws_config::SdkConfig) -> crate::Result<aws_config::S
 }
 
 /// The configuration with its HTTP client wrapped by `plan`'s faults.
-pub fn with_plan(config: aws_config::SdkConfig, mut plan: FaultPlan) -> aws_config::SdkConfig {
+fn with_plan(config: aws_config::SdkConfig, mut plan: FaultPlan) -> aws_config::SdkConfig {
     // Each process draws its own sequence: a function restarted after an injected crash
     // must not replay the very sequence that crashed it. The seed still fixes the mix.
     plan.seed ^= u64::from(std::process::id()).rotate_left(32);

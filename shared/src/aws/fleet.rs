@@ -11,21 +11,25 @@ use crate::error::{Error, Result, from_sdk, sdk_error_code};
 
 /// Tags every instance carries from launch: what the orchestrator owns and where it goes.
 pub const TAG_CLUSTER: &str = "ha-orchestrator:cluster";
+/// The slot an instance fills (`web-0`): how a retried launch finds its instance.
 pub const TAG_SLOT: &str = "ha-orchestrator:slot";
-pub const TAG_TIER: &str = "ha-orchestrator:tier";
+const TAG_TIER: &str = "ha-orchestrator:tier";
 
 /// What the stack gives the fleet (environment of the provision function).
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
+    /// Launch template of web instances (`WEB_LAUNCH_TEMPLATE_ID`).
     pub web_launch_template: String,
+    /// Launch template of database instances (`DB_LAUNCH_TEMPLATE_ID`).
     pub db_launch_template: String,
     /// SSM parameter holding the AMI id (AWS's public Amazon Linux 2023 parameter).
     pub ami_parameter: String,
+    /// Where a cluster goes when its spec names no subnets (`SUBNET_IDS`).
     pub default_subnets: Vec<String>,
 }
 
 impl FleetSettings {
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         use crate::config::required_from;
         let subnets: Vec<String> = required_from("SUBNET_IDS", &lookup)?
             .split(',')
@@ -41,7 +45,8 @@ impl FleetSettings {
         })
     }
 
-    pub fn from_env() -> Result<Self> {
+    /// From the provision function's environment.
+    pub(crate) fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 }
@@ -63,15 +68,21 @@ pub enum Launched {
 pub struct LaunchRequest<'a> {
     /// Base64 user data, if the tier has any.
     pub user_data: Option<String>,
+    /// Tagged on the instance, which is how the fleet view finds it.
     pub cluster_id: &'a str,
+    /// With the slot, the instance's `Name` tag (`<name>-web-0`).
     pub cluster_name: &'a str,
     /// The launch intent's ClientToken (`plan::launch_token`).
     pub client_token: &'a str,
+    /// Tagged on the instance: a retried launch finds it by its slot.
     pub slot: Slot,
+    /// Where the instance goes.
     pub subnet: &'a Subnet,
+    /// The tier's instance type from the spec.
     pub instance_type: &'a str,
 }
 
+/// Launches, finds and terminates a cluster's instances (the provision function).
 #[derive(Debug, Clone)]
 pub struct Fleet {
     ec2: aws_sdk_ec2::Client,
@@ -80,7 +91,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(
+    pub(crate) fn new(
         ec2: aws_sdk_ec2::Client,
         ssm: aws_sdk_ssm::Client,
         settings: FleetSettings,
@@ -88,6 +99,7 @@ impl Fleet {
         Self { ec2, ssm, settings }
     }
 
+    /// The settings it was built with.
     pub fn settings(&self) -> &FleetSettings {
         &self.settings
     }
@@ -309,7 +321,7 @@ pub struct StackNetwork {
 }
 
 impl StackNetwork {
-    pub fn new(ec2: aws_sdk_ec2::Client, vpc_id: impl Into<String>) -> Self {
+    pub(crate) fn new(ec2: aws_sdk_ec2::Client, vpc_id: impl Into<String>) -> Self {
         Self {
             ec2,
             vpc_id: vpc_id.into(),
@@ -449,7 +461,12 @@ pub enum HostInstance {
     Gone,
     /// An instance in any other state (`pending`, `running`, `stopping`, `stopped`): its
     /// mysqld may still hold or accept transactions.
-    Present { instance_id: String, state: String },
+    Present {
+        /// The instance behind the name.
+        instance_id: String,
+        /// EC2's name of its state (`stopped`, ...).
+        state: String,
+    },
 }
 
 /// The instance id a resource-name host starts with (`i-0abc….ec2.internal` -> `i-0abc…`,

@@ -22,8 +22,11 @@ pub const QUERIES_PER_CALL: usize = 500;
 /// How far back the sweep looks: about one sweep interval (the ALB publishes every minute).
 pub const WINDOW_SECONDS: i64 = 300;
 const PERIOD_SECONDS: i32 = 60;
+/// Where the ALB publishes its per-target-group metrics.
 pub const NAMESPACE: &str = "AWS/ApplicationELB";
+/// Healthy targets of a target group, per minute.
 pub const HEALTHY: &str = "HealthyHostCount";
+/// Unhealthy targets of a target group, per minute.
 pub const UNHEALTHY: &str = "UnHealthyHostCount";
 
 /// What CloudWatch said about one target group within the window.
@@ -54,6 +57,7 @@ pub fn load_balancer_dimension(listener_arn: &str) -> Option<String> {
     (parts.len() == 4).then(|| parts[..3].join("/"))
 }
 
+/// Reads every target group's health counts for the sweep in a few calls.
 #[derive(Debug, Clone)]
 pub struct TargetHealthMetrics {
     client: aws_sdk_cloudwatch::Client,
@@ -61,7 +65,7 @@ pub struct TargetHealthMetrics {
 }
 
 impl TargetHealthMetrics {
-    pub fn new(client: aws_sdk_cloudwatch::Client, listener_arn: &str) -> Self {
+    pub(crate) fn new(client: aws_sdk_cloudwatch::Client, listener_arn: &str) -> Self {
         Self {
             client,
             load_balancer: load_balancer_dimension(listener_arn),

@@ -48,12 +48,12 @@ pub fn with_metering(config: aws_config::SdkConfig) -> aws_config::SdkConfig {
 
 /// The HTTP client of an SDK configuration, logging every request.
 #[derive(Debug, Clone)]
-pub struct MeteredHttpClient {
+struct MeteredHttpClient {
     inner: SharedHttpClient,
 }
 
 impl MeteredHttpClient {
-    pub fn new(inner: SharedHttpClient) -> Self {
+    fn new(inner: SharedHttpClient) -> Self {
         Self { inner }
     }
 }

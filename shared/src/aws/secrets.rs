@@ -25,6 +25,7 @@ pub enum SecretKind {
 }
 
 impl SecretKind {
+    /// Every secret a cluster has: each created at provision, deleted at purge.
     pub const ALL: [SecretKind; 2] = [Self::ClusterAdmin, Self::App];
 
     fn suffix(self) -> &'static str {
@@ -47,21 +48,24 @@ pub fn secret_name(cluster_id: &str, kind: SecretKind) -> String {
     format!("ha-orchestrator/{cluster_id}/{}", kind.suffix())
 }
 
+/// The admin secret's name, which database commands get instead of the password.
 pub fn admin_secret_name(cluster_id: &str) -> String {
     secret_name(cluster_id, SecretKind::ClusterAdmin)
 }
 
+/// The application secret's name, which commands get instead of the password.
 pub fn app_secret_name(cluster_id: &str) -> String {
     secret_name(cluster_id, SecretKind::App)
 }
 
+/// Creates (with a generated password) and deletes a cluster's secrets.
 #[derive(Debug, Clone)]
 pub struct ClusterSecrets {
     client: aws_sdk_secretsmanager::Client,
 }
 
 impl ClusterSecrets {
-    pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
+    pub(crate) fn new(client: aws_sdk_secretsmanager::Client) -> Self {
         Self { client }
     }
 

@@ -21,17 +21,23 @@ use std::collections::HashMap;
 use crate::aws::fleet::TAG_CLUSTER;
 use crate::error::{Result, from_sdk, sdk_error_code};
 
+/// What the stack tells the adapter: VPC, listener, port and health check of web targets.
 #[derive(Debug, Clone)]
 pub struct TargetSettings {
+    /// The VPC every cluster's target group is created in (`VPC_ID`).
     pub vpc_id: String,
+    /// The ALB listener that gets each cluster's rule (`LISTENER_ARN`).
     pub listener_arn: String,
     /// The `alb-target` Lambda's target group: the maintenance page.
     pub status_target_group_arn: String,
+    /// The port web instances serve on (`WEB_PORT`).
     pub web_port: i32,
+    /// What the target group's health check requests (`HEALTH_CHECK_PATH`).
     pub health_check_path: String,
 }
 
 impl TargetSettings {
+    /// From any lookup (the bench passes a function's environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         use crate::config::required_from;
         let port_text = required_from("WEB_PORT", &lookup)?;
@@ -53,7 +59,8 @@ impl TargetSettings {
         })
     }
 
-    pub fn from_env() -> Result<Self> {
+    /// From the environment.
+    pub(crate) fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 }
@@ -80,18 +87,22 @@ impl Routing {
 /// A cluster's listener rule as the sweep sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterRule {
+    /// The rule, to change its weights.
     pub rule_arn: String,
+    /// Where it sends requests now.
     pub routing: Routing,
 }
 
 /// A target's health as the target group reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetHealth {
+    /// The web instance registered as target.
     pub instance_id: String,
     /// `initial`, `healthy`, `unhealthy`, `draining`, `unused`, `unavailable`.
     pub state: String,
 }
 
+/// A cluster's target group, its web targets and its listener rule.
 #[derive(Debug, Clone)]
 pub struct WebTargets {
     client: aws_sdk_elasticloadbalancingv2::Client,
@@ -125,11 +136,12 @@ fn is_code(err_code: Option<&str>, codes: &[&str]) -> bool {
 }
 
 impl WebTargets {
+    /// The adapter with the stack's settings.
     pub fn new(client: aws_sdk_elasticloadbalancingv2::Client, settings: TargetSettings) -> Self {
         Self { client, settings }
     }
 
-    pub fn settings(&self) -> &TargetSettings {
+    pub(crate) fn settings(&self) -> &TargetSettings {
         &self.settings
     }
 
@@ -397,6 +409,7 @@ impl WebTargets {
         Ok(())
     }
 
+    /// Take instances out of the target group; an absent group or target is not an error.
     pub async fn deregister(&self, target_group_arn: &str, instance_ids: &[String]) -> Result<()> {
         if instance_ids.is_empty() {
             return Ok(());

@@ -6,16 +6,24 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Document {
+    /// Installs and configures MySQL and MySQL Shell on a database node.
     DbInstall,
+    /// Prints the node's view of its group (a [`crate::domain::report::NodeReport`]).
     DbReport,
+    /// Creates the InnoDB Cluster on its first node.
     DbCreateCluster,
+    /// Adds a node to the cluster.
     DbAddInstance,
+    /// Removes a (lost) node from the cluster, run on a remaining member.
     DbRemoveInstance,
+    /// Reboots the cluster after a complete outage, on the node the orchestrator picked.
     DbRebootCluster,
+    /// Installs MySQL Router on a web node and bootstraps it against the cluster.
     WebRouter,
 }
 
 impl Document {
+    /// Every document the stack defines.
     pub const ALL: [Document; 7] = [
         Self::DbInstall,
         Self::DbReport,
@@ -26,6 +34,7 @@ impl Document {
         Self::WebRouter,
     ];
 
+    /// The part of the SSM name after the stack's prefix.
     pub fn suffix(self) -> &'static str {
         match self {
             Self::DbInstall => "DbInstall",
@@ -38,6 +47,7 @@ impl Document {
         }
     }
 
+    /// The document an SSM document name (`<stack>-<suffix>`) refers to, if one of ours.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
@@ -49,17 +59,26 @@ impl Document {
 /// the "EC2 Command Invocation Status-change Notification" event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandStatus {
+    /// Not yet run on the instance.
     Pending,
+    /// Running on the instance.
     InProgress,
+    /// SSM could not deliver it yet and tries again.
     Delayed,
+    /// The script succeeded.
     Success,
+    /// Cancelled before it finished.
     Cancelled,
+    /// The command did not succeed on the instance.
     Failed,
+    /// SSM gave up waiting for it.
     TimedOut,
+    /// Being cancelled.
     Cancelling,
 }
 
 impl CommandStatus {
+    /// No further status will come: the outcome can be judged.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

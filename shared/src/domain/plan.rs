@@ -13,17 +13,24 @@ use std::collections::BTreeMap;
 /// A subnet and its availability zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subnet {
+    /// The subnet id, which RunInstances takes.
     pub id: String,
+    /// Its zone, recorded on the node.
     pub availability_zone: String,
 }
 
 /// One instance EC2 reports with the cluster's tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedInstance {
+    /// EC2's id of the instance.
     pub instance_id: String,
+    /// Its slot tag; `None` when absent or unreadable, which makes it surplus.
     pub slot: Option<Slot>,
+    /// EC2's state: only pending and running instances fill a slot.
     pub state: InstanceState,
+    /// Where it runs, once EC2 reports it.
     pub subnet_id: Option<String>,
+    /// Its zone, once EC2 reports it.
     pub availability_zone: Option<String>,
     /// The private DNS name (empty in the EC2 answer until the interface is attached).
     pub private_dns_name: Option<String>,
@@ -69,6 +76,7 @@ pub fn subnet_for(slot: Slot, subnets: &[Subnet]) -> Option<&Subnet> {
     subnets.get((slot.index as usize + offset) % subnets.len())
 }
 
+/// Which slots to launch, which live instance keeps each slot, and what is surplus.
 pub fn plan_launches(
     spec: &ClusterSpec,
     subnets: &[Subnet],

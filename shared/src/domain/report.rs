@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// One database node's own view of its group and data, parsed from `DbReport` output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeReport {
@@ -13,8 +14,11 @@ pub struct NodeReport {
     pub member_state: String,
     /// `PRIMARY`, `SECONDARY`, or empty when not in a group.
     pub role: String,
+    /// `group_replication_group_name`, empty when none is set.
     pub group_name: String,
+    /// The InnoDB Cluster its metadata names; empty without metadata.
     pub cluster_name: String,
+    /// `@@gtid_executed`, compared to find the node with the most transactions.
     pub gtid_executed: String,
     /// The hosts this node sees as group members. Group Replication expels a member it
     /// cannot reach within seconds, so a lost node soon disappears from this list while it
@@ -51,6 +55,7 @@ impl NodeReport {
         !self.group_name.is_empty() && !matches!(self.member_state.as_str(), "OFFLINE" | "ERROR")
     }
 
+    /// The node takes writes: the one to join new members through.
     pub fn is_primary(&self) -> bool {
         self.member_state == "ONLINE" && self.role == "PRIMARY"
     }

@@ -8,10 +8,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunReason {
+    /// A new cluster: launch and bootstrap everything.
     Create,
+    /// A node was lost or is to be replaced.
     Heal,
+    /// The web count was changed (by the API or an alarm).
     Scale,
+    /// Tear the cluster down.
     Delete,
+    /// The membership survey found members out of the group: converge again.
     Sweep,
 }
 
@@ -19,8 +24,11 @@ pub enum RunReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowInput {
+    /// The cluster the run converges.
     pub cluster_id: String,
+    /// The generation that started the run; a newer one supersedes it (fencing).
     pub generation: u64,
+    /// Why it runs; sets the phase the cluster is in while it runs.
     pub reason: RunReason,
 }
 

@@ -13,11 +13,14 @@ pub const CLUSTER_ALARM_PREFIX: &str = "ha-c-";
 /// Which way an alarm scales.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// `web-high`: one more web instance.
     Out,
+    /// `web-low`: one web instance less.
     In,
 }
 
 impl Direction {
+    /// The change to the web count: +1 or -1.
     pub fn step(self) -> i32 {
         match self {
             Self::Out => 1,

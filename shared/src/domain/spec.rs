@@ -8,15 +8,22 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-pub const MAX_WEB: u32 = 20;
-pub const DB_COUNTS: [u32; 3] = [1, 3, 5];
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
-pub const MAX_SUBNETS: usize = 6;
+/// The most web instances a cluster may have.
+const MAX_WEB: u32 = 20;
+/// Database node counts allowed: odd, so a majority survives a lost node.
+const DB_COUNTS: [u32; 3] = [1, 3, 5];
+/// The largest request body (create or `PATCH`) read.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The most subnets a spec may list.
+const MAX_SUBNETS: usize = 6;
 
+/// How many instances of what type one tier gets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TierSpec {
+    /// The number of instances.
     pub count: u32,
+    /// Their EC2 instance type (`t3.small`).
     pub instance_type: String,
 }
 
@@ -24,7 +31,9 @@ pub struct TierSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingSpec {
+    /// The fewest web instances scaling in leaves.
     pub min_web: u32,
+    /// The most web instances scaling out reaches.
     pub max_web: u32,
 }
 
@@ -42,8 +51,11 @@ impl ScalingSpec {
 /// The desired state of a cluster, as recorded in DynamoDB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSpec {
+    /// The cluster's name: its listener rule matches `Host: <name>.*`.
     pub name: String,
+    /// The web tier.
     pub web: TierSpec,
+    /// The database tier (1, 3 or 5 nodes).
     pub db: TierSpec,
     /// Subnets to spread over, in order; empty means the stack's default subnets.
     #[serde(default)]
@@ -162,6 +174,7 @@ impl ClusterSpec {
         })
     }
 
+    /// The scaling bounds: as recorded, or the defaults for records without them.
     pub fn scaling(&self) -> ScalingSpec {
         self.scaling
             .unwrap_or_else(|| ScalingSpec::default_for(self.web.count))
