@@ -3,7 +3,7 @@
 
 use crate::domain::runs::execution_name;
 use crate::domain::runs::{RunReason, WorkflowInput};
-use crate::error::{Result, from_sdk, sdk_error_code};
+use crate::error::{Error, Result, from_sdk, sdk_error_code};
 
 #[derive(Debug, Clone)]
 pub struct Workflow {
@@ -50,7 +50,8 @@ impl Workflow {
     /// Start the run for `input`; `Ok(false)` when that run was already started.
     pub async fn start(&self, input: &WorkflowInput) -> Result<bool> {
         let name = execution_name(input);
-        let payload = serde_json::to_string(input).unwrap_or_default();
+        let payload =
+            serde_json::to_string(input).map_err(|e| Error::encode("workflow input", e))?;
         match self
             .client
             .start_execution()
