@@ -14,14 +14,14 @@ use orchestrator::tasks::survey::MembershipSurvey;
 async fn main() -> Result<(), lambda_runtime::Error> {
     let start = ColdStart::begin().await?;
     let store = start.store()?;
-    let workflow = start.workflow()?;
+    let runs = Runs::new(store.clone(), start.workflow()?);
     let healer = Healer {
         survey: MembershipSurvey {
             store: store.clone(),
             commands: start.commands()?,
-            workflow: workflow.clone(),
+            runs: runs.clone(),
         },
-        runs: Runs::new(store.clone(), workflow),
+        runs,
         store,
         instances: start.instances(),
         metrics: start.target_health_metrics()?,

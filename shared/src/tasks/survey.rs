@@ -12,7 +12,6 @@
 use crate::aws::commands::Commands;
 
 use crate::aws::store::{ClusterStore, CommandRecord, CommandTarget};
-use crate::aws::workflow::Workflow;
 use crate::domain::cluster::{Cluster, NodeState, Phase, Tier, now_rfc3339};
 use crate::domain::commands::Document;
 use crate::domain::report::NodeReport;
@@ -73,7 +72,7 @@ pub struct MembershipSurvey {
     /// Sends `DbReport` to the database nodes.
     pub commands: Commands,
     /// Starts the converge run a member out of its group needs.
-    pub workflow: Workflow,
+    pub runs: Runs,
 }
 
 impl MembershipSurvey {
@@ -172,8 +171,8 @@ impl MembershipSurvey {
                     who.join(", ")
                 );
                 // Only the generation surveyed: a run since then has looked at the group.
-                let runs = Runs::new(self.store.clone(), self.workflow.clone());
-                if runs
+                if self
+                    .runs
                     .converge(id, record.generation, &detail)
                     .await?
                     .is_none()

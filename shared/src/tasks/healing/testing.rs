@@ -89,6 +89,7 @@ pub(super) fn healer_with(
         ),
         metrics: TargetHealthMetrics::new(mocked_client!(aws_sdk_cloudwatch, []), "arn:listener"),
         survey: MembershipSurvey {
+            runs: Runs::new(store.clone(), workflow),
             store,
             commands: Commands::new(
                 mocked_client!(aws_sdk_ssm, []),
@@ -98,7 +99,6 @@ pub(super) fn healer_with(
                     output_bucket: "bucket".into(),
                 },
             ),
-            workflow,
         },
         policy: HealthPolicy::default(),
     }
