@@ -2,7 +2,7 @@
 //! (cluster, generation, reason).
 
 use crate::domain::runs::execution_name;
-use crate::domain::runs::{RunReason, WorkflowInput};
+use crate::domain::runs::WorkflowInput;
 use crate::error::{Error, Result, from_sdk, sdk_error_code};
 
 #[derive(Debug, Clone)]
@@ -17,34 +17,6 @@ impl Workflow {
             client,
             state_machine_arn: state_machine_arn.into(),
         }
-    }
-
-    /// Start the run a request just asked for (its generation already bumped), after noting
-    /// in the cluster's action log why it runs: `<why>; <healing|scaling|…> run, generation N`.
-    pub async fn start_explained(
-        &self,
-        store: &crate::aws::store::ClusterStore,
-        input: WorkflowInput,
-        action: &str,
-        why: &str,
-    ) -> Result<()> {
-        let run = match input.reason {
-            RunReason::Create => "create",
-            RunReason::Heal => "healing",
-            RunReason::Scale => "scaling",
-            RunReason::Delete => "delete",
-            RunReason::Sweep => "sweep",
-        };
-        store
-            .append_action(
-                &input.cluster_id,
-                input.generation,
-                action,
-                &format!("{why}; {run} run, generation {}", input.generation),
-            )
-            .await?;
-        self.start(&input).await?;
-        Ok(())
     }
 
     /// Start the run for `input`; `Ok(false)` when that run was already started.
@@ -77,6 +49,7 @@ impl Workflow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::runs::RunReason;
     use crate::mocked_client;
     use aws_sdk_sfn::operation::start_execution::{StartExecutionError, StartExecutionOutput};
     use aws_smithy_mocks::mock;
