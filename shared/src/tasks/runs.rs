@@ -338,4 +338,50 @@ mod tests {
         assert_eq!(logged.num_calls(), 0);
         assert_eq!(start.num_calls(), 0);
     }
+
+    /// The survey's converge: only from the generation surveyed, logged as a member out of
+    /// its group, and run as a `sweep` run of the next generation.
+    #[tokio::test]
+    async fn a_converge_starts_a_sweep_run_only_from_the_surveyed_generation() {
+        let bump = mock!(aws_sdk_dynamodb::Client::update_item)
+            .match_requests(|r| {
+                r.expression_attribute_values()
+                    .and_then(|v| v.get(":generation"))
+                    .and_then(|v| v.as_n().ok())
+                    .is_some_and(|g| g == "5")
+            })
+            .then_output(|| {
+                UpdateItemOutput::builder()
+                    .attributes("generation", AttributeValue::N("6".into()))
+                    .build()
+            });
+        let logged = mock!(aws_sdk_dynamodb::Client::put_item)
+            .match_requests(|r| {
+                r.item()
+                    .and_then(|i| i.get("data"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|d| {
+                        d.contains("MemberOutOfGroup")
+                            && d.contains("db-1 reports OFFLINE; sweep run, generation 6")
+                    })
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let start = mock!(aws_sdk_sfn::Client::start_execution)
+            .match_requests(|r| r.name() == Some("c-0123456789ab-g6-sweep"))
+            .then_output(|| {
+                StartExecutionOutput::builder()
+                    .execution_arn("arn:aws:states:us-east-1:1:execution:w:x")
+                    .start_date(aws_smithy_types::DateTime::from_secs(0))
+                    .build()
+                    .unwrap()
+            });
+        let runs = runs(&bump, &logged, &start);
+        assert_eq!(
+            runs.converge(ID, 5, "db-1 reports OFFLINE").await.unwrap(),
+            Some(6)
+        );
+        assert_eq!(bump.num_calls(), 1);
+        assert_eq!(logged.num_calls(), 1);
+        assert_eq!(start.num_calls(), 1);
+    }
 }
