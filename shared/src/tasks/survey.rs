@@ -38,7 +38,7 @@ pub enum Verdict {
 }
 
 /// Judge the reports of a cluster's database nodes: `(slot, report or why none)`.
-pub fn verdict(reports: &[(String, std::result::Result<NodeReport, String>)]) -> Verdict {
+fn verdict(reports: &[(String, std::result::Result<NodeReport, String>)]) -> Verdict {
     let groups =
         crate::domain::report::groups_of(reports.iter().filter_map(|(_, r)| r.as_ref().ok()));
     if groups.len() > 1 {

@@ -4,7 +4,6 @@
 //! Contract: bad input is always a 4xx whose JSON body names the field and says what to
 //! change; a failure on our side is a 5xx with a message that leaks no internals beyond the
 //! failing AWS operation, and a request id to find the log line.
-
 //!
 //! This file routes a request to its handler and turns errors into answers; the handlers
 //! are in `clusters.rs`, one per route, and the tests in `tests.rs`.
@@ -18,8 +17,6 @@ use crate::error::Error;
 use crate::tasks::runs::Runs;
 
 mod clusters;
-#[cfg(test)]
-mod tests;
 
 pub use clusters::cluster_view;
 use clusters::{
@@ -195,3 +192,6 @@ fn error_response(error: &Error, request_id: &str) -> ApiResponse {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
