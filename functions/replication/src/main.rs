@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         survey: MembershipSurvey {
             store: store.clone(),
             commands: commands.clone(),
-            workflow: start.workflow()?,
+            runs: orchestrator::tasks::runs::Runs::new(store.clone(), start.workflow()?),
         },
         store,
         commands,

@@ -1,8 +1,8 @@
 //! Step Functions adapter: start `ClusterWorkflow` runs, at most one per
 //! (cluster, generation, reason).
 
-use crate::domain::runs::execution_name;
 use crate::domain::runs::WorkflowInput;
+use crate::domain::runs::execution_name;
 use crate::error::{Error, Result, from_sdk, sdk_error_code};
 
 #[derive(Debug, Clone)]

@@ -191,7 +191,10 @@ pub(super) fn replicator(
         survey: crate::tasks::survey::MembershipSurvey {
             store: store.clone(),
             commands: commands.clone(),
-            workflow: crate::aws::workflow::Workflow::new(sfn.clone(), "arn:sm"),
+            runs: crate::tasks::runs::Runs::new(
+                store.clone(),
+                crate::aws::workflow::Workflow::new(sfn.clone(), "arn:sm"),
+            ),
         },
         store,
         commands,
