@@ -6,8 +6,10 @@ a doc link that points up a layer is a dependency a reader follows too), then ch
   - no cycle among modules;
   - `domain` names nothing of the crate but `error` and other `domain` modules;
   - `aws` names nothing of `tasks`.
-Exit status 1 with the offending edges when a rule is broken. Test modules
-(`#[cfg(test)]` to the end of a file) are left out: tests may reach across layers.
+  - no `aws_sdk_*` name in `domain` or `tasks` outside tests: SDK types stop at the adapters.
+Exit status 1 with the offending edges when a rule is broken. Test code is left out (a
+module declared `#[cfg(test)] mod name;` and an inline `#[cfg(test)] mod name { .. }`, which
+runs to the end of its file by the crate's convention): tests may reach across layers.
 Run by `make lint`; `python3 scripts/module-graph.py` prints the graph alone.
 """
 import os
@@ -17,8 +19,12 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "src")
 
 
+TEST_MODULE_FILE = re.compile(r"#\[cfg\(test\)\]\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+(\w+)\s*;")
+TEST_MODULE_INLINE = re.compile(r"#\[cfg\(test\)\]\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+\w+\s*\{")
+
+
 def modules():
-    found = {}
+    sources = {}
     for directory, _, files in os.walk(ROOT):
         for name in files:
             if not name.endswith(".rs"):
@@ -28,9 +34,19 @@ def modules():
             if module.endswith("/mod"):
                 module = module[: -len("/mod")]
             with open(path, encoding="utf-8") as source:
-                text = source.read()
-            cut = text.find("#[cfg(test)]")
-            found[module.replace("/", "::")] = text if cut < 0 else text[:cut]
+                sources[module.replace("/", "::")] = source.read()
+    test_only = set()
+    for module, text in sources.items():
+        parent = module if module == "lib" else module
+        for match in TEST_MODULE_FILE.finditer(text):
+            test_only.add(match.group(1) if parent == "lib" else f"{parent}::{match.group(1)}")
+    found = {}
+    for module, text in sources.items():
+        if module in test_only:
+            continue
+        text = TEST_MODULE_FILE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+        inline = TEST_MODULE_INLINE.search(text)
+        found[module] = text if inline is None else text[: inline.start()]
     return found
 
 
@@ -88,7 +104,8 @@ def layer(module):
 
 
 def main():
-    edges = graph(modules())
+    found = modules()
+    edges = graph(found)
     for module in sorted(edges):
         print(f"{module} -> {' '.join(sorted(edges[module])) or '(nothing)'}")
     problems = [f"cycle: {' <-> '.join(c)}" for c in cycles(edges)]
@@ -98,10 +115,16 @@ def main():
                 problems.append(f"domain depends on {target}: {module} -> {target}")
             if layer(module) == "aws" and layer(target) == "tasks":
                 problems.append(f"an adapter depends on a task: {module} -> {target}")
+    for module, text in sorted(found.items()):
+        if layer(module) in ("domain", "tasks"):
+            for number, line in enumerate(text.splitlines(), 1):
+                if "aws_sdk_" in line:
+                    problems.append(f"an SDK type in {module} (line {number}): {line.strip()}")
     if problems:
         print("\n".join(["", "module graph broken:"] + problems), file=sys.stderr)
         return 1
-    print("\nno cycle; domain depends only on error; aws depends on no task")
+    print("\nno cycle; domain depends only on error; aws depends on no task; no SDK type in")
+    print("domain or tasks outside tests")
     return 0
 
 
