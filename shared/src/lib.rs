@@ -31,6 +31,8 @@
 //! changes a cluster bumps its generation and starts a `ClusterWorkflow` execution named
 //! after it (see [`domain::runs`]), so a repeated event starts nothing twice.
 
+#![deny(missing_docs)]
+
 pub mod aws;
 pub mod concurrency;
 pub mod config;

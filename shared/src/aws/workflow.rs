@@ -5,6 +5,7 @@ use crate::domain::runs::WorkflowInput;
 use crate::domain::runs::execution_name;
 use crate::error::{Error, Result, from_sdk, sdk_error_code};
 
+/// Starts runs of the stack's `ClusterWorkflow` state machine.
 #[derive(Debug, Clone)]
 pub struct Workflow {
     client: aws_sdk_sfn::Client,
@@ -12,6 +13,7 @@ pub struct Workflow {
 }
 
 impl Workflow {
+    /// The state machine named by `state_machine_arn` (`STATE_MACHINE_ARN`).
     pub fn new(client: aws_sdk_sfn::Client, state_machine_arn: impl Into<String>) -> Self {
         Self {
             client,

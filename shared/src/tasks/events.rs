@@ -11,19 +11,25 @@ pub use crate::domain::cluster::InstanceState;
 use crate::domain::commands::CommandStatus;
 use crate::error::{Error, Result};
 
+/// `(source, detail-type)` of an EC2 instance state change: a node may be lost.
 pub const EC2_STATE_CHANGE: (&str, &str) = ("aws.ec2", "EC2 Instance State-change Notification");
+/// `(source, detail-type)` of an SSM command invocation status change: a command ended.
 pub const SSM_COMMAND_STATUS: (&str, &str) = (
     "aws.ssm",
     "EC2 Command Invocation Status-change Notification",
 );
+/// `(source, detail-type)` of a CloudWatch alarm state change: a scaling alarm moved.
 pub const ALARM_STATE_CHANGE: (&str, &str) = ("aws.cloudwatch", "CloudWatch Alarm State Change");
+/// `(source, detail-type)` of an EventBridge schedule: the sweep and the scaling recheck.
 pub const SCHEDULED: (&str, &str) = ("aws.events", "Scheduled Event");
 
 /// `source: aws.ec2`, `detail-type: EC2 Instance State-change Notification`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceStateChange {
     #[serde(rename = "instance-id")]
+    /// The instance whose state changed (`instance-id`).
     pub instance_id: String,
+    /// The state it entered; a loss is stopping, stopped, shutting-down or terminated.
     pub state: InstanceState,
 }
 
@@ -31,13 +37,18 @@ pub struct InstanceStateChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandInvocationStatusChange {
     #[serde(rename = "command-id")]
+    /// The command, as SendCommand returned it; the key of its record.
     pub command_id: String,
     #[serde(rename = "document-name")]
+    /// The document the command ran; tells a database step from a survey.
     pub document_name: String,
     #[serde(rename = "instance-id")]
+    /// The instance this invocation ran on.
     pub instance_id: String,
     #[serde(rename = "requested-date-time")]
+    /// When the command was sent, as SSM reports it.
     pub requested_date_time: String,
+    /// The invocation's status; only a terminal one resolves the command.
     pub status: CommandStatus,
 }
 
@@ -45,25 +56,36 @@ pub struct CommandInvocationStatusChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlarmStateChange {
+    /// The alarm's name, which carries the cluster id and the direction.
     pub alarm_name: String,
+    /// The state it moved to.
     pub state: AlarmState,
+    /// The state it left.
     pub previous_state: AlarmState,
 }
 
+/// One side of an alarm's transition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmState {
+    /// OK, ALARM or INSUFFICIENT_DATA; only ALARM scales.
     pub value: AlarmValue,
+    /// CloudWatch's explanation, kept for the log.
     #[serde(default)]
     pub reason: String,
+    /// When the alarm entered this state.
     #[serde(default)]
     pub timestamp: String,
 }
 
+/// A CloudWatch alarm state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AlarmValue {
+    /// The metric is within the threshold.
     Ok,
+    /// The metric breached the threshold: step the web tier.
     Alarm,
+    /// Not enough data to decide: nothing is done.
     InsufficientData,
 }
 
@@ -71,9 +93,13 @@ pub enum AlarmValue {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduledTick {}
 
+/// The whole EventBridge envelope of an instance state change.
 pub type InstanceStateChangeEvent = EventBridgeEvent<InstanceStateChange>;
+/// The whole EventBridge envelope of a command status change.
 pub type CommandStatusEvent = EventBridgeEvent<CommandInvocationStatusChange>;
+/// The whole EventBridge envelope of an alarm state change.
 pub type AlarmEvent = EventBridgeEvent<AlarmStateChange>;
+/// The whole EventBridge envelope of a scheduled tick.
 pub type ScheduleEvent = EventBridgeEvent<ScheduledTick>;
 
 /// `(source, detail-type)` of an EventBridge event, if it is one.
@@ -91,7 +117,9 @@ fn parse_as<T: DeserializeOwned>(value: Value, what: &str) -> Result<T> {
 /// What the `instance-events` function is invoked with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HealingTrigger {
+    /// An instance changed state: heal it if it was lost.
     InstanceStateChange(InstanceStateChangeEvent),
+    /// The sweep schedule: look for what events missed.
     Sweep(ScheduleEvent),
 }
 
@@ -116,11 +144,15 @@ impl HealingTrigger {
 /// change that resumes a waiting one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplicationTrigger {
+    /// A `ClusterWorkflow` database task (a step to send, with its task token).
     Task(Box<crate::tasks::replication::TaskRequest>),
+    /// A command ended: answer the task waiting on it.
     CommandStatus(Box<CommandStatusEvent>),
 }
 
 impl ReplicationTrigger {
+    /// An EventBridge envelope is a command status change; anything without one is a
+    /// workflow task's input. Another source is a [`Error::MalformedEvent`].
     pub fn from_json(value: Value) -> Result<Self> {
         match envelope(&value) {
             Some(SSM_COMMAND_STATUS) => Ok(Self::CommandStatus(Box::new(parse_as(
@@ -139,11 +171,14 @@ impl ReplicationTrigger {
 /// schedule that steps again while an alarm stays in ALARM (the scaling task's recheck).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScalingTrigger {
+    /// A scaling alarm changed state.
     Alarm(Box<AlarmEvent>),
+    /// The recheck schedule: step again while an alarm stays in ALARM.
     Recheck(ScheduleEvent),
 }
 
 impl ScalingTrigger {
+    /// Classify by `source` and `detail-type`; anything else is a [`Error::MalformedEvent`].
     pub fn from_json(value: Value) -> Result<Self> {
         match envelope(&value) {
             Some(ALARM_STATE_CHANGE) => Ok(Self::Alarm(Box::new(parse_as(

@@ -16,13 +16,19 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue};
 /// What a request asks for, decided before any lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wanted {
+    /// `/_health`: the load balancer's own check of this function.
     Health,
     /// `/_status` of the cluster named by the host; `html` when the client accepts HTML.
     Status {
+        /// The cluster the host names, if any.
         cluster_name: Option<String>,
+        /// The client accepts HTML.
         html: bool,
     },
+    /// The maintenance page a cluster's listener rule routes to while no web node is
+    /// healthy.
     Maintenance {
+        /// The cluster the host names, if any.
         cluster_name: Option<String>,
     },
 }
@@ -42,6 +48,7 @@ pub fn cluster_name_of_host(host: &str) -> Option<String> {
     crate::domain::spec::is_valid_name(label).then(|| label.to_string())
 }
 
+/// Decide what a request asks for from its path and headers, before any lookup.
 pub fn wanted(request: &AlbTargetGroupRequest) -> Wanted {
     let header = |name: &str| {
         request
@@ -87,6 +94,7 @@ fn response(status: u16, content_type: &'static str, body: String) -> AlbTargetG
     answer
 }
 
+/// The health answer: the function runs (it reads nothing, so it cannot be slow).
 pub fn health() -> AlbTargetGroupResponse {
     response(200, "application/json", r#"{"status":"ok"}"#.into())
 }

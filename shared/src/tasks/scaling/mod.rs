@@ -56,12 +56,21 @@ pub enum ScaleReaction {
     /// The alarm went to OK or INSUFFICIENT_DATA: nothing to do.
     NotAlarming,
     /// Nothing changed (no such cluster, being deleted, in cooldown, at a bound): why.
-    Unchanged { cluster_id: String, why: String },
+    Unchanged {
+        /// The cluster the alarm names.
+        cluster_id: String,
+        /// Why nothing changed, for the log.
+        why: String,
+    },
     /// A step was recorded and its scaling run started.
     Started {
+        /// The cluster stepped.
         cluster_id: String,
+        /// The generation of the scaling run.
         generation: u64,
+        /// Web nodes before the step.
         from: u32,
+        /// Web nodes after it.
         to: u32,
     },
 }
