@@ -29,3 +29,16 @@ macro_rules! mocked_client {
         $krate::Client::from_conf(config)
     }};
 }
+
+/// DynamoDB's answer to a write whose condition failed, with the error code the SDK and
+/// [`crate::error::sdk_error_code`] read: the lost race every conditional-write test needs.
+pub fn conditional_check_failed() -> aws_sdk_dynamodb::types::error::ConditionalCheckFailedException
+{
+    aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
+        .meta(
+            aws_smithy_types::error::ErrorMetadata::builder()
+                .code("ConditionalCheckFailedException")
+                .build(),
+        )
+        .build()
+}

@@ -316,13 +316,7 @@ mod tests {
             })
             .then_error(|| {
                 UpdateItemError::ConditionalCheckFailedException(
-                    aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
-                        .meta(
-                            aws_smithy_types::error::ErrorMetadata::builder()
-                                .code("ConditionalCheckFailedException")
-                                .build(),
-                        )
-                        .build(),
+                    crate::testing::conditional_check_failed(),
                 )
             });
         let logged = mock!(aws_sdk_dynamodb::Client::put_item)

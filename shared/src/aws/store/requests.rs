@@ -339,13 +339,7 @@ mod tests {
             .build();
         let update = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
             aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
-                aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
-                    .meta(
-                        aws_smithy_types::error::ErrorMetadata::builder()
-                            .code("ConditionalCheckFailedException")
-                            .build(),
-                    )
-                    .build(),
+                crate::testing::conditional_check_failed(),
             )
         });
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&before, &update]);

@@ -95,7 +95,7 @@ mod tests {
     use super::*;
     use crate::domain::cluster::{Node, Tier};
     use crate::mocked_client;
-    use crate::tasks::healing::testing::{ID, conditional_check_failed, healer_on, node, started};
+    use crate::tasks::healing::testing::{ID, healer_on, node, started};
     use aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput;
     use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
     use aws_sdk_dynamodb::operation::query::QueryOutput;
@@ -167,9 +167,7 @@ mod tests {
             .output(|| PutItemOutput::builder().build())
             .error(|| {
                 PutItemError::ConditionalCheckFailedException(
-                    aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
-                        .meta(conditional_check_failed())
-                        .build(),
+                    crate::testing::conditional_check_failed(),
                 )
             })
             .build()
@@ -208,9 +206,7 @@ mod tests {
             })
             .error(|| {
                 UpdateItemError::ConditionalCheckFailedException(
-                    aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
-                        .meta(conditional_check_failed())
-                        .build(),
+                    crate::testing::conditional_check_failed(),
                 )
             })
             .build()

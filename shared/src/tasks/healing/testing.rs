@@ -126,11 +126,3 @@ pub(super) fn started(cluster_id: &str, generation: u64) -> Rule {
                 .unwrap()
         })
 }
-
-/// The metadata DynamoDB's error carries when a write's condition fails (the SDK reads the
-/// code from it).
-pub(super) fn conditional_check_failed() -> aws_smithy_types::error::ErrorMetadata {
-    aws_smithy_types::error::ErrorMetadata::builder()
-        .code("ConditionalCheckFailedException")
-        .build()
-}

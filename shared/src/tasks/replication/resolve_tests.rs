@@ -126,10 +126,8 @@ fn scene(ran: [Ran; 2]) -> Scene {
                 )
             } else {
                 MockResponse::Error(
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::generic(
-                        aws_smithy_types::error::ErrorMetadata::builder()
-                            .code("ConditionalCheckFailedException")
-                            .build(),
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                        crate::testing::conditional_check_failed(),
                     ),
                 )
             }
