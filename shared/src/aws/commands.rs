@@ -115,11 +115,6 @@ impl Commands {
         }
     }
 
-    /// The settings it was built with.
-    pub fn settings(&self) -> &CommandSettings {
-        &self.settings
-    }
-
     /// Send `document` to `instance_ids`; returns the command id.
     pub async fn send(
         &self,

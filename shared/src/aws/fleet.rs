@@ -99,11 +99,6 @@ impl Fleet {
         Self { ec2, ssm, settings }
     }
 
-    /// The settings it was built with.
-    pub fn settings(&self) -> &FleetSettings {
-        &self.settings
-    }
-
     /// The subnets to spread over, in the order given, with their zones.
     pub async fn subnets(&self, requested: &[String]) -> Result<Vec<Subnet>> {
         let ids = if requested.is_empty() {

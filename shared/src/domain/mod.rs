@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod commands;
+pub mod db_step;
 pub mod plan;
 pub mod report;
 pub mod runs;

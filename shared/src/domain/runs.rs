@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::cluster::Phase;
+
 /// Why a `ClusterWorkflow` execution runs. Part of the execution name, so one reason per
 /// (cluster, generation) starts at most one execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,4 +45,14 @@ pub fn execution_name(input: &WorkflowInput) -> String {
         RunReason::Sweep => "sweep",
     };
     format!("{}-g{}-{reason}", input.cluster_id, input.generation)
+}
+
+/// The phase a run shows while it works.
+pub fn run_phase(reason: RunReason) -> Phase {
+    match reason {
+        RunReason::Create => Phase::Provisioning,
+        RunReason::Heal | RunReason::Sweep => Phase::Healing,
+        RunReason::Scale => Phase::Scaling,
+        RunReason::Delete => Phase::Deleting,
+    }
 }

@@ -1,10 +1,11 @@
 //! A run's two ends: `begin` takes the cluster's lease for the run (its token fences every
 //! later write), `record-failure` ends a failed run with the error the API shows.
 
-use super::{Provisioner, Task, TaskOutcome, TaskRequest, fence_of, run_phase};
+use super::{Provisioner, Task, TaskOutcome, TaskRequest, fence_of};
 use crate::aws::store::Fence;
 use crate::domain::cluster::{Cluster, LastError, Phase, now_rfc3339};
 use crate::domain::runs::RunReason;
+use crate::domain::runs::run_phase;
 use crate::error::Result;
 
 impl Provisioner {

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::aws::fleet::Fleet;
 use crate::aws::store::{ClusterStore, Fence};
 use crate::aws::targets::WebTargets;
-use crate::domain::cluster::{Cluster, Phase};
-use crate::domain::runs::{RunReason, WorkflowInput};
+use crate::domain::cluster::Cluster;
+use crate::domain::runs::{WorkflowInput, run_phase};
 use crate::error::{Error, Result};
 
 mod converge;
@@ -251,20 +251,11 @@ fn wait_outcome(
     })
 }
 
-/// The phase a run shows while it works.
-pub(crate) fn run_phase(reason: RunReason) -> Phase {
-    match reason {
-        RunReason::Create => Phase::Provisioning,
-        RunReason::Heal | RunReason::Sweep => Phase::Healing,
-        RunReason::Scale => Phase::Scaling,
-        RunReason::Delete => Phase::Deleting,
-    }
-}
-
 #[cfg(test)]
 mod request_tests {
     use super::*;
     use crate::domain::cluster::now_rfc3339;
+    use crate::domain::runs::RunReason;
 
     #[test]
     fn task_requests_parse_from_the_state_machine_payload() {

@@ -1,7 +1,7 @@
 //! Which command a database task sends next, and how it is sent: once per run and step
 //! (a retried task waits on the command already sent), within the run's budget of
 //! failures and sends. Converge reads the inspect reports, records every node's role and
-//! takes one step through the split-brain guard ([`decide`]).
+//! takes the one step [`crate::domain::db_step::next_step`] chooses.
 
 use super::{
     MAX_COMMAND_FAILURES, MAX_INSPECTIONS_PER_RUN, MAX_SENDS_PER_STEP, Replicator, TaskRequest,
@@ -10,7 +10,9 @@ use super::{
 use crate::aws::store::{CommandRecord, CommandTarget, Fence};
 use crate::domain::cluster::{Cluster, Node, NodeState, Tier, now_rfc3339};
 use crate::domain::commands::Document;
-use crate::domain::report::{GroupDecision, NodeReport, decide};
+use crate::domain::db_step::{DbStep, ObservedNode, forced_reboot_refusal, next_step};
+use crate::domain::report::NodeReport;
+use crate::domain::runs::run_phase;
 use crate::error::{Error, Result};
 
 /// A command to send for a step.
@@ -112,23 +114,30 @@ impl Replicator {
             reports.push((node, report));
         }
 
-        let by_host = reports
+        let observed = reports
             .iter()
-            .map(|(node, report)| Ok((host_of(node)?, report.clone())))
+            .map(|(node, report)| {
+                Ok(ObservedNode {
+                    slot: node.slot.clone(),
+                    instance: instance_of(node),
+                    host: host_of(node)?,
+                    report: report.clone(),
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let node_at = |host: &str| -> Result<&Node> {
             reports
                 .iter()
-                .zip(&by_host)
-                .find(|(_, (h, _))| h == host)
+                .zip(&observed)
+                .find(|(_, o)| o.host == host)
                 .map(|((node, _), _)| *node)
                 .ok_or_else(|| Error::not_ready(format!("no node is {host}")))
         };
-        let seed = by_host[0].0.clone();
         let name = cluster.spec.name.clone();
-        let step = match decide(&by_host, &seed) {
-            GroupDecision::Conflict(why) => return Err(Error::refused(why)),
-            GroupDecision::CreateOn(host) => Step {
+        let step = match next_step(&observed) {
+            DbStep::Refuse(why) => return Err(Error::refused(why)),
+            DbStep::Wait(why) => return self.answer_wait(request, &why).await,
+            DbStep::Create { host } => Step {
                 name: "db-create",
                 document: Document::DbCreateCluster,
                 targets: vec![node_at(&host)?],
@@ -142,32 +151,16 @@ impl Replicator {
                 ],
                 key: "create".into(),
             },
-            GroupDecision::RebootFrom(host) => {
-                let live_hosts: Vec<&str> = by_host.iter().map(|(h, _)| h.as_str()).collect();
-                let seed_report = by_host
+            DbStep::Reboot { host } => {
+                let live_hosts: Vec<&str> = observed.iter().map(|o| o.host.as_str()).collect();
+                let seed_report = &observed
                     .iter()
-                    .find(|(h, _)| *h == host)
-                    .map(|(_, r)| r)
-                    .ok_or_else(|| Error::not_ready(format!("no node is {host}")))?;
+                    .find(|o| o.host == host)
+                    .ok_or_else(|| Error::not_ready(format!("no node is {host}")))?
+                    .report;
                 let force = reboot_force(&self.instances, seed_report, &live_hosts).await;
-                // `force` also skips the Shell's check that every reachable member's GTID set
-                // fits the seed's (mysql-shell reboot_cluster_from_complete_outage.cc: the
-                // replica GTID check runs only without force): a member with transactions
-                // the seed lacks would lose them. A person decides that, not the workflow.
-                if force
-                    && let Some((other, report)) = by_host.iter().find(|(_, r)| {
-                        !crate::domain::report::gtid_subset(
-                            &r.gtid_executed,
-                            &seed_report.gtid_executed,
-                        )
-                    })
-                {
-                    return Err(Error::refused(format!(
-                        "{other} has transactions the reboot seed {host} lacks (its GTID set \
-                             {} is not contained in {}); a forced reboot from complete outage \
-                             would discard them: compare the two nodes and reboot by hand",
-                        report.gtid_executed, seed_report.gtid_executed
-                    )));
+                if force && let Some(why) = forced_reboot_refusal(&observed, &host) {
+                    return Err(Error::refused(why));
                 }
                 Step {
                     name: "db-reboot",
@@ -183,85 +176,37 @@ impl Replicator {
                     key: if force { "reboot-force" } else { "reboot" }.into(),
                 }
             }
-            GroupDecision::JoinThrough(primary) => {
-                if let Some((node, report)) = reports
-                    .iter()
-                    .find(|(_, r)| r.in_group() && r.member_state != "ONLINE")
-                {
-                    let why = format!(
-                        "{} ({}) is {} in the group; waiting for it to come ONLINE",
-                        node.slot,
-                        instance_of(node),
-                        report.member_state
-                    );
-                    return self.answer_wait(request, &why).await;
-                }
-                // A member the cluster still counts that is no live node (its instance was
-                // lost and replaced): remove it through the primary before adding others.
-                // The primary's metadata decides, not its group view: Group Replication
-                // expels an unreachable member within ~10 s, the metadata keeps it.
-                let live_hosts: Vec<&str> = by_host.iter().map(|(h, _)| h.as_str()).collect();
-                let stale = reports
-                    .iter()
-                    .find(|(_, r)| r.is_primary())
-                    .and_then(|(_, r)| r.absent_members(&live_hosts).into_iter().next());
-                if let Some(stale) = stale {
-                    let step = Step {
-                        name: "db-remove",
-                        document: Document::DbRemoveInstance,
-                        targets: vec![node_at(&primary)?],
-                        parameters: vec![("adminSecretId", secret), ("node", stale.clone())],
-                        key: format!("remove-{stale}"),
-                    };
-                    return self.send(cluster, fence, request, step).await;
-                }
-                match reports.iter().find(|(_, r)| !r.in_group()) {
-                    Some((node, _)) => Step {
-                        name: "db-join",
-                        document: Document::DbAddInstance,
-                        targets: vec![node_at(&primary)?],
-                        parameters: vec![("adminSecretId", secret), ("node", host_of(node)?)],
-                        key: format!("join-{}", node.slot),
-                    },
-                    None => {
-                        let primaries: Vec<&str> = reports
-                            .iter()
-                            .filter(|(_, r)| r.is_primary())
-                            .map(|(n, _)| n.slot.as_str())
-                            .collect();
-                        if primaries.len() != 1 {
-                            let why = format!(
-                                "the group reports {} primaries ({}); waiting for one",
-                                primaries.len(),
-                                primaries.join(", ")
-                            );
-                            return self.answer_wait(request, &why).await;
-                        }
-                        let group = &reports[0].1.group_name;
-                        let detail = format!(
-                            "group {group}: PRIMARY {}, {} ONLINE",
-                            primaries[0],
-                            reports.len()
-                        );
-                        self.store
-                            .record_step(
-                                &cluster.id,
-                                fence,
-                                crate::tasks::provision::run_phase(request.ctx.reason),
-                                "db-verify",
-                            )
-                            .await?;
-                        self.store
-                            .append_action(
-                                &cluster.id,
-                                cluster.generation,
-                                "DatabaseVerified",
-                                &detail,
-                            )
-                            .await?;
-                        return self.answer_done(request, "db-verify", &detail).await;
-                    }
-                }
+            DbStep::Remove { primary, stale } => Step {
+                name: "db-remove",
+                document: Document::DbRemoveInstance,
+                targets: vec![node_at(&primary)?],
+                parameters: vec![("adminSecretId", secret), ("node", stale.clone())],
+                key: format!("remove-{stale}"),
+            },
+            DbStep::Join {
+                primary,
+                host,
+                slot,
+            } => Step {
+                name: "db-join",
+                document: Document::DbAddInstance,
+                targets: vec![node_at(&primary)?],
+                parameters: vec![("adminSecretId", secret), ("node", host)],
+                key: format!("join-{slot}"),
+            },
+            DbStep::Verified { detail } => {
+                self.store
+                    .record_step(
+                        &cluster.id,
+                        fence,
+                        run_phase(request.ctx.reason),
+                        "db-verify",
+                    )
+                    .await?;
+                self.store
+                    .append_action(&cluster.id, cluster.generation, "DatabaseVerified", &detail)
+                    .await?;
+                return self.answer_done(request, "db-verify", &detail).await;
             }
         };
         self.send(cluster, fence, request, step).await
@@ -277,12 +222,7 @@ impl Replicator {
         step: Step<'_>,
     ) -> Result<()> {
         self.store
-            .record_step(
-                &cluster.id,
-                fence,
-                crate::tasks::provision::run_phase(request.ctx.reason),
-                step.name,
-            )
+            .record_step(&cluster.id, fence, run_phase(request.ctx.reason), step.name)
             .await?;
         if step.targets.is_empty() {
             return self
