@@ -5,8 +5,8 @@
 //!
 //! # Three layers, no import cycle
 //! - [`domain`]: pure types and decisions (a cluster and its nodes, the spec, the plan of
-//!   instances, the database report and the next database step, run reasons, command
-//!   documents, alarm names). Imports nothing of the crate but [`error`].
+//!   instances, the database report, the next database step ([`domain::db_step`]), run
+//!   reasons, command documents, alarm names). Imports nothing of the crate but [`error`].
 //! - [`aws`]: one adapter per AWS service (the DynamoDB store, EC2 fleet, ELBv2 targets,
 //!   CloudWatch alarms and metrics, SSM commands, Secrets Manager, Step Functions). SDK
 //!   types stop here.
