@@ -168,7 +168,7 @@ mod tests {
     fn reads_metering_and_report_lines_and_ignores_the_rest() {
         let mut activity = Activity::default();
         for line in [
-            r#"{"level":"DEBUG","fields":{"message":"aws call","service":"ec2","operation":"RunInstances","at_ms":1700000000123,"elapsed_ms":4.5,"status":"200","items":0},"target":"orchestrator::aws::metering"}"#,
+            r#"{"level":"DEBUG","fields":{"message":"aws call","service":"ec2","operation":"RunInstances","at_ms":1700000000123,"elapsed_ms":4.5,"status":"200","items":0},"target":"orchestrator::metering"}"#,
             "lambda-runner: REPORT RequestId: 0001 Duration: 12.25 ms",
             r#"{"level":"INFO","fields":{"message":"launched"}}"#,
             "lambda-runner: bootstrap exited with exit status: 0",

@@ -6,7 +6,7 @@
 //! only when it cannot measure).
 //!
 //! One local cloud for everything, with the stack deployed as `sam deploy` deploys it,
-//! metering on (`LogLevel=info,orchestrator::aws::metering=debug`) and the sweep schedule set to a
+//! metering on (`LogLevel=info,orchestrator::metering=debug`) and the sweep schedule set to a
 //! day so no scheduled sweep runs inside a measured operation.
 
 mod database;
@@ -127,7 +127,7 @@ async fn run(args: Args) -> Result<()> {
         .deploy_with(
             "ha-bench",
             &[
-                ("LogLevel", "info,orchestrator::aws::metering=debug"),
+                ("LogLevel", "info,orchestrator::metering=debug"),
                 ("SweepSchedule", "rate(1 day)"),
             ],
         )

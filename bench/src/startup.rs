@@ -255,7 +255,7 @@ pub async fn measure(
             })?
             .len();
         // One metered run shows which AWS calls the event makes: the peer makes the same.
-        let metered = with_var(&env, "RUST_LOG", "info,orchestrator::aws::metering=debug");
+        let metered = with_var(&env, "RUST_LOG", "info,orchestrator::metering=debug");
         let first_calls = metered_calls(&binary, &metered, &event).await?;
         // Timed at the production log level: the metering lines would cost time.
         let env = with_var(&env, "RUST_LOG", "info");

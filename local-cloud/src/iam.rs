@@ -8,7 +8,7 @@
 //! Step Functions, Secrets Manager or CloudWatch: those requests would pass whatever the
 //! role says. This module closes that gap for every service alike. Each function logs one
 //! `aws call` line per request with the parameters IAM authorises by
-//! (`orchestrator::aws::metering`, field `scope`); [`authorizations`] turns each into the IAM
+//! (target `orchestrator::metering`, field `scope`); [`authorizations`] turns each into the IAM
 //! actions and resources AWS authorises it as (the Service Authorization Reference, cited
 //! per rule below), and [`evaluate`] checks them against the role's policies as the
 //! deployed stack holds them (the SAM-transformed template's role, read back from IAM).
@@ -1601,7 +1601,7 @@ mod tests {
 
     #[test]
     fn reads_metering_lines_and_fakecloud_audit_lines() {
-        let line = r#"{"level":"DEBUG","fields":{"message":"aws call","service":"ssm","operation":"GetParameter","status":"200","scope":"{\"Name\":\"/ami\"}"},"target":"orchestrator::aws::metering"}"#;
+        let line = r#"{"level":"DEBUG","fields":{"message":"aws call","service":"ssm","operation":"GetParameter","status":"200","scope":"{\"Name\":\"/ami\"}"},"target":"orchestrator::metering"}"#;
         let got = parse_call(line).unwrap();
         assert_eq!(got.scope, json!({"Name": "/ami"}));
         assert_eq!(parse_call(r#"{"fields":{"message":"launched"}}"#), None);

@@ -267,23 +267,23 @@ struct DeployedRoles {
 }
 
 /// The log level that turns the `aws call` lines on (what the IAM coverage check reads).
-pub const METERED_LOG_LEVEL: &str = "info,orchestrator::aws::metering=debug";
+pub const METERED_LOG_LEVEL: &str = "info,orchestrator::metering=debug";
 
 /// A function log level with the `aws call` lines on: a test's own level keeps its
-/// choices, and gets `orchestrator::aws::metering=debug` added unless it already logs them,
+/// choices, and gets `orchestrator::metering=debug` added unless it already logs them,
 /// so no deploy escapes the IAM coverage check.
 pub fn metered(level: Option<&str>) -> String {
     match level {
         None => METERED_LOG_LEVEL.to_string(),
         Some(level)
-            if level.contains("orchestrator::aws::metering=debug")
-                || level.contains("orchestrator::aws::metering=trace")
+            if level.contains("orchestrator::metering=debug")
+                || level.contains("orchestrator::metering=trace")
                 || level.starts_with("debug")
                 || level.starts_with("trace") =>
         {
             level.to_string()
         }
-        Some(level) => format!("{level},orchestrator::aws::metering=debug"),
+        Some(level) => format!("{level},orchestrator::metering=debug"),
     }
 }
 
@@ -1146,15 +1146,12 @@ mod tests {
 
     #[test]
     fn every_deploy_logs_its_aws_calls() {
-        assert_eq!(metered(None), "info,orchestrator::aws::metering=debug");
-        assert_eq!(
-            metered(Some("warn")),
-            "warn,orchestrator::aws::metering=debug"
-        );
+        assert_eq!(metered(None), "info,orchestrator::metering=debug");
+        assert_eq!(metered(Some("warn")), "warn,orchestrator::metering=debug");
         assert_eq!(metered(Some("debug")), "debug");
         assert_eq!(
-            metered(Some("info,orchestrator::aws::metering=debug")),
-            "info,orchestrator::aws::metering=debug"
+            metered(Some("info,orchestrator::metering=debug")),
+            "info,orchestrator::metering=debug"
         );
     }
 

@@ -1,7 +1,7 @@
 //! One debug line per AWS request a function sends (`aws call`, target
-//! `orchestrator::aws::metering`): service, operation, when it was sent, how long it took, the
+//! `orchestrator::metering`, see [`TARGET`]): service, operation, when it was sent, how long it took, the
 //! answer's status and, for DynamoDB, how many items it read or wrote. Off unless the log
-//! filter enables that target (`RUST_LOG=info,orchestrator::aws::metering=debug`, the template's
+//! filter enables that target (`RUST_LOG=info,orchestrator::metering=debug`, the template's
 //! `LogLevel`), and then it costs one log line per request.
 //!
 //! Each line also carries `scope`: the request's parameters that IAM authorises by (table,
@@ -25,8 +25,10 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
-/// The tracing target of the `aws call` lines.
-pub const TARGET: &str = "orchestrator::aws::metering";
+/// The tracing target of the `aws call` lines. A name operators put in `LogLevel`
+/// (template.yaml) and the bench and IAM audit filter on, so it stays as it was when this
+/// module sat at the crate root: it is a log contract, not the module's path.
+pub const TARGET: &str = "orchestrator::metering";
 
 /// Whether the log filter asks for the `aws call` lines.
 pub fn enabled() -> bool {
@@ -495,6 +497,20 @@ fn half_to_f64(half: u16) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The target is a contract with operators: the template's `LogLevel` and the README
+    /// tell them to set `<target>=debug`, so moving this module must not rename it.
+    #[test]
+    fn the_target_is_the_one_the_template_and_readme_document() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["template.yaml", "README.md"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            assert!(
+                text.contains(&format!("{TARGET}=debug")),
+                "{file} documents no `{TARGET}=debug`"
+            );
+        }
+    }
 
     #[test]
     fn transactions_and_batches_count_their_items() {

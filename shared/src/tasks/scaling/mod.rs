@@ -219,10 +219,10 @@ impl Scaler {
                     why: "no such cluster".into(),
                 });
             }
-            Err(deleting @ crate::Error::ClusterDeleting { .. }) => {
+            Err(crate::Error::ClusterDeleting { id, phase }) => {
                 return Ok(ScaleReaction::Unchanged {
                     cluster_id,
-                    why: deleting.to_string(),
+                    why: format!("cluster {id} is {phase}; it is not scaled any more"),
                 });
             }
             other => other?,

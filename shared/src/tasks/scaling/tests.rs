@@ -452,11 +452,7 @@ async fn an_alarm_of_a_cluster_being_deleted_changes_nothing() {
             assert_eq!(cluster_id, ID);
             assert_eq!(
                 why,
-                crate::Error::ClusterDeleting {
-                    id: ID.into(),
-                    phase: "DELETING"
-                }
-                .to_string()
+                format!("cluster {ID} is DELETING; it is not scaled any more")
             );
         }
         other => panic!("{other:?}"),
