@@ -37,9 +37,10 @@ def modules():
                 sources[module.replace("/", "::")] = source.read()
     test_only = set()
     for module, text in sources.items():
-        parent = module if module == "lib" else module
+        # lib.rs's children are the top-level modules; any other file's are below it.
+        prefix = "" if module == "lib" else f"{module}::"
         for match in TEST_MODULE_FILE.finditer(text):
-            test_only.add(match.group(1) if parent == "lib" else f"{parent}::{match.group(1)}")
+            test_only.add(prefix + match.group(1))
     found = {}
     for module, text in sources.items():
         if module in test_only:

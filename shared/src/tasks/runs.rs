@@ -244,9 +244,10 @@ mod tests {
 
     const ID: &str = "c-0123456789ab";
 
-    fn started() -> Rule {
+    /// StartExecution of the run named `name`, answered as started.
+    fn started(name: &'static str) -> Rule {
         mock!(aws_sdk_sfn::Client::start_execution)
-            .match_requests(|r| r.name() == Some("c-0123456789ab-g4-heal"))
+            .match_requests(move |r| r.name() == Some(name))
             .then_output(|| {
                 StartExecutionOutput::builder()
                     .execution_arn("arn:aws:states:us-east-1:1:execution:w:x")
@@ -254,6 +255,18 @@ mod tests {
                     .build()
                     .unwrap()
             })
+    }
+
+    /// The action log's PutItem, matched only when its entry names `action` and `detail`.
+    fn logged(action: &'static str, detail: &'static str) -> Rule {
+        mock!(aws_sdk_dynamodb::Client::put_item)
+            .match_requests(move |r| {
+                r.item()
+                    .and_then(|i| i.get("data"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|d| d.contains(action) && d.contains(detail))
+            })
+            .then_output(|| PutItemOutput::builder().build())
     }
 
     /// Runs whose DynamoDB answers the request with `bump` and the action log with `logged`.
@@ -283,18 +296,11 @@ mod tests {
                     .attributes("generation", AttributeValue::N("4".into()))
                     .build()
             });
-        let logged = mock!(aws_sdk_dynamodb::Client::put_item)
-            .match_requests(|r| {
-                r.item()
-                    .and_then(|i| i.get("data"))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|d| {
-                        d.contains("TargetUnhealthy")
-                            && d.contains("i-1 (web-1) is unhealthy; healing run, generation 4")
-                    })
-            })
-            .then_output(|| PutItemOutput::builder().build());
-        let start = started();
+        let logged = logged(
+            "TargetUnhealthy",
+            "i-1 (web-1) is unhealthy; healing run, generation 4",
+        );
+        let start = started("c-0123456789ab-g4-heal");
         let runs = runs(&bump, &logged, &start);
         let generation = runs
             .heal(ID, "i-1", HealCause::Unhealthy, "i-1 (web-1) is unhealthy")
@@ -321,7 +327,7 @@ mod tests {
             });
         let logged = mock!(aws_sdk_dynamodb::Client::put_item)
             .then_output(|| PutItemOutput::builder().build());
-        let start = started();
+        let start = started("c-0123456789ab-g4-heal");
         let runs = runs(&refused, &logged, &start);
         let generation = runs
             .heal(ID, "i-1", HealCause::Lost, "i-1 (web-1) is terminated")
@@ -349,26 +355,11 @@ mod tests {
                     .attributes("generation", AttributeValue::N("6".into()))
                     .build()
             });
-        let logged = mock!(aws_sdk_dynamodb::Client::put_item)
-            .match_requests(|r| {
-                r.item()
-                    .and_then(|i| i.get("data"))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|d| {
-                        d.contains("MemberOutOfGroup")
-                            && d.contains("db-1 reports OFFLINE; sweep run, generation 6")
-                    })
-            })
-            .then_output(|| PutItemOutput::builder().build());
-        let start = mock!(aws_sdk_sfn::Client::start_execution)
-            .match_requests(|r| r.name() == Some("c-0123456789ab-g6-sweep"))
-            .then_output(|| {
-                StartExecutionOutput::builder()
-                    .execution_arn("arn:aws:states:us-east-1:1:execution:w:x")
-                    .start_date(aws_smithy_types::DateTime::from_secs(0))
-                    .build()
-                    .unwrap()
-            });
+        let logged = logged(
+            "MemberOutOfGroup",
+            "db-1 reports OFFLINE; sweep run, generation 6",
+        );
+        let start = started("c-0123456789ab-g6-sweep");
         let runs = runs(&bump, &logged, &start);
         assert_eq!(
             runs.converge(ID, 5, "db-1 reports OFFLINE").await.unwrap(),
