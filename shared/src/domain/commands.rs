@@ -20,11 +20,20 @@ pub enum Document {
     DbRebootCluster,
     /// Installs MySQL Router on a web node and bootstraps it against the cluster.
     WebRouter,
+    /// Copies a database node's data (CLONE LOCAL) to the backup bucket with its manifest
+    /// (`db-backup.sh`; exit 3 when the node is the PRIMARY or not ONLINE).
+    DbBackup,
+    /// Ships the PRIMARY's closed binary logs to the backup bucket (`db-binlog-archive.sh`;
+    /// a no-op elsewhere).
+    DbBinlogArchive,
+    /// Restores a backup (and archived binlogs up to a time) onto a new cluster's seed
+    /// before the cluster is created (`db-restore.sh`).
+    DbRestore,
 }
 
 impl Document {
     /// Every document the stack defines.
-    pub const ALL: [Document; 7] = [
+    pub const ALL: [Document; 10] = [
         Self::DbInstall,
         Self::DbReport,
         Self::DbCreateCluster,
@@ -32,6 +41,9 @@ impl Document {
         Self::DbRemoveInstance,
         Self::DbRebootCluster,
         Self::WebRouter,
+        Self::DbBackup,
+        Self::DbBinlogArchive,
+        Self::DbRestore,
     ];
 
     /// The part of the SSM name after the stack's prefix.
@@ -44,6 +56,9 @@ impl Document {
             Self::DbRemoveInstance => "DbRemoveInstance",
             Self::DbRebootCluster => "DbRebootCluster",
             Self::WebRouter => "WebRouter",
+            Self::DbBackup => "DbBackup",
+            Self::DbBinlogArchive => "DbBinlogArchive",
+            Self::DbRestore => "DbRestore",
         }
     }
 

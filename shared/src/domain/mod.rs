@@ -2,6 +2,7 @@
 //! calls AWS or imports anything of the crate but [`crate::error`]; every function is
 //! tested without a client.
 
+pub mod backup;
 pub mod cluster;
 pub mod commands;
 pub mod db_step;

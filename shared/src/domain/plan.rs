@@ -172,6 +172,8 @@ mod tests {
             },
             subnets: vec![],
             scaling: None,
+            backup: Default::default(),
+            restore: None,
         }
     }
 

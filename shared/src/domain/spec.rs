@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::backup::{
+    BackupId, BackupPolicy, BackupSchedule, MAX_BACKUP_HOURS, RETENTION_DAYS, RestorePlan, epoch_of,
+};
 use crate::error::{Error, Result};
 
 /// The most web instances a cluster may have.
@@ -48,6 +51,37 @@ impl ScalingSpec {
     }
 }
 
+/// What a create request's `restore` asks for, before the API resolves it against the
+/// source's backups into a [`RestorePlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreRequest {
+    /// The cluster whose backups to restore from, as sent: the API checks it is a
+    /// `ClusterId` (this module cannot name `domain::cluster`, which names it).
+    pub from_cluster: String,
+    /// Which backup, or which time.
+    pub target: RestoreTarget,
+}
+
+/// The backup or time a restore asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// The latest completed backup, as it is.
+    Latest,
+    /// This backup, as it is.
+    Backup(BackupId),
+    /// The state at this time (epoch seconds): a backup and the archived binlogs after it.
+    PointInTime(i64),
+}
+
+/// A parsed `POST /clusters` body: the spec, and the restore to resolve, if one is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    /// The cluster asked for (its `restore` still `None`).
+    pub spec: ClusterSpec,
+    /// The restore asked for.
+    pub restore: Option<RestoreRequest>,
+}
+
 /// The desired state of a cluster, as recorded in DynamoDB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSpec {
@@ -63,11 +97,33 @@ pub struct ClusterSpec {
     /// Absent in records written before scaling existed: the defaults apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingSpec>,
+    /// The backup policy; records written before backups existed decode to the default.
+    #[serde(default)]
+    pub backup: BackupPolicy,
+    /// The backup the cluster's database starts from, if it is a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestorePlan>,
 }
 
 impl ClusterSpec {
-    /// Parse and validate a create request body.
+    /// Parse and validate a create request body that asks for no restore (tests and tools;
+    /// the API parses with [`CreateRequest::from_body`], which resolves a `restore`).
     pub fn from_request_body(body: &[u8]) -> Result<Self> {
+        let request = CreateRequest::from_body(body)?;
+        if request.restore.is_some() {
+            return Err(Error::validation(
+                "restore",
+                "is not taken here",
+                "send the request to the API, which resolves the backup to restore",
+            ));
+        }
+        Ok(request.spec)
+    }
+}
+
+impl CreateRequest {
+    /// Parse and validate a create request body.
+    pub fn from_body(body: &[u8]) -> Result<Self> {
         if body.len() > MAX_BODY_BYTES {
             return Err(Error::validation(
                 "body",
@@ -96,7 +152,13 @@ impl ClusterSpec {
                 "send a JSON object with name, web and db",
             )
         })?;
-        reject_unknown(object, "", &["name", "web", "db", "subnets", "scaling"])?;
+        reject_unknown(
+            object,
+            "",
+            &[
+                "name", "web", "db", "subnets", "scaling", "backup", "restore",
+            ],
+        )?;
         let name = required_str(object, "name")?;
         validate_name(&name)?;
         let web = tier(object, "web", 2, "t3.small")?;
@@ -165,15 +227,30 @@ impl ClusterSpec {
             None | Some(Value::Null) => None,
             Some(value) => Some(scaling(value, web.count)?),
         };
+        let backup = match object.get("backup") {
+            None | Some(Value::Null) => BackupPolicy::default(),
+            Some(value) => backup_policy(value)?,
+        };
+        let restore = match object.get("restore") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(restore_request(value)?),
+        };
         Ok(Self {
-            name,
-            web,
-            db,
-            subnets,
-            scaling,
+            spec: ClusterSpec {
+                name,
+                web,
+                db,
+                subnets,
+                scaling,
+                backup,
+                restore: None,
+            },
+            restore,
         })
     }
+}
 
+impl ClusterSpec {
     /// The scaling bounds: as recorded, or the defaults for records without them.
     pub fn scaling(&self) -> ScalingSpec {
         self.scaling
@@ -280,6 +357,118 @@ fn scaling(value: &Value, web_count: u32) -> Result<ScalingSpec> {
         ));
     }
     Ok(spec)
+}
+
+fn backup_policy(value: &Value) -> Result<BackupPolicy> {
+    let example = r#"send {"schedule": "daily", "retentionDays": 7}"#;
+    let object = value
+        .as_object()
+        .ok_or_else(|| Error::validation("backup", "is not an object", example))?;
+    reject_unknown(object, "backup.", &["schedule", "retentionDays"])?;
+    let defaults = BackupPolicy::default();
+    let schedule = match object.get("schedule") {
+        None => defaults.schedule,
+        Some(Value::String(text)) => BackupSchedule::parse(text).ok_or_else(|| {
+            Error::validation(
+                "backup.schedule",
+                format!("{text:?} is not a schedule"),
+                format!(r#"send "hourly", "daily" or "<N>h" with N from 1 to {MAX_BACKUP_HOURS}"#),
+            )
+        })?,
+        Some(other) => {
+            return Err(Error::validation(
+                "backup.schedule",
+                format!("{other} is not a string"),
+                r#"send "hourly", "daily" or "<N>h", e.g. "12h""#,
+            ));
+        }
+    };
+    let retention_days = match object.get("retentionDays") {
+        None => defaults.retention_days,
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| RETENTION_DAYS.contains(n))
+            .ok_or_else(|| {
+                Error::validation(
+                    "backup.retentionDays",
+                    format!("{v} is not a whole number of days from 1 to 35"),
+                    "send 1 to 35 (days), e.g. 7",
+                )
+            })?,
+    };
+    Ok(BackupPolicy {
+        schedule,
+        retention_days,
+    })
+}
+
+fn restore_request(value: &Value) -> Result<RestoreRequest> {
+    let example = r#"send {"fromCluster": "c-0123456789ab"} with at most one of "backupId": "20261201T063000Z-0a1b2c3d" or "pointInTime": "2026-12-01T06:30:00Z""#;
+    let object = value
+        .as_object()
+        .ok_or_else(|| Error::validation("restore", "is not an object", example))?;
+    reject_unknown(
+        object,
+        "restore.",
+        &["fromCluster", "backupId", "pointInTime"],
+    )?;
+    let from_cluster = match object.get("fromCluster") {
+        Some(Value::String(text)) => text.clone(),
+        Some(_) => {
+            return Err(Error::validation(
+                "restore.fromCluster",
+                "is not a string",
+                "send a cluster id such as c-0123456789ab",
+            ));
+        }
+        None => {
+            return Err(Error::validation(
+                "restore.fromCluster",
+                "is missing",
+                "send the id of the cluster whose backups to restore",
+            ));
+        }
+    };
+    let string = |field: &str| -> Result<Option<String>> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(Error::validation(
+                format!("restore.{field}"),
+                "is not a string",
+                example,
+            )),
+        }
+    };
+    let target = match (string("backupId")?, string("pointInTime")?) {
+        (Some(_), Some(_)) => {
+            return Err(Error::validation(
+                "restore",
+                "names both backupId and pointInTime",
+                "send one of them: a backup restores as it is, a time restores the state then",
+            ));
+        }
+        (Some(id), None) => RestoreTarget::Backup(BackupId::parse(&id).ok_or_else(|| {
+            Error::validation(
+                "restore.backupId",
+                format!("{id:?} is not a backup id"),
+                "send an id as GET /clusters/{id}/backups lists it, e.g. 20261201T063000Z-0a1b2c3d",
+            )
+        })?),
+        (None, Some(time)) => RestoreTarget::PointInTime(epoch_of(&time).map_err(|_| {
+            Error::validation(
+                "restore.pointInTime",
+                format!("{time:?} is not an RFC 3339 UTC time"),
+                "send a UTC time such as 2026-12-01T06:30:00Z",
+            )
+        })?),
+        (None, None) => RestoreTarget::Latest,
+    };
+    Ok(RestoreRequest {
+        from_cluster,
+        target,
+    })
 }
 
 fn reject_unknown(
@@ -547,5 +736,115 @@ mod tests {
         ] {
             assert!(!is_instance_type(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_spec_recorded_before_backups_decodes_with_the_default_policy() {
+        let old = r#"{"name":"shop","web":{"count":2,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"},"subnets":[]}"#;
+        let spec: ClusterSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.backup, BackupPolicy::default());
+        assert_eq!(spec.backup.schedule.hours(), 24);
+        assert_eq!(spec.backup.retention_days, 7);
+        assert_eq!(spec.restore, None);
+        // And what is written now reads back the same.
+        let again: ClusterSpec =
+            serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn backup_policies_are_parsed_and_bounded() {
+        let body = |backup: &str| {
+            format!(
+                r#"{{"name":"shop","web":{{"count":2,"instanceType":"t3.small"}},"db":{{"count":3,"instanceType":"r6i.large"}},"backup":{backup}}}"#
+            )
+        };
+        let ok = parse(&body(r#"{"schedule":"6h","retentionDays":35}"#)).unwrap();
+        assert_eq!(ok.backup.schedule.hours(), 6);
+        assert_eq!(ok.backup.retention_days, 35);
+        assert_eq!(serde_json::to_value(ok.backup).unwrap()["schedule"], "6h");
+        let hourly = parse(&body(r#"{"schedule":"hourly"}"#)).unwrap();
+        assert_eq!(hourly.backup.schedule.hours(), 1);
+        assert_eq!(hourly.backup.retention_days, 7);
+        assert_eq!(
+            serde_json::to_value(hourly.backup).unwrap()["schedule"],
+            "hourly"
+        );
+        for (backup, field) in [
+            (r#"{"schedule":"weekly"}"#, "backup.schedule"),
+            (r#"{"schedule":"0h"}"#, "backup.schedule"),
+            (r#"{"schedule":"169h"}"#, "backup.schedule"),
+            (r#"{"schedule":"-1h"}"#, "backup.schedule"),
+            (r#"{"schedule":24}"#, "backup.schedule"),
+            (r#"{"retentionDays":0}"#, "backup.retentionDays"),
+            (r#"{"retentionDays":36}"#, "backup.retentionDays"),
+            (r#"{"retentionDays":"7"}"#, "backup.retentionDays"),
+            (r#"{"when":"daily"}"#, "backup.when"),
+            (r#""daily""#, "backup"),
+        ] {
+            assert_eq!(field_of(parse(&body(backup))), field, "{backup}");
+        }
+    }
+
+    #[test]
+    fn a_restore_request_is_parsed_into_its_target() {
+        let body = |restore: &str| {
+            format!(
+                r#"{{"name":"shop","web":{{"count":2,"instanceType":"t3.small"}},"db":{{"count":3,"instanceType":"r6i.large"}},"restore":{restore}}}"#
+            )
+        };
+        let request = |restore: &str| CreateRequest::from_body(body(restore).as_bytes());
+        let latest = request(r#"{"fromCluster":"c-0123456789ab"}"#).unwrap();
+        let restore = latest.restore.unwrap();
+        assert_eq!(restore.from_cluster, "c-0123456789ab");
+        assert_eq!(restore.target, RestoreTarget::Latest);
+        assert_eq!(latest.spec.restore, None);
+        let by_id =
+            request(r#"{"fromCluster":"c-0123456789ab","backupId":"20261201T063000Z-0a1b2c3d"}"#)
+                .unwrap();
+        assert!(matches!(
+            by_id.restore.unwrap().target,
+            RestoreTarget::Backup(id) if id.as_str() == "20261201T063000Z-0a1b2c3d"
+        ));
+        let at =
+            request(r#"{"fromCluster":"c-0123456789ab","pointInTime":"2026-12-01T06:30:00Z"}"#)
+                .unwrap();
+        assert_eq!(
+            at.restore.unwrap().target,
+            RestoreTarget::PointInTime(epoch_of("2026-12-01T06:30:00Z").unwrap())
+        );
+        for (restore, field) in [
+            (
+                r#"{"fromCluster":"c-0123456789ab","backupId":"20261201T063000Z-0a1b2c3d","pointInTime":"2026-12-01T06:30:00Z"}"#,
+                "restore",
+            ),
+            (
+                r#"{"backupId":"20261201T063000Z-0a1b2c3d"}"#,
+                "restore.fromCluster",
+            ),
+            (
+                r#"{"fromCluster":"c-0123456789ab","backupId":"latest"}"#,
+                "restore.backupId",
+            ),
+            (
+                r#"{"fromCluster":"c-0123456789ab","pointInTime":"2026-12-01 06:30"}"#,
+                "restore.pointInTime",
+            ),
+            (
+                r#"{"fromCluster":"c-0123456789ab","pointInTime":"2026-12-01T07:30:00+01:00"}"#,
+                "restore.pointInTime",
+            ),
+            (r#"{"fromCluster":"c-0123456789ab","at":"x"}"#, "restore.at"),
+        ] {
+            match request(restore) {
+                Err(Error::Validation { field: got, .. }) => assert_eq!(got, field, "{restore}"),
+                other => panic!("{restore}: expected a validation error, got {other:?}"),
+            }
+        }
+        // The spec-only parser refuses a restore rather than drop it.
+        assert_eq!(
+            field_of(parse(&body(r#"{"fromCluster":"c-0123456789ab"}"#))),
+            "restore"
+        );
     }
 }

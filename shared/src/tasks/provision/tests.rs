@@ -25,6 +25,8 @@ fn spec() -> ClusterSpec {
         },
         subnets: vec![],
         scaling: None,
+        backup: Default::default(),
+        restore: None,
     }
 }
 
