@@ -2,6 +2,7 @@
 //! adapters take and return are the [`crate::domain`] types.
 
 pub mod alarms;
+pub mod backups;
 pub mod commands;
 pub mod faults;
 pub mod fleet;

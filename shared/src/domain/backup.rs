@@ -315,6 +315,10 @@ pub struct BackupRecord {
     /// The nodes that refused it this attempt round (a PRIMARY): the next try picks another.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused_slots: Vec<u32>,
+    /// The store's revision of the record read (its conditional writes move a record only
+    /// from the revision it was read at); not part of the record's JSON.
+    #[serde(skip)]
+    pub revision: u64,
 }
 
 impl BackupRecord {
@@ -336,6 +340,7 @@ impl BackupRecord {
             mysql_version: None,
             failure: None,
             refused_slots: Vec::new(),
+            revision: 0,
         }
     }
 

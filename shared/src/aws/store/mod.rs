@@ -18,6 +18,10 @@
 //!   (anti-flapping: one per window; TTL the window).
 //! - `pk = CLUSTER#<id>`, `sk = SURVEY`: when the sweep last surveyed the group's
 //!   membership (one survey per interval).
+//! - `pk = BACKUPS#<id>`, `sk = BACKUP#<backup id>`: one backup's record (state, where it
+//!   ran, its command, size, GTID set); `sk = ARCHIVE`: the binary log archive's
+//!   `restorable_until` and its last command. A partition of its own, not under `CLUSTER#`,
+//!   so a cluster's purge leaves its backups restorable (see `backups.rs`).
 //! - `pk = NAME#<name>`, `sk = NAME`: the claim that keeps names unique among live clusters.
 //! - The sparse GSI `clusters` (`list_pk = CLUSTER`, `list_sk = <created_at>#<id>`) lists
 //!   clusters newest first without a Scan; only META items carry `list_pk`.
@@ -35,12 +39,15 @@
 //! - `commands.rs`: the `COMMAND#` and `STEP#` items: SSM commands the workflow waits on, the
 //!   task token each resolves, surveys' commands.
 //! - `health.rs`: the sweep's memory between runs: `WATCH#`, `REPLACED#` and `SURVEY` items.
+//! - `backups.rs`: the `BACKUPS#` partition: backup records moved by conditional writes,
+//!   the archive round's claim and `restorable_until`, the purge of a cluster's backups.
 //! - `journal.rs`: what has happened: the `ACTIONS#` audit log and the `EVENT#` claims that
 //!   de-duplicate EventBridge deliveries.
 //! - `codec.rs`: attribute values to and from domain types, JSON encoding that fails loudly,
 //!   and the reading of conditional writes' answers; no DynamoDB calls.
 #![deny(missing_docs)]
 
+mod backups;
 mod clusters;
 mod codec;
 mod commands;
@@ -49,6 +56,7 @@ mod journal;
 mod requests;
 mod runs;
 
+pub use backups::{BackupHistory, PendingArchive};
 pub use clusters::Created;
 pub use codec::unique_u32;
 pub use commands::{CommandRecord, CommandTarget, StepRecord};
