@@ -82,6 +82,78 @@ fn rootfs_dir() -> PathBuf {
 pub struct Network {
     name: String,
     prefix: String,
+    /// The S3 configuration written into every host (see [`Network::serve_s3`]), kept
+    /// to write it into hosts created later too.
+    s3: std::sync::Mutex<Option<S3Access>>,
+}
+
+/// Where the hosts' `aws s3` stand-in reaches the local cloud's S3, and as whom.
+#[derive(Debug, Clone)]
+pub struct S3Access {
+    /// The endpoint as seen from inside a host (`http://<gateway>:<port>`).
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// Where the `aws` stand-in reads the S3 configuration inside a host (see its header).
+const S3_STATE_INSIDE: &str = "/var/lib/ha-standin/s3";
+
+/// A TCP relay from the network's gateway address to a port of this machine's loopback
+/// (fakecloud listens on 127.0.0.1 only). Stops accepting when dropped.
+#[derive(Debug)]
+pub struct Relay {
+    listen: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    /// Listen on `listen_ip` (a free port) and forward every connection to `target`.
+    pub fn start(listen_ip: &str, target: std::net::SocketAddr) -> Result<Self> {
+        let listener = std::net::TcpListener::bind((listen_ip, 0))
+            .map_err(io(format!("binding a relay on {listen_ip}")))?;
+        let listen = listener.local_addr().map_err(io("relay address"))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(inbound) = inbound else { continue };
+                let Ok(outbound) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let (Ok(in2), Ok(out2)) = (inbound.try_clone(), outbound.try_clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || pipe(inbound, outbound));
+                std::thread::spawn(move || pipe(out2, in2));
+            }
+        });
+        Ok(Self { listen, stop })
+    }
+
+    /// The address the relay listens on.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+}
+
+/// Copy one direction of a relayed connection; at its end, close the other side's write
+/// half so the peer sees the end of the stream too.
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.listen);
+    }
 }
 
 impl Network {
@@ -100,12 +172,58 @@ impl Network {
         let prefix = cidr.split('/').next().unwrap_or_default();
         Ok(Self {
             name: name.to_string(),
+            s3: std::sync::Mutex::new(None),
             prefix: prefix
                 .rsplit_once('.')
                 .map(|(head, _)| head)
                 .unwrap_or_default()
                 .to_string(),
         })
+    }
+
+    /// Let the hosts reach the local cloud's S3: the bridge gets the network's gateway
+    /// address (`ha-host gateway`: base + 1, the VPC router's, never a host's), a [`Relay`]
+    /// listens there and forwards to `local_endpoint` (fakecloud's `http://127.0.0.1:PORT`),
+    /// and every host, now and later, gets the endpoint, region and credentials under
+    /// `/var/lib/ha-standin/s3/` with the `ha-s3` binary the `aws s3 cp` stand-in runs.
+    /// Keep the returned relay as long as the hosts use S3.
+    pub fn serve_s3(
+        &self,
+        local_endpoint: &str,
+        region: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Result<Relay> {
+        let gateway = String::from_utf8_lossy(&run_ha_host(&["gateway", &self.name])?.stdout)
+            .trim()
+            .to_string();
+        let target: std::net::SocketAddr = local_endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| HarnessError::Io {
+                context: format!("S3 endpoint {local_endpoint}"),
+                source: std::io::Error::other(format!("{e}: expected http://IP:PORT")),
+            })?;
+        let relay = Relay::start(&gateway, target)?;
+        let access = S3Access {
+            endpoint: format!("http://{gateway}:{}", relay.address().port()),
+            region: region.to_string(),
+            access_key_id: access_key_id.to_string(),
+            secret_access_key: secret_access_key.to_string(),
+        };
+        let hosts = String::from_utf8_lossy(&run_ha_host(&["list", &self.name])?.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        for name in hosts {
+            let root = PathBuf::from(
+                String::from_utf8_lossy(&run_ha_host(&["root", &name])?.stdout).trim(),
+            );
+            write_s3_access(&root, &access)?;
+        }
+        *self.s3.lock().unwrap_or_else(|e| e.into_inner()) = Some(access);
+        Ok(relay)
     }
 
     /// The `n`-th host address of the network (from 1): `a.b.0.10`, `a.b.0.11`, ... then the
@@ -140,6 +258,9 @@ impl Network {
         run_ha_host(&["create", &self.name, name, address, dns_name, instance_id])?;
         let root =
             PathBuf::from(String::from_utf8_lossy(&run_ha_host(&["root", name])?.stdout).trim());
+        if let Some(access) = self.s3.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            write_s3_access(&root, access)?;
+        }
         Ok(Host {
             name: name.to_string(),
             address: address.to_string(),
@@ -147,6 +268,35 @@ impl Network {
             root,
         })
     }
+}
+
+/// Write the S3 endpoint, region and credentials, one file each, and the `ha-s3` binary
+/// into the host whose `/` is `root` (read by `local-cloud/standins/aws`).
+fn write_s3_access(root: &Path, access: &S3Access) -> Result<()> {
+    let dir = root.join(S3_STATE_INSIDE.trim_start_matches('/'));
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    for (file, value) in [
+        ("endpoint", &access.endpoint),
+        ("region", &access.region),
+        ("access-key-id", &access.access_key_id),
+        ("secret-access-key", &access.secret_access_key),
+    ] {
+        std::fs::write(dir.join(file), value)
+            .map_err(io(format!("writing {file} in {}", dir.display())))?;
+    }
+    // The SDK's HTTPS client needs trust roots even for a plain-HTTP endpoint; the rootfs
+    // has no CA bundle, so the machine's goes in (the stand-in points SSL_CERT_FILE at it).
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    std::fs::copy(bundle, dir.join("ca-bundle.pem")).map_err(io(format!(
+        "copying {} into a host (install ca-certificates)",
+        bundle.display()
+    )))?;
+    let binary = crate::built_binary("ha-s3");
+    std::fs::copy(&binary, dir.join("ha-s3")).map_err(io(format!(
+        "copying {} into a host (built by `cargo build --workspace`)",
+        binary.display()
+    )))?;
+    Ok(())
 }
 
 /// `HA_KEEP_HOSTS=1` keeps hosts and networks after a test, to read their logs (remove

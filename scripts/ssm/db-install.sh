@@ -39,6 +39,9 @@ hostname="$(metadata local-hostname)"
 IFS=. read -r a b c d <<<"$address"
 server_id=$(( (a << 24 | b << 16 | c << 8 | d) % 4294967295 + 1 ))
 
+# mysql_clone.so from the config, not INSTALL PLUGIN: a SECONDARY runs with super_read_only,
+# where INSTALL PLUGIN (a write to mysql.plugin) is refused, and db-backup.sh clones locally
+# on a secondary (MySQL 9.7 manual, "Installing the Clone Plugin": plugin-load-add).
 desired="$(cat <<CNF
 [mysqld]
 server_id=${server_id}
@@ -48,6 +51,7 @@ enforce_gtid_consistency=ON
 disabled_storage_engines=MyISAM,BLACKHOLE,FEDERATED,ARCHIVE,MEMORY
 require_secure_transport=ON
 plugin-load-add=auth_socket.so
+plugin-load-add=mysql_clone.so
 CNF
 )"
 # Oracle's RPM /etc/my.cnf includes no directory: without this line mysqld never reads the
