@@ -123,9 +123,9 @@ systemctl start mysqld
 # after the other), replayed by mysqlbinlog up to STOP_AT. Transactions the backup already
 # holds are skipped by the server itself: a transaction whose GTID is in gtid_executed is
 # ignored (MySQL 9.7 manual, "GTID Auto-Skip"), so overlapping chains are harmless.
-# mysqlbinlog reads --stop-datetime in the local time zone (client/mysqlbinlog.cc converts it
-# with the session's time zone): TZ=UTC, as STOP_AT is UTC. It stops at the first event at or
-# after that second.
+# mysqlbinlog stops at the first event whose timestamp is equal to or later than
+# --stop-datetime, read "relative to the local time zone on the machine where you run
+# mysqlbinlog" (MySQL 9.7 manual, mysqlbinlog options): TZ=UTC, as STOP_AT is UTC.
 applied_until=null
 if [[ -n "$stop_at" ]]; then
   chains=()
