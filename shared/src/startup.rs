@@ -147,6 +147,48 @@ impl ColdStart {
         AlarmStates::new(aws_sdk_cloudwatch::Client::new(&self.sdk))
     }
 
+    /// The stack's backup bucket (`BACKUP_BUCKET`), when set: a restore fails with what to
+    /// set when it is not, and nothing else needs it in this function.
+    pub fn backup_bucket(&self) -> Option<String> {
+        std::env::var("BACKUP_BUCKET")
+            .ok()
+            .map(|bucket| bucket.trim().to_string())
+            .filter(|bucket| !bucket.is_empty())
+    }
+
+    /// The backup tick: the store, the commands, the backup bucket (`BACKUP_BUCKET`), the
+    /// archive interval (`BINLOG_ARCHIVE_SECONDS`, at least 60) and one attempt's bound
+    /// (`BACKUP_TIMEOUT_SECONDS`).
+    pub fn backups(&self) -> Started<crate::tasks::backups::Backups> {
+        use crate::tasks::backups::{DEFAULT_ARCHIVE_SECONDS, DEFAULT_ATTEMPT_TIMEOUT_SECONDS};
+        let lookup = |name: &str| std::env::var(name).ok();
+        let seconds = |name, default| {
+            require(
+                READ_CONFIGURATION,
+                crate::config::seconds_or(name, default, lookup),
+            )
+        };
+        Ok(crate::tasks::backups::Backups {
+            store: self.store()?,
+            commands: self.commands()?,
+            bucket: self.backups_bucket()?,
+            archive_seconds: seconds("BINLOG_ARCHIVE_SECONDS", DEFAULT_ARCHIVE_SECONDS)?.max(60),
+            attempt_timeout_seconds: seconds(
+                "BACKUP_TIMEOUT_SECONDS",
+                DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
+            )?
+            .max(600),
+        })
+    }
+
+    /// The backup bucket's adapter (`BACKUP_BUCKET`, required).
+    pub fn backups_bucket(&self) -> Started<crate::aws::backups::BackupBucket> {
+        require(
+            READ_CONFIGURATION,
+            crate::aws::backups::BackupBucket::from_env(crate::aws::sdk::s3_client(&self.sdk)),
+        )
+    }
+
     /// The clusters' admin secrets.
     pub fn secrets(&self) -> ClusterSecrets {
         ClusterSecrets::new(aws_sdk_secretsmanager::Client::new(&self.sdk))

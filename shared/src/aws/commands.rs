@@ -184,6 +184,40 @@ impl Commands {
         Ok(invocations)
     }
 
+    /// One instance's part of a command, from `GetCommandInvocation` (the one SSM read the
+    /// backups function is granted); `None` while SSM has no invocation for it yet
+    /// (`InvocationDoesNotExist`: the API reference says it may take a moment after
+    /// `SendCommand`, or the command never targeted that instance).
+    pub async fn invocation(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<Option<Invocation>> {
+        let detail = match self
+            .ssm
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+        {
+            Ok(detail) => detail,
+            Err(e) if sdk_error_code(&e) == Some("InvocationDoesNotExist") => return Ok(None),
+            Err(e) => return Err(from_sdk("ssm", "GetCommandInvocation", e)),
+        };
+        let status = detail
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "Pending".into());
+        Ok(Some(Invocation {
+            instance_id: instance_id.to_string(),
+            status: serde_json::from_value(serde_json::Value::String(status))
+                .unwrap_or(CommandStatus::Pending),
+            response_code: detail.response_code(),
+            status_details: detail.status_details().unwrap_or_default().to_string(),
+        }))
+    }
+
     /// What one invocation printed, and its exit code: the bucket first, the API second.
     pub async fn output(
         &self,

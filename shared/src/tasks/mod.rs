@@ -2,6 +2,7 @@
 //! takes its adapters from [`crate::aws`] and its decisions from [`crate::domain`].
 
 pub mod api;
+pub mod backups;
 pub mod events;
 pub mod healing;
 pub mod provision;
