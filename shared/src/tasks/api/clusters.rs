@@ -12,7 +12,7 @@ use crate::config::ClusterLimits;
 use crate::domain::cluster::ClusterId;
 use crate::domain::cluster::{Cluster, NodeState, Phase, Tier};
 use crate::domain::runs::RunReason;
-use crate::domain::spec::ClusterSpec;
+use crate::domain::spec::CreateRequest;
 use crate::error::Error;
 use crate::tasks::runs::HealCause;
 
@@ -92,13 +92,25 @@ pub(super) async fn create_cluster(
     request: &ApiRequest,
 ) -> Result<ApiResponse, Error> {
     let key = idempotency_key(request)?;
-    let spec = ClusterSpec::from_request_body(request.body.as_deref().unwrap_or_default())?;
+    let create = CreateRequest::from_body(request.body.as_deref().unwrap_or_default())?;
+    let mut spec = create.spec;
+    if let Some(restore) = &create.restore {
+        spec.restore = Some(super::backups::resolve_restore(ctx, restore).await?);
+    }
     let id = new_cluster_id(key);
     ctx.network.check_subnets(&spec.subnets).await?;
     ensure_room_for(ctx, &id).await?;
     match ctx.store.create_cluster(&id, &spec).await? {
         Created::New => {}
-        Created::Existing(existing) if key.is_some() && existing == spec => {}
+        // A retried restore may pin a newer backup than the first try did: the cluster
+        // recorded first stands.
+        Created::Existing(existing)
+            if key.is_some()
+                && existing.restore.is_some() == spec.restore.is_some()
+                && crate::domain::spec::ClusterSpec {
+                    restore: existing.restore.clone(),
+                    ..spec.clone()
+                } == existing => {}
         Created::Existing(_) if key.is_some() => {
             return Err(Error::Conflict(
                 "this Idempotency-Key was already used for a different request; send a new key for a new cluster".into(),
@@ -121,10 +133,11 @@ pub(super) async fn create_cluster(
     ctx.runs
         .start(&id, 1, RunReason::Create, "created by the API")
         .await?;
-    let mut response = ApiResponse::json(
-        202,
-        json!({ "id": id, "name": spec.name, "phase": "PENDING", "statusUrl": format!("/clusters/{id}") }),
-    );
+    let mut body = json!({ "id": id, "name": spec.name, "phase": "PENDING", "statusUrl": format!("/clusters/{id}") });
+    if let Some(plan) = &spec.restore {
+        body["restore"] = serde_json::to_value(plan).unwrap_or_default();
+    }
+    let mut response = ApiResponse::json(202, body);
     response
         .headers
         .push(("location", format!("/clusters/{id}")));
@@ -166,18 +179,41 @@ pub(super) async fn get_cluster(ctx: &ApiContext, id: &str) -> Result<ApiRespons
         .await?
         .ok_or_else(|| not_found(id))?;
     cluster.actions = ctx.store.recent_actions(id).await?;
-    Ok(ApiResponse::json(200, cluster_view(&cluster)))
+    let history = ctx.store.backup_history(id).await?;
+    let (restorable_until, latest) = super::backups::backup_summary(&history);
+    let mut view = cluster_view(&cluster);
+    view["restorableUntil"] = restorable_until;
+    view["latestBackup"] = latest;
+    Ok(ApiResponse::json(200, view))
 }
 
-pub(super) async fn delete_cluster(ctx: &ApiContext, id: &str) -> Result<ApiResponse, Error> {
+/// `DELETE /clusters/{id}`: tear the cluster down; its backups are kept (restorable, and
+/// pruned by retention) unless `?purgeBackups=true`, which deletes them now, also of a
+/// cluster already deleted.
+pub(super) async fn delete_cluster(
+    ctx: &ApiContext,
+    id: &str,
+    request: &ApiRequest,
+) -> Result<ApiResponse, Error> {
     if !valid_cluster_id(id) {
         return Err(not_found(id));
     }
-    ctx.runs.delete(id).await?;
-    Ok(ApiResponse::json(
-        202,
-        json!({ "id": id, "phase": "DELETING", "statusUrl": format!("/clusters/{id}") }),
-    ))
+    let purge = super::backups::purge_requested(&request.query)?;
+    let deleted = ctx.runs.delete(id).await;
+    let mut body = json!({ "id": id, "phase": "DELETING", "statusUrl": format!("/clusters/{id}") });
+    let status = match deleted {
+        Ok(_) => 202,
+        // Only the backups are left to delete.
+        Err(Error::Gone(_) | Error::NotFound { .. }) if purge => {
+            body["phase"] = json!("DELETED");
+            200
+        }
+        Err(error) => return Err(error),
+    };
+    if purge {
+        body["backupObjectsPurged"] = json!(super::backups::purge_backups(ctx, id).await?);
+    }
+    Ok(ApiResponse::json(status, body))
 }
 
 /// `PATCH /clusters/{id}` `{"web": {"count": N}}`: scale the web tier by hand, within the

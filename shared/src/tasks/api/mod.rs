@@ -10,12 +10,14 @@
 
 use serde_json::{Value, json};
 
+use crate::aws::backups::BackupBucket;
 use crate::aws::fleet::StackNetwork;
 use crate::aws::store::ClusterStore;
 use crate::config::ClusterLimits;
 use crate::error::Error;
 use crate::tasks::runs::Runs;
 
+mod backups;
 mod clusters;
 
 pub use clusters::cluster_view;
@@ -91,6 +93,9 @@ pub struct ApiContext {
     pub network: StackNetwork,
     /// How many clusters the stack's load balancer takes.
     pub limits: ClusterLimits,
+    /// The backup bucket (`BACKUP_BUCKET`), for `DELETE ...?purgeBackups=true`; without it
+    /// that request fails with what to set, and nothing else needs it.
+    pub backups: Option<BackupBucket>,
 }
 
 /// Answer one request: route it, and turn an error into its status and JSON body.
@@ -107,12 +112,19 @@ pub async fn handle(ctx: &ApiContext, request: ApiRequest) -> ApiResponse {
             "GET, POST",
         )),
         ("GET", ["clusters", id]) => get_cluster(ctx, id).await,
-        ("DELETE", ["clusters", id]) => delete_cluster(ctx, id).await,
+        ("DELETE", ["clusters", id]) => delete_cluster(ctx, id, &request).await,
         ("PATCH", ["clusters", id]) => patch_cluster(ctx, id, &request).await,
         (_, ["clusters", _]) => Ok(method_not_allowed(
             &request.method,
             "/clusters/{id}",
             "GET, PATCH, DELETE",
+        )),
+        ("GET", ["clusters", id, "backups"]) => backups::list_backups(ctx, id).await,
+        ("POST", ["clusters", id, "backups"]) => backups::create_backup(ctx, id).await,
+        (_, ["clusters", _, "backups"]) => Ok(method_not_allowed(
+            &request.method,
+            "/clusters/{id}/backups",
+            "GET, POST",
         )),
         ("POST", ["clusters", id, "nodes", instance, "replace"]) => {
             replace_node(ctx, id, instance).await
@@ -126,7 +138,7 @@ pub async fn handle(ctx: &ApiContext, request: ApiRequest) -> ApiResponse {
             404,
             "NotFound",
             format!(
-                "no route for {} {}; the API serves /clusters, /clusters/{{id}} and /clusters/{{id}}/nodes/{{instanceId}}/replace (see openapi.yaml)",
+                "no route for {} {}; the API serves /clusters, /clusters/{{id}}, /clusters/{{id}}/backups and /clusters/{{id}}/nodes/{{instanceId}}/replace (see openapi.yaml)",
                 request.method, request.path
             ),
         )),
@@ -195,3 +207,5 @@ fn error_response(error: &Error, request_id: &str) -> ApiResponse {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod backup_tests;

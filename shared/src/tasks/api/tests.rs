@@ -44,6 +44,7 @@ fn ctx_of(
         store,
         network: StackNetwork::new(ec2, "vpc-stack"),
         limits: ClusterLimits { max_clusters },
+        backups: None,
     }
 }
 
