@@ -70,6 +70,34 @@ const REBOOT_FORCE: Parameter = Parameter {
     default: Some("false"),
 };
 
+/// The stack's backup bucket (BackupBucket): S3 bucket naming rules (S3 User Guide, "General
+/// purpose bucket naming rules": 3-63 lowercase letters, digits, dots and hyphens).
+const BACKUP_BUCKET: Parameter = Parameter {
+    name: "bucket",
+    env: None,
+    description: "The stack's backup bucket",
+    pattern: "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+    default: None,
+};
+
+/// A cluster id (`c-` and 12 lowercase hex digits, `domain::cluster::ClusterId`).
+const CLUSTER_ID: Parameter = Parameter {
+    name: "clusterId",
+    env: None,
+    description: "The cluster's id (the S3 prefix of its backups)",
+    pattern: "^c-[0-9a-f]{12}$",
+    default: None,
+};
+
+/// A backup id (`domain::backup::BackupId`: UTC time and 8 hex digits).
+const BACKUP_ID: Parameter = Parameter {
+    name: "backupId",
+    env: None,
+    description: "The backup's id",
+    pattern: "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$",
+    default: None,
+};
+
 const DOCUMENTS: &[Document] = &[
     Document {
         logical_id: "DbInstallDocument",
@@ -121,6 +149,45 @@ const DOCUMENTS: &[Document] = &[
                 pattern: "^[A-Za-z0-9.-]{1,253}$",
                 default: None,
             },
+        ],
+    },
+    Document {
+        logical_id: "DbBackupDocument",
+        name: "DbBackup",
+        script: "db-backup.sh",
+        description: "Back up this node (a SECONDARY; the PRIMARY refuses while a secondary is ONLINE) with CLONE LOCAL, streamed compressed to the backup bucket, manifest last",
+        args: &[BACKUP_BUCKET, CLUSTER_ID, BACKUP_ID],
+    },
+    Document {
+        logical_id: "DbBinlogArchiveDocument",
+        name: "DbBinlogArchive",
+        script: "db-binlog-archive.sh",
+        description: "On the PRIMARY, rotate the binary log and ship every closed one to the backup bucket (point-in-time recovery); elsewhere nothing",
+        args: &[BACKUP_BUCKET, CLUSTER_ID],
+    },
+    Document {
+        logical_id: "DbRestoreDocument",
+        name: "DbRestore",
+        script: "db-restore.sh",
+        description: "Replace this new seed's data with a backup (checksum first, old data kept aside), reset its accounts, drop the old cluster's metadata, apply archived binary logs up to stopAt",
+        args: &[
+            BACKUP_BUCKET,
+            Parameter {
+                name: "sourceClusterId",
+                env: None,
+                description: "The id of the cluster the backup was taken of",
+                pattern: "^c-[0-9a-f]{12}$",
+                default: None,
+            },
+            BACKUP_ID,
+            Parameter {
+                name: "stopAt",
+                env: None,
+                description: "Apply archived binary logs up to this UTC second (RFC 3339, Z); empty: the backup as taken",
+                pattern: "^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?$",
+                default: Some(""),
+            },
+            APP_SECRET,
         ],
     },
     Document {

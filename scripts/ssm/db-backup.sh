@@ -15,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 readonly bucket="${1:?usage: db-backup.sh BUCKET CLUSTER_ID BACKUP_ID}"
 readonly cluster_id="${2:?usage: db-backup.sh BUCKET CLUSTER_ID BACKUP_ID}"
 readonly backup_id="${3:?usage: db-backup.sh BUCKET CLUSTER_ID BACKUP_ID}"
-[[ "$cluster_id" =~ ^[0-9a-f]+$ ]] || { echo "bad cluster id '$cluster_id': lowercase hex" >&2; exit 2; }
+[[ "$cluster_id" =~ ^c-[0-9a-f]{12}$ ]] || { echo "bad cluster id '$cluster_id': c- and 12 lowercase hex digits" >&2; exit 2; }
 [[ "$backup_id" =~ ^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$ ]] \
   || { echo "bad backup id '$backup_id': yyyymmddThhmmssZ-<8 lowercase hex>" >&2; exit 2; }
 

@@ -16,7 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 
 readonly bucket="${1:?usage: db-binlog-archive.sh BUCKET CLUSTER_ID}"
 readonly cluster_id="${2:?usage: db-binlog-archive.sh BUCKET CLUSTER_ID}"
-[[ "$cluster_id" =~ ^[0-9a-f]+$ ]] || { echo "bad cluster id '$cluster_id': lowercase hex" >&2; exit 2; }
+[[ "$cluster_id" =~ ^c-[0-9a-f]{12}$ ]] || { echo "bad cluster id '$cluster_id': c- and 12 lowercase hex digits" >&2; exit 2; }
 readonly STATE="${SYSROOT}/var/lib/ha-orchestrator/binlog-shipped"
 
 mkdir -p "$STATE"

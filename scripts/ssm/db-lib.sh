@@ -22,6 +22,10 @@ readonly REPO_RPM="https://repo.mysql.com/${REPO_PACKAGE}-el9-1.noarch.rpm"
 # a temp dir so the scripts run unprivileged against the recording fakes.
 # shellcheck disable=SC2034
 readonly SYSROOT="${HA_SYSROOT:-}"
+# db-restore.sh writes the id of the backup it restored this node from here (first line);
+# db-report.sh reports it, so the orchestrator creates the group only on a restored seed.
+# shellcheck disable=SC2034
+readonly RESTORE_MARKER="${SYSROOT}/var/lib/ha-orchestrator/restored-backup"
 
 # A secret's value, read with the instance role.
 secret_value() {

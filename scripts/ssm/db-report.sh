@@ -36,6 +36,11 @@ addresses="$(metadata_addresses)"
 while IFS= read -r address; do
   [[ -n "$address" ]] && metadata_members+="${metadata_members:+,}$(json_string "${address%:*}")"
 done <<<"$addresses"
-printf '{"memberState":%s,"role":%s,"groupName":%s,"clusterName":%s,"gtidExecuted":%s,"members":[%s],"metadataMembers":[%s]}\n' \
+# The backup db-restore.sh restored this node's data directory from (its marker), or null.
+restored=null
+if [[ -s "$RESTORE_MARKER" ]]; then
+  restored="$(json_string "$(head -n 1 "$RESTORE_MARKER")")"
+fi
+printf '{"memberState":%s,"role":%s,"groupName":%s,"clusterName":%s,"gtidExecuted":%s,"members":[%s],"metadataMembers":[%s],"restoredBackup":%s}\n' \
   "$(json_string "$state")" "$(json_string "$role")" "$(json_string "$group")" \
-  "$(json_string "$cluster")" "$(json_string "$gtid")" "$members" "$metadata_members"
+  "$(json_string "$cluster")" "$(json_string "$gtid")" "$members" "$metadata_members" "$restored"

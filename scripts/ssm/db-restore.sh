@@ -18,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/db-lib.sh"
 readonly usage="usage: db-restore.sh BUCKET SOURCE_CLUSTER_ID BACKUP_ID [STOP_AT]"
 readonly bucket="${1:?$usage}" source_cluster="${2:?$usage}" backup_id="${3:?$usage}"
 readonly stop_at="${4:-}"
-[[ "$source_cluster" =~ ^[0-9a-f]+$ ]] || { echo "bad cluster id '$source_cluster': lowercase hex" >&2; exit 2; }
+[[ "$source_cluster" =~ ^c-[0-9a-f]{12}$ ]] || { echo "bad cluster id '$source_cluster': c- and 12 lowercase hex digits" >&2; exit 2; }
 [[ "$backup_id" =~ ^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$ ]] \
   || { echo "bad backup id '$backup_id': yyyymmddThhmmssZ-<8 lowercase hex>" >&2; exit 2; }
 [[ -z "$stop_at" || "$stop_at" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]] \
@@ -26,7 +26,7 @@ readonly stop_at="${4:-}"
 
 readonly DATADIR="${SYSROOT}/var/lib/mysql"
 readonly STATE="${SYSROOT}/var/lib/ha-orchestrator"
-readonly MARKER="$STATE/restored-backup"
+readonly MARKER="$RESTORE_MARKER"
 readonly backup="s3://${bucket}/clusters/${source_cluster}/backups/${backup_id}"
 
 # root logs in over the socket (auth_socket, db-install.sh), in the restored mysql.user too.

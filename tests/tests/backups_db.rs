@@ -23,7 +23,7 @@ const APP_PASSWORD: &str = "App~pass^w0rd=Z+3,*.-_";
 const NEW_ADMIN_PASSWORD: &str = "N3w.admin-pass_W*8+,=^~";
 const NEW_APP_PASSWORD: &str = "N3w~app^pass=Y+4,*.-_";
 const BUCKET: &str = "ha-backups-test";
-const SOURCE_CLUSTER: &str = "0c0ffee1";
+const SOURCE_CLUSTER: &str = "c-00000c0ffee1";
 
 fn env() -> [(&'static str, &'static str); 2] {
     [

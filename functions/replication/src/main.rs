@@ -24,6 +24,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         commands,
         task_tokens: start.task_tokens(),
         instances: start.instances(),
+        backup_bucket: start.backup_bucket(),
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let replicator = &replicator;

@@ -26,6 +26,12 @@ pub enum DbStep {
     Refuse(String),
     /// Nothing to send yet: inspect again after a pause.
     Wait(String),
+    /// A cluster restored from a backup: before the group is created, the seed's data
+    /// directory is replaced by the backup (and binary logs applied up to the plan's time).
+    Restore {
+        /// The seed's host.
+        host: String,
+    },
     /// No group and no metadata anywhere: create the cluster on this host (the seed).
     Create {
         /// The seed's host.
@@ -62,7 +68,10 @@ pub enum DbStep {
 }
 
 /// The next step for `nodes` (in slot order; the first is the seed when nothing exists).
-pub fn next_step(nodes: &[ObservedNode]) -> DbStep {
+/// `restore_backup` is the backup a restored cluster starts from: until the seed reports
+/// it restored, the group is not created (a group created on an empty seed would let the
+/// joiners clone nothing, and a restore afterwards would have to undo a live group).
+pub fn next_step(nodes: &[ObservedNode], restore_backup: Option<&str>) -> DbStep {
     let Some(seed) = nodes.first() else {
         return DbStep::Wait("no database node reported".into());
     };
@@ -72,7 +81,16 @@ pub fn next_step(nodes: &[ObservedNode]) -> DbStep {
         .collect();
     let primary = match decide(&by_host, &seed.host) {
         GroupDecision::Conflict(why) => return DbStep::Refuse(why),
-        GroupDecision::CreateOn(host) => return DbStep::Create { host },
+        GroupDecision::CreateOn(host) => {
+            let restored = nodes
+                .iter()
+                .find(|n| n.host == host)
+                .and_then(|n| n.report.restored_backup.as_deref());
+            return match restore_backup {
+                Some(backup) if restored != Some(backup) => DbStep::Restore { host },
+                _ => DbStep::Create { host },
+            };
+        }
         GroupDecision::RebootFrom(host) => return DbStep::Reboot { host },
         GroupDecision::JoinThrough(primary) => primary,
     };
@@ -159,6 +177,7 @@ mod tests {
                 gtid_executed: gtid.into(),
                 members: Vec::new(),
                 metadata_members: Vec::new(),
+                restored_backup: None,
             },
         }
     }
@@ -171,12 +190,43 @@ mod tests {
     fn nothing_anywhere_creates_on_the_first_node() {
         let nodes = [fresh("db-0"), fresh("db-1"), fresh("db-2")];
         assert_eq!(
-            next_step(&nodes),
+            next_step(&nodes, None),
             DbStep::Create {
                 host: "db-0.internal".into()
             }
         );
-        assert!(matches!(next_step(&[]), DbStep::Wait(_)));
+        assert!(matches!(next_step(&[], None), DbStep::Wait(_)));
+    }
+
+    #[test]
+    fn a_restored_cluster_restores_its_seed_before_the_group_is_created() {
+        let backup = "20261201T063000Z-0a1b2c3d";
+        let mut nodes = [fresh("db-0"), fresh("db-1"), fresh("db-2")];
+        assert_eq!(
+            next_step(&nodes, Some(backup)),
+            DbStep::Restore {
+                host: "db-0.internal".into()
+            }
+        );
+        // Restored from another backup (a marker left by an earlier attempt): restore again.
+        nodes[0].report.restored_backup = Some("20261130T063000Z-ffffffff".into());
+        assert!(matches!(
+            next_step(&nodes, Some(backup)),
+            DbStep::Restore { .. }
+        ));
+        nodes[0].report.restored_backup = Some(backup.into());
+        assert_eq!(
+            next_step(&nodes, Some(backup)),
+            DbStep::Create {
+                host: "db-0.internal".into()
+            }
+        );
+        // Once the group exists the plan no longer matters: joiners clone the seed.
+        let primary = node("db-0", "ONLINE", "PRIMARY", "g1", "g1:1-9");
+        assert!(matches!(
+            next_step(&[primary, fresh("db-1")], Some(backup)),
+            DbStep::Join { .. }
+        ));
     }
 
     #[test]
@@ -184,7 +234,7 @@ mod tests {
         let primary = node("db-0", "ONLINE", "PRIMARY", "g", "a:1-5");
         let nodes = [primary.clone(), fresh("db-1"), fresh("db-2")];
         assert_eq!(
-            next_step(&nodes),
+            next_step(&nodes, None),
             DbStep::Join {
                 primary: "db-0.internal".into(),
                 host: "db-1.internal".into(),
@@ -192,14 +242,14 @@ mod tests {
             }
         );
         let recovering = node("db-1", "RECOVERING", "SECONDARY", "g", "a:1-3");
-        let waiting = next_step(&[primary.clone(), recovering, fresh("db-2")]);
+        let waiting = next_step(&[primary.clone(), recovering, fresh("db-2")], None);
         assert!(
             matches!(&waiting, DbStep::Wait(why) if why.contains("db-1 (i-db-1) is RECOVERING")),
             "{waiting:?}"
         );
         let secondary = |slot| node(slot, "ONLINE", "SECONDARY", "g", "a:1-5");
         assert_eq!(
-            next_step(&[primary, secondary("db-1"), secondary("db-2")]),
+            next_step(&[primary, secondary("db-1"), secondary("db-2")], None),
             DbStep::Verified {
                 detail: "group g: PRIMARY db-0, 3 ONLINE".into()
             }
@@ -210,7 +260,7 @@ mod tests {
     fn a_member_the_metadata_keeps_for_a_lost_instance_is_removed_before_any_join() {
         let mut primary = node("db-0", "ONLINE", "PRIMARY", "g", "a:1-5");
         primary.report.metadata_members = vec!["db-0.internal".into(), "gone.internal".into()];
-        let step = next_step(&[primary, fresh("db-1")]);
+        let step = next_step(&[primary, fresh("db-1")], None);
         assert!(
             matches!(&step, DbStep::Remove { primary, stale }
                 if primary == "db-0.internal" && stale == "gone.internal"),
@@ -224,7 +274,7 @@ mod tests {
             node("db-0", "ONLINE", "PRIMARY", "g1", ""),
             node("db-1", "ONLINE", "PRIMARY", "g2", ""),
         ];
-        assert!(matches!(next_step(&split), DbStep::Refuse(_)));
+        assert!(matches!(next_step(&split, None), DbStep::Refuse(_)));
         let outage = [
             node("db-0", "OFFLINE", "", "", "a:1-3"),
             node("db-1", "OFFLINE", "", "", "a:1-9"),
@@ -234,7 +284,7 @@ mod tests {
             n.report.cluster_name = "shop".into();
         }
         assert_eq!(
-            next_step(&outage),
+            next_step(&outage, None),
             DbStep::Reboot {
                 host: "db-1.internal".into()
             }

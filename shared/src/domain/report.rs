@@ -31,6 +31,10 @@ pub struct NodeReport {
     /// Replication thinks of it. Absent from reports of older scripts: empty.
     #[serde(default)]
     pub metadata_members: Vec<String>,
+    /// The backup this node's data directory was restored from (`db-restore.sh`'s marker),
+    /// if any. Absent from reports of older scripts and of nodes never restored.
+    #[serde(default)]
+    pub restored_backup: Option<String>,
 }
 
 impl NodeReport {
@@ -212,6 +216,7 @@ mod tests {
             gtid_executed: gtid.into(),
             members: Vec::new(),
             metadata_members: Vec::new(),
+            restored_backup: None,
         }
     }
 

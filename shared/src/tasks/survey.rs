@@ -201,6 +201,7 @@ mod tests {
             gtid_executed: String::new(),
             members: Vec::new(),
             metadata_members: Vec::new(),
+            restored_backup: None,
         })
     }
 

@@ -136,6 +136,9 @@ pub struct Replicator {
     pub instances: Instances,
     /// Judges the sweep's membership surveys when their status events arrive.
     pub survey: crate::tasks::survey::MembershipSurvey,
+    /// The stack's backup bucket (`BACKUP_BUCKET`): a restored cluster's seed reads its
+    /// backup and archived binary logs there. Only a restore needs it.
+    pub backup_bucket: Option<String>,
 }
 
 impl Replicator {

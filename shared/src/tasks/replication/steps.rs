@@ -134,9 +134,36 @@ impl Replicator {
                 .ok_or_else(|| Error::not_ready(format!("no node is {host}")))
         };
         let name = cluster.spec.name.clone();
-        let step = match next_step(&observed) {
+        let restore = cluster.spec.restore.as_ref();
+        let step = match next_step(&observed, restore.map(|plan| plan.backup_id.as_str())) {
             DbStep::Refuse(why) => return Err(Error::refused(why)),
             DbStep::Wait(why) => return self.answer_wait(request, &why).await,
+            DbStep::Restore { host } => {
+                let plan = restore.ok_or_else(|| {
+                    Error::not_ready("a restore step was chosen without a restore plan")
+                })?;
+                let bucket = self.backup_bucket.clone().ok_or(Error::MissingConfig {
+                    name: "BACKUP_BUCKET",
+                    hint: "template.yaml sets it to the stack's BackupBucket for every function",
+                })?;
+                Step {
+                    name: "db-restore",
+                    document: Document::DbRestore,
+                    targets: vec![node_at(&host)?],
+                    parameters: vec![
+                        ("adminSecretId", secret),
+                        ("bucket", bucket),
+                        ("sourceClusterId", plan.source_cluster.clone()),
+                        ("backupId", plan.backup_id.as_str().to_string()),
+                        ("stopAt", plan.stop_at.clone().unwrap_or_default()),
+                        (
+                            "appSecretId",
+                            crate::aws::secrets::app_secret_name(&cluster.id),
+                        ),
+                    ],
+                    key: format!("restore-{}", plan.backup_id.as_str()),
+                }
+            }
             DbStep::Create { host } => Step {
                 name: "db-create",
                 document: Document::DbCreateCluster,

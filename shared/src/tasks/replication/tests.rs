@@ -31,19 +31,23 @@ fn node_report(state: &str, role: &str, group: &str, gtid: &str) -> NodeReport {
         gtid_executed: gtid.into(),
         members: Vec::new(),
         metadata_members: Vec::new(),
+        restored_backup: None,
     }
 }
 
 /// The cluster's partition as the store queries it: META and three running database
 /// nodes, `db-i` on `HOSTS[i]`.
-fn cluster_partition() -> Rule {
+fn cluster_partition(restore: Option<serde_json::Value>) -> Rule {
     let s = |v: &str| AttributeValue::S(v.to_string());
     let n = |v: u64| AttributeValue::N(v.to_string());
-    let spec = serde_json::json!({
+    let mut spec = serde_json::json!({
         "name": "shop",
         "web": {"count": 0, "instanceType": "t3.small"},
         "db": {"count": 3, "instanceType": "r6i.large"},
     });
+    if let Some(plan) = restore {
+        spec["restore"] = plan;
+    }
     let mut items = vec![HashMap::from([
         ("pk".to_string(), s(&format!("CLUSTER#{ID}"))),
         ("sk".to_string(), s("META")),
@@ -105,7 +109,16 @@ async fn converge_outcome(
     reports: Vec<NodeReport>,
     ec2: aws_sdk_ec2::Client,
 ) -> (Result<()>, Vec<(String, HashMap<String, Vec<String>>)>) {
-    let query = cluster_partition();
+    converge_outcome_of(None, reports, ec2).await
+}
+
+/// [`converge_outcome`] for a cluster whose spec carries the restore plan `restore`.
+async fn converge_outcome_of(
+    restore: Option<serde_json::Value>,
+    reports: Vec<NodeReport>,
+    ec2: aws_sdk_ec2::Client,
+) -> (Result<()>, Vec<(String, HashMap<String, Vec<String>>)>) {
+    let query = cluster_partition(restore);
     let update = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
         aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
     });
@@ -188,6 +201,7 @@ pub(super) fn replicator(
     ec2: aws_sdk_ec2::Client,
 ) -> Replicator {
     Replicator {
+        backup_bucket: Some("backups-bucket".into()),
         survey: crate::tasks::survey::MembershipSurvey {
             store: store.clone(),
             commands: commands.clone(),
@@ -405,4 +419,47 @@ async fn a_name_that_is_no_resource_name_is_looked_up_by_private_dns_name() {
             vec!["ip-10-0-1-5.ec2.internal".to_string()]
         )]
     );
+}
+
+#[tokio::test]
+async fn a_restored_cluster_sends_the_restore_to_its_seed_before_creating_the_group() {
+    let plan = serde_json::json!({
+        "sourceCluster": "c-00000000beef",
+        "backupId": "20261201T063000Z-0a1b2c3d",
+        "stopAt": "2026-12-01T07:00:00Z",
+    });
+    // Fresh nodes: no group and no metadata (no cluster name) anywhere.
+    let fresh = || NodeReport {
+        cluster_name: String::new(),
+        ..node_report("OFFLINE", "", "", "")
+    };
+    let (outcome, sent) = converge_outcome_of(
+        Some(plan.clone()),
+        vec![fresh(), fresh(), fresh()],
+        mocked_client!(aws_sdk_ec2, []),
+    )
+    .await;
+    outcome.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "stack-DbRestore");
+    for (name, value) in [
+        ("bucket", "backups-bucket"),
+        ("sourceClusterId", "c-00000000beef"),
+        ("backupId", "20261201T063000Z-0a1b2c3d"),
+        ("stopAt", "2026-12-01T07:00:00Z"),
+    ] {
+        assert_eq!(parameter(&sent[0].1, name), value, "{sent:?}");
+    }
+    // The seed reports the backup restored: now the group is created on it.
+    let mut seed = fresh();
+    seed.restored_backup = Some("20261201T063000Z-0a1b2c3d".into());
+    let (outcome, sent) = converge_outcome_of(
+        Some(plan),
+        vec![seed, fresh(), fresh()],
+        mocked_client!(aws_sdk_ec2, []),
+    )
+    .await;
+    outcome.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "stack-DbCreateCluster");
 }
