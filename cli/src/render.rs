@@ -78,6 +78,17 @@ pub fn status(cluster: &Value) -> String {
         ),
         conditions(cluster),
     ];
+    if !cluster["latestBackup"].is_null() || !cluster["restorableUntil"].is_null() {
+        out.push(format!(
+            "latest backup {}  restorable until {}",
+            if cluster["latestBackup"].is_null() {
+                "-".to_string()
+            } else {
+                backup_line(&cluster["latestBackup"])
+            },
+            text(&cluster["restorableUntil"])
+        ));
+    }
     if let Some(error) = cluster["lastError"].as_object() {
         out.push(format!(
             "last error in {}: {}",
@@ -137,6 +148,73 @@ pub fn status(cluster: &Value) -> String {
     out.join("\n")
 }
 
+/// One backup on one line: id, state, when, size, and the failure if any.
+pub fn backup_line(backup: &Value) -> String {
+    let mut line = format!(
+        "{} {} {} {}",
+        text(&backup["id"]),
+        text(&backup["state"]),
+        text(&backup["completedAt"]),
+        size(&backup["bytes"])
+    );
+    if let Some(reason) = backup["failure"].as_str() {
+        line.push_str(&format!(" ({reason})"));
+    }
+    line
+}
+
+fn size(bytes: &Value) -> String {
+    match bytes.as_u64() {
+        None => "-".into(),
+        Some(b) if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        Some(b) if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        Some(b) => format!("{b} B"),
+    }
+}
+
+/// `GET /clusters/{id}/backups` as a table, newest first, then the point-in-time window.
+pub fn backups(listing: &Value) -> String {
+    let rows: Vec<Vec<String>> = listing["backups"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|b| {
+                    vec![
+                        text(&b["id"]),
+                        text(&b["state"]),
+                        text(&b["trigger"]),
+                        text(&b["completedAt"]),
+                        size(&b["bytes"]),
+                        text(&b["gtidExecuted"]),
+                        b["failure"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = if rows.is_empty() {
+        "no backups".to_string()
+    } else {
+        table(
+            &[
+                "ID",
+                "STATE",
+                "TRIGGER",
+                "COMPLETED",
+                "SIZE",
+                "GTID SET",
+                "REASON",
+            ],
+            &rows,
+        )
+    };
+    out.push_str(&format!(
+        "\nrestorable until {}",
+        text(&listing["restorableUntil"])
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +253,35 @@ mod tests {
         assert!(rendered.contains("web-0  web   i-1"), "{rendered}");
         assert!(rendered.contains("RunInstances"), "{rendered}");
         assert_eq!(list(&json!({"clusters": []})), "no clusters");
+    }
+
+    #[test]
+    fn backups_show_state_size_gtid_and_the_reason_of_a_failure() {
+        let listing = json!({
+            "restorableUntil": "2026-12-01T07:55:00Z",
+            "backups": [
+                {"id": "20261201T070000Z-00000002", "state": "FAILED", "trigger": "api",
+                 "failure": "every database node refused the backup"},
+                {"id": "20261201T063000Z-00000001", "state": "COMPLETED", "trigger": "schedule",
+                 "completedAt": "2026-12-01T06:31:10Z", "bytes": 5_242_880, "gtidExecuted": "a:1-42"}
+            ]
+        });
+        let rendered = backups(&listing);
+        assert!(rendered.contains("5.0 MiB"), "{rendered}");
+        assert!(rendered.contains("a:1-42"), "{rendered}");
+        assert!(
+            rendered.contains("every database node refused"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.ends_with("restorable until 2026-12-01T07:55:00Z"),
+            "{rendered}"
+        );
+        let first = rendered.lines().nth(1).unwrap();
+        assert!(
+            first.starts_with("20261201T070000Z-00000002"),
+            "newest first: {rendered}"
+        );
+        assert!(backups(&json!({"backups": []})).starts_with("no backups"));
     }
 }
