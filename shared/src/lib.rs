@@ -6,10 +6,11 @@
 //! # Three layers, no import cycle
 //! - [`domain`]: pure types and decisions (a cluster and its nodes, the spec, the plan of
 //!   instances, the database report, the next database step ([`domain::db_step`]), run
-//!   reasons, command documents, alarm names). Imports nothing of the crate but [`error`].
+//!   reasons, command documents, alarm names, backups and their manifests
+//!   ([`domain::backup`])). Imports nothing of the crate but [`error`].
 //! - [`aws`]: one adapter per AWS service (the DynamoDB store, EC2 fleet, ELBv2 targets,
-//!   CloudWatch alarms and metrics, SSM commands, Secrets Manager, Step Functions). SDK
-//!   types stop here.
+//!   CloudWatch alarms and metrics, SSM commands, Secrets Manager, Step Functions, the S3
+//!   backup bucket). SDK types stop here.
 //! - [`tasks`]: one module per trigger, below.
 //!
 //! `scripts/module-graph.py` (run by `make lint`) fails on a cycle or a layer that points up.
@@ -25,6 +26,7 @@
 //! | EventBridge schedule (sweep: lost instances, target health, membership surveys) | `functions/instance-events` | [`tasks::healing::Healer`] `::sweep`, [`tasks::survey`] |
 //! | EventBridge "CloudWatch Alarm State Change" (scale the web tier) | `functions/scaling` | [`tasks::scaling::Scaler`] `::on_alarm` |
 //! | EventBridge schedule (an alarm still in ALARM steps again) | `functions/scaling` | [`tasks::scaling::Scaler`] `::recheck` |
+//! | EventBridge schedule (backup tick: resolve running backups, start requested and due ones, ship binary logs, prune past retention) | `functions/backups` | [`tasks::backups::Backups`] `::tick` |
 //! | ALB Lambda target (`/_health`, `/_status`, the maintenance page) | `functions/alb-target` | [`tasks::status`] |
 //!
 //! Each trigger's typed event and its routing are in [`tasks::events`]. Every reaction that

@@ -193,13 +193,14 @@ pub(super) fn purge_requested(query: &[(String, String)]) -> Result<bool, Error>
     Ok(purge)
 }
 
-/// Delete the cluster's backup objects, then their records; how many objects went.
-pub(super) async fn purge_backups(ctx: &ApiContext, id: &str) -> Result<usize, Error> {
+/// Delete the cluster's backup objects, then their records; how many objects and records
+/// went.
+pub(super) async fn purge_backups(ctx: &ApiContext, id: &str) -> Result<(usize, usize), Error> {
     let bucket = ctx.backups.as_ref().ok_or(Error::MissingConfig {
         name: crate::aws::backups::BACKUP_BUCKET,
         hint: "template.yaml sets it for every function; redeploy the stack",
     })?;
     let objects = bucket.purge_cluster(id).await?;
-    ctx.store.purge_backups(id).await?;
-    Ok(objects)
+    let records = ctx.store.purge_backups(id).await?;
+    Ok((objects, records))
 }

@@ -201,17 +201,22 @@ pub(super) async fn delete_cluster(
     let purge = super::backups::purge_requested(&request.query)?;
     let deleted = ctx.runs.delete(id).await;
     let mut body = json!({ "id": id, "phase": "DELETING", "statusUrl": format!("/clusters/{id}") });
-    let status = match deleted {
-        Ok(_) => 202,
+    let (status, unknown) = match deleted {
+        Ok(_) => (202, false),
         // Only the backups are left to delete.
-        Err(Error::Gone(_) | Error::NotFound { .. }) if purge => {
-            body["phase"] = json!("DELETED");
-            200
-        }
+        Err(Error::Gone(_)) if purge => (200, false),
+        Err(Error::NotFound { .. }) if purge => (200, true),
         Err(error) => return Err(error),
     };
     if purge {
-        body["backupObjectsPurged"] = json!(super::backups::purge_backups(ctx, id).await?);
+        let (objects, records) = super::backups::purge_backups(ctx, id).await?;
+        if unknown && objects == 0 && records == 0 {
+            return Err(not_found(id));
+        }
+        if status == 200 {
+            body["phase"] = json!("DELETED");
+        }
+        body["backupObjectsPurged"] = json!(objects);
     }
     Ok(ApiResponse::json(status, body))
 }

@@ -206,6 +206,6 @@ fn error_response(error: &Error, request_id: &str) -> ApiResponse {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod backup_tests;
+#[cfg(test)]
+mod tests;
