@@ -258,6 +258,13 @@ mod tests {
                 let rule = e.resources.unwrap_or_default().concat();
                 assert!(rule.contains(":rule/"), "{rule}");
             }),
+            ("schedule-backups-tick.json", |n| {
+                // What functions/backups takes: a Scheduled Event from its own rule.
+                let e: ScheduleEvent = parse(n);
+                assert_eq!((e.source.as_str(), e.detail_type.as_str()), SCHEDULED);
+                let rule = e.resources.unwrap_or_default().concat();
+                assert!(rule.contains(":rule/"), "{rule}");
+            }),
             ("alb-health-check.json", |n| {
                 let e: aws_lambda_events::alb::AlbTargetGroupRequest = parse(n);
                 assert_eq!(e.path.as_deref(), Some("/_health"));
