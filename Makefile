@@ -89,7 +89,7 @@ chaos: build
 # release binaries are what startup, memory and size are measured on; their first build
 # compiles the AWS SDK with the release profile (~15-25 min on 2 cores), later ones reuse it.
 # The local-cloud operations run the debug build `make build` deploys. Writes bench-out/.
-RELEASE_FUNCTIONS := -p api -p provision -p replication -p instance-events -p scaling -p alb-target
+RELEASE_FUNCTIONS := -p api -p provision -p replication -p instance-events -p scaling -p alb-target -p backups
 BENCH_ARGS ?=
 bench: build
 	cargo build --release $(RELEASE_FUNCTIONS)

@@ -93,6 +93,9 @@ pub struct SsmAgent {
 /// stack's VPC CIDR.
 #[derive(Debug)]
 pub struct RealHosts {
+    /// Relays the hosts' `aws s3` to the local cloud's S3 (backups, binary logs) while the
+    /// agent runs.
+    _s3_relay: crate::hosts::Relay,
     network: crate::hosts::Network,
     next_address: Mutex<u32>,
     by_instance: Mutex<std::collections::HashMap<String, Arc<crate::hosts::Host>>>,
@@ -224,7 +227,18 @@ impl SsmAgent {
         let network =
             crate::hosts::Network::with_cidr(&format!("lc{}", std::process::id()), vpc_cidr)
                 .map_err(std::io::Error::other)?;
+        // The database scripts back up to and restore from the stack's bucket with
+        // `aws s3 cp` on the host (see `Network::serve_s3` for what identity they use).
+        let s3_relay = network
+            .serve_s3(
+                &cloud.endpoint(),
+                crate::REGION,
+                crate::ACCESS_KEY,
+                crate::SECRET_KEY,
+            )
+            .map_err(std::io::Error::other)?;
         let hosts = Arc::new(RealHosts {
+            _s3_relay: s3_relay,
             network,
             next_address: Mutex::new(0),
             by_instance: Mutex::new(std::collections::HashMap::new()),

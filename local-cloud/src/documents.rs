@@ -24,6 +24,8 @@ struct Document {
     logical_id: &'static str,
     name: &'static str,
     script: &'static str,
+    /// `aws:runShellScript`'s `timeoutSeconds`: the agent kills the script after it.
+    timeout_seconds: &'static str,
     description: &'static str,
     /// Parameters passed to the script as positional arguments, in order.
     args: &'static [Parameter],
@@ -103,6 +105,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbInstallDocument",
         name: "DbInstall",
         script: "db-install.sh",
+        timeout_seconds: "1800",
         description: "Install and configure MySQL 9.7 LTS and MySQL Shell for InnoDB Cluster",
         args: &[],
     },
@@ -110,6 +113,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbReportDocument",
         name: "DbReport",
         script: "db-report.sh",
+        timeout_seconds: "1800",
         description: "Report this node's view of the group as one JSON line",
         args: &[],
     },
@@ -117,6 +121,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbCreateClusterDocument",
         name: "DbCreateCluster",
         script: "db-create-cluster.sh",
+        timeout_seconds: "1800",
         description: "Create the InnoDB Cluster on the seed node unless any group exists (split-brain guard), then the application account",
         args: &[CLUSTER_NAME, APP_SECRET],
     },
@@ -124,6 +129,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbAddInstanceDocument",
         name: "DbAddInstance",
         script: "db-add-instance.sh",
+        timeout_seconds: "1800",
         description: "Add a node to the cluster with clone-based recovery (run on the primary)",
         args: &[NODE],
     },
@@ -131,6 +137,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbRebootClusterDocument",
         name: "DbRebootCluster",
         script: "db-reboot-cluster.sh",
+        timeout_seconds: "1800",
         description: "Reboot the InnoDB Cluster from complete outage on the node with the most complete GTID set",
         args: &[CLUSTER_NAME, REBOOT_FORCE],
     },
@@ -138,6 +145,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "WebRouterDocument",
         name: "WebRouter",
         script: "web-router.sh",
+        timeout_seconds: "1800",
         description: "Install MySQL Router on a web node and bootstrap it against the InnoDB Cluster (127.0.0.1:6446 read-write)",
         args: &[
             CLUSTER_NAME,
@@ -155,6 +163,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbBackupDocument",
         name: "DbBackup",
         script: "db-backup.sh",
+        timeout_seconds: "14400",
         description: "Back up this node (a SECONDARY; the PRIMARY refuses while a secondary is ONLINE) with CLONE LOCAL, streamed compressed to the backup bucket, manifest last",
         args: &[BACKUP_BUCKET, CLUSTER_ID, BACKUP_ID],
     },
@@ -162,6 +171,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbBinlogArchiveDocument",
         name: "DbBinlogArchive",
         script: "db-binlog-archive.sh",
+        timeout_seconds: "1800",
         description: "On the PRIMARY, rotate the binary log and ship every closed one to the backup bucket (point-in-time recovery); elsewhere nothing",
         args: &[BACKUP_BUCKET, CLUSTER_ID],
     },
@@ -169,6 +179,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbRestoreDocument",
         name: "DbRestore",
         script: "db-restore.sh",
+        timeout_seconds: "14400",
         description: "Replace this new seed's data with a backup (checksum first, old data kept aside), reset its accounts, drop the old cluster's metadata, apply archived binary logs up to stopAt",
         args: &[
             BACKUP_BUCKET,
@@ -194,6 +205,7 @@ const DOCUMENTS: &[Document] = &[
         logical_id: "DbRemoveInstanceDocument",
         name: "DbRemoveInstance",
         script: "db-remove-instance.sh",
+        timeout_seconds: "1800",
         description: "Remove a lost node from the cluster (run on a remaining member)",
         args: &[NODE],
     },
@@ -311,7 +323,10 @@ pub fn render(project_root: &Path) -> std::io::Result<String> {
         out.push("          - action: aws:runShellScript".into());
         out.push("            name: run".into());
         out.push("            inputs:".into());
-        out.push("              timeoutSeconds: \"1800\"".into());
+        out.push(format!(
+            "              timeoutSeconds: \"{}\"",
+            doc.timeout_seconds
+        ));
         out.push("              runCommand:".into());
         out.push("                - |".into());
         let indent = "                  ";
