@@ -468,6 +468,8 @@ impl Backups {
             revision: claim.revision + 1,
             ..claim
         };
+        // The scripts read the cluster admin password on the node, from this secret.
+        let admin_secret = crate::aws::secrets::admin_secret_name(&cluster.id);
         let sent = self
             .commands
             .send(
@@ -475,6 +477,7 @@ impl Backups {
                 Document::DbBackup,
                 std::slice::from_ref(&instance_id),
                 &[
+                    ("adminSecretId", admin_secret.as_str()),
                     ("bucket", self.bucket.name()),
                     ("clusterId", cluster.id.as_str()),
                     ("backupId", record.id.as_str()),
@@ -640,6 +643,7 @@ impl Backups {
         {
             return Ok(());
         }
+        let admin_secret = crate::aws::secrets::admin_secret_name(&cluster.id);
         let command = self
             .commands
             .send(
@@ -647,6 +651,7 @@ impl Backups {
                 Document::DbBinlogArchive,
                 &db_instances,
                 &[
+                    ("adminSecretId", admin_secret.as_str()),
                     ("bucket", self.bucket.name()),
                     ("clusterId", cluster.id.as_str()),
                 ],

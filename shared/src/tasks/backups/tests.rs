@@ -436,6 +436,12 @@ async fn a_refusal_moves_the_same_backup_to_the_next_node_at_once() {
     assert_eq!(params["backupId"], ["20261201T063000Z-0a1b2c3d"]);
     assert_eq!(params["clusterId"], [ID]);
     assert_eq!(params["bucket"], ["backups"]);
+    // The script reads the admin password on the node, from the cluster's secret: the
+    // document requires its name (an e2e run on real hosts failed without it).
+    assert_eq!(
+        params["adminSecretId"],
+        [crate::aws::secrets::admin_secret_name(ID)]
+    );
     drop(seen_now);
     let records = written_records(&seen);
     // The claim on db-2 (no command yet), then the command id.
@@ -606,6 +612,12 @@ async fn the_primary_report_of_an_archive_round_moves_restorable_until_and_a_new
     assert_eq!(seen.sends.len(), 1);
     assert_eq!(seen.sends[0].document_name(), Some("ha-DbBinlogArchive"));
     assert_eq!(seen.sends[0].instance_ids().len(), 3);
+    let params = seen.sends[0].parameters().unwrap();
+    assert_eq!(
+        params["adminSecretId"],
+        [crate::aws::secrets::admin_secret_name(ID)]
+    );
+    assert_eq!(params["clusterId"], [ID]);
     assert!(seen.updates.iter().any(|u| {
         u.update_expression()
             .is_some_and(|e| e.contains("pending_command = :command"))
