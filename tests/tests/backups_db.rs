@@ -476,6 +476,20 @@ fn backup_on_a_secondary_restores_into_a_new_cluster_to_a_point_in_time_and_a_ki
 
     // (c) A corrupt archive is refused before anything stops; then a point-in-time restore.
     let f = db_node(&network, "bk-db-f", 16, new_passwords);
+    // The node's local time zone is not UTC: STOP_AT (UTC) must not be read in it.
+    let zone = f
+        .exec(
+            &[],
+            &[
+                "ln",
+                "-sf",
+                "/usr/share/zoneinfo/Asia/Tokyo",
+                "/etc/localtime",
+            ],
+            None,
+        )
+        .expect("real host");
+    assert!(zone.status.success(), "{}", text(&zone.stderr));
     let corrupt_id = "20261201T062000Z-0badbad0";
     let mut corrupt = manifest.clone();
     corrupt["backupId"] = corrupt_id.into();
