@@ -48,7 +48,10 @@ cleanup() {
 }
 trap cleanup EXIT
 install -d -o mysql -m 0750 "$BACKUP_ROOT"
-rm -rf "$scratch"
+# A backup the agent killed (timeout, cancel: SIGKILL to the process group, so no EXIT trap)
+# left its whole copy here. The orchestrator runs one backup of a cluster at a time, so
+# anything here now is such a leftover, and two of them could fill the disk.
+find "$BACKUP_ROOT" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
 
 started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 local_sql "CLONE LOCAL DATA DIRECTORY = '$scratch'"

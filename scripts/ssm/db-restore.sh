@@ -49,6 +49,17 @@ if [[ -s "$MARKER" ]]; then
   exit 3
 fi
 
+# A restore the agent killed mid-swap (a timeout or cancel sends SIGKILL to the whole
+# process group, amazon-ssm-agent executers_unix.go killProcess, so no EXIT trap runs) left
+# the node's previous data directory aside and no marker: put it back before anything else.
+if [[ -d "${SYSROOT}/var/lib/mysql-before-restore" ]]; then
+  echo "an interrupted restore left the previous data directory aside; putting it back"
+  systemctl stop mysqld
+  rm -rf "$DATADIR"
+  mv "${SYSROOT}/var/lib/mysql-before-restore" "$DATADIR"
+  systemctl start mysqld
+fi
+
 # Only a node that is in no group and holds no data is overwritten.
 IFS=$'\x1f' read -r state _role group cluster _gtid < <(node_view)
 if [[ -n "$group" || "$state" != OFFLINE || -n "$cluster" ]]; then
@@ -118,6 +129,8 @@ cp -p "$aside/auto.cnf" "$DATADIR/"
 cp -p "$aside"/*.pem "$DATADIR/"
 chown -R mysql: "$DATADIR"
 systemctl start mysqld
+# A clone of a SECONDARY may come up read-only; the replay below writes.
+root_sql -e "SET GLOBAL super_read_only = OFF; SET GLOBAL read_only = OFF"
 
 # Point in time: each server's chain in the order of its first event (the primaries one
 # after the other), replayed by mysqlbinlog up to STOP_AT. Transactions the backup already
@@ -131,9 +144,12 @@ if [[ -n "$stop_at" ]]; then
   chains=()
   for dir in "$work/binlogs"/*/; do
     [[ -d "$dir" ]] || continue
-    first="$(find "$dir" -maxdepth 1 -type f -name '*.[0-9]*' | sort | head -1)"
-    [[ -n "$first" ]] || continue
-    when="$(TZ=UTC mysqlbinlog "$first" | awk '/^#[0-9]{6} +[0-9]+:[0-9]+:[0-9]+/ { split($2, t, ":"); printf "%s%02d%02d%02d\n", substr($1, 2), t[1], t[2], t[3]; exit }')"
+    # Whole pipelines only: under pipefail a reader that stops early (head, awk's exit)
+    # kills its writer with SIGPIPE and the script with it, once the output outgrows the
+    # pipe's buffer (a chain of hundreds of files, a binary log of more than 64 KiB).
+    mapfile -t files < <(find "$dir" -maxdepth 1 -type f -name '*.[0-9]*' | sort)
+    [[ ${#files[@]} -gt 0 ]] || continue
+    when="$(TZ=UTC mysqlbinlog "${files[0]}" | awk '!seen && /^#[0-9]{6} +[0-9]+:[0-9]+:[0-9]+/ { split($2, t, ":"); printf "%s%02d%02d%02d\n", substr($1, 2), t[1], t[2], t[3]; seen = 1 }')"
     chains+=("${when:-0} $dir")
   done
   stop_datetime="${stop_at/T/ }"

@@ -15,8 +15,16 @@ use reqwest::Method;
 
 const SOURCE: &str = r#"{"name":"shop","web":{"count":1,"instanceType":"t3.small"},"db":{"count":3,"instanceType":"r6i.large"},"backup":{"schedule":"daily","retentionDays":7}}"#;
 
-/// Run the backups function once, as its schedule does.
-async fn tick(cloud: &local_cloud::LocalCloud, stack: &local_cloud::Stack) {
+/// Run the backups function once, as its schedule does, then wait until the SSM agent
+/// has finished every command of the backup documents sent so far. fakecloud moves every
+/// invocation to `Success` two seconds after `SendCommand`, whatever runs (see
+/// `local_cloud::agent`), so the next tick's `GetCommandInvocation` tells the truth only
+/// once the agent has reported: on AWS it says `InProgress` until the script ends.
+async fn tick(
+    cloud: &local_cloud::LocalCloud,
+    stack: &local_cloud::Stack,
+    agent: &local_cloud::agent::SsmAgent,
+) {
     let answer = cloud
         .invoke(
             stack,
@@ -26,6 +34,42 @@ async fn tick(cloud: &local_cloud::LocalCloud, stack: &local_cloud::Stack) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(answer.function_error, None, "{:?}", answer.payload);
+    let ssm = aws_sdk_ssm::Client::new(&cloud.sdk_config().await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let commands = ssm.list_commands().send().await.expect("ListCommands");
+        let sent: Vec<(String, String)> = commands
+            .commands()
+            .iter()
+            .filter(|c| {
+                c.document_name()
+                    .is_some_and(|d| d.ends_with("-DbBackup") || d.ends_with("-DbBinlogArchive"))
+            })
+            .flat_map(|c| {
+                let id = c.command_id().unwrap_or_default().to_string();
+                c.instance_ids()
+                    .iter()
+                    .map(move |i| (id.clone(), i.clone()))
+            })
+            .collect();
+        let reported = agent.reported();
+        let open: Vec<&(String, String)> = sent
+            .iter()
+            .filter(|(command, instance)| {
+                !reported
+                    .iter()
+                    .any(|r| &r.command_id == command && &r.instance_id == instance)
+            })
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not finish {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// `GET /clusters/{id}/backups`.
@@ -45,13 +89,14 @@ async fn backups(api: &str, id: &str) -> Vec<serde_json::Value> {
 async fn settled(
     cloud: &local_cloud::LocalCloud,
     stack: &local_cloud::Stack,
+    agent: &local_cloud::agent::SsmAgent,
     api: &str,
     id: &str,
     backup_id: &str,
 ) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
-        tick(cloud, stack).await;
+        tick(cloud, stack, agent).await;
         let all = backups(api, id).await;
         let backup = all
             .iter()
@@ -155,7 +200,7 @@ async fn a_cluster_restored_to_a_point_in_time_has_exactly_the_data_of_that_mome
     .await;
     assert_eq!(status, 202, "{requested}");
     let backup_id = requested["id"].as_str().expect("backup id").to_string();
-    let backup = settled(&cloud, &stack, &api, &id, &backup_id).await;
+    let backup = settled(&cloud, &stack, &agent, &api, &id, &backup_id).await;
     assert_eq!(backup["state"], "COMPLETED", "{backup:#}");
     let ran_on = source["nodes"]
         .as_array()
@@ -189,7 +234,7 @@ async fn a_cluster_restored_to_a_point_in_time_has_exactly_the_data_of_that_mome
     // The next archive (BinlogArchiveSeconds after the first) covers both writes.
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     loop {
-        tick(&cloud, &stack).await;
+        tick(&cloud, &stack, &agent).await;
         let (_, cluster) = send_json(Method::GET, &format!("{api}/clusters/{id}"), None, &[]).await;
         if cluster["restorableUntil"].as_str().unwrap_or_default() > point_in_time.as_str() {
             break;

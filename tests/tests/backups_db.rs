@@ -313,7 +313,11 @@ fn backup_on_a_secondary_restores_into_a_new_cluster_to_a_point_in_time_and_a_ki
     app_sql(
         primary,
         APP_PASSWORD,
-        &format!("CREATE TABLE items (id INT PRIMARY KEY, note TEXT); {rows}; CREATE TABLE doomed (id INT PRIMARY KEY); INSERT INTO doomed VALUES (1),(2)"),
+        // `bulk` makes the first archived binary log far larger than a pipe's buffer (3 MB of
+        // row events): reading its first event's time must not cut the pipe under pipefail.
+        &format!("CREATE TABLE items (id INT PRIMARY KEY, note TEXT); {rows}; CREATE TABLE doomed (id INT PRIMARY KEY); INSERT INTO doomed VALUES (1),(2); \
+                  CREATE TABLE bulk (id INT PRIMARY KEY, filler TEXT); \
+                  INSERT INTO bulk WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 300) SELECT n, REPEAT('y', 10000) FROM seq"),
     )
     .expect("writes");
     wait_caught_up(&[a, b, c]);
