@@ -9,6 +9,7 @@
 //! metering on (`LogLevel=info,orchestrator::metering=debug`) and the sweep schedule set to a
 //! day so no scheduled sweep runs inside a measured operation.
 
+mod backups;
 mod database;
 mod logs;
 mod operations;
@@ -42,6 +43,8 @@ enum Part {
     Sweep,
     /// Real MySQL 9.7 hosts (needs root): primary loss, rejoin, join with clone.
     Database,
+    /// Real MySQL 9.7 hosts (needs root): db-backup.sh / db-restore.sh beside mysqldump.
+    Backups,
 }
 
 #[derive(Debug, Parser)]
@@ -71,6 +74,12 @@ struct Args {
     /// MiB loaded into the cluster before a fresh node joins with clone.
     #[arg(long, default_value_t = 50)]
     db_clone_mb: usize,
+    /// MiB loaded into the cluster before backups and dumps are measured (the backups part).
+    #[arg(long, default_value_t = 100)]
+    backup_mb: usize,
+    /// Backups, restores, dumps and loads measured, each (the backups part).
+    #[arg(long, default_value_t = 3)]
+    backup_rounds: usize,
     /// The parts to run (all by default).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Part>,
@@ -118,7 +127,35 @@ async fn run(args: Args) -> Result<()> {
     } else {
         None
     };
-    if args.only == [Part::Database] {
+    let backups = if wants(Part::Backups) {
+        let settings = backups::Settings {
+            mb: args.backup_mb,
+            rounds: args.backup_rounds,
+        };
+        let figures = tokio::task::spawn_blocking(move || backups::measure(settings))
+            .await
+            .map_err(|e| BenchError::Run(format!("backups: {e}")))??;
+        let table = backups::table(&figures);
+        println!("{table}");
+        let out = root.join(&args.out);
+        std::fs::create_dir_all(&out).map_err(|e| BenchError::Io(out.display().to_string(), e))?;
+        let json = serde_json::to_string_pretty(&figures)
+            .map_err(|e| BenchError::Run(format!("backups.json: {e}")))?;
+        for (name, text) in [("backups.md", table.clone()), ("backups.json", json)] {
+            let path = out.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| BenchError::Io(path.display().to_string(), e))?;
+        }
+        Some(table)
+    } else {
+        None
+    };
+    if !args.only.is_empty()
+        && args
+            .only
+            .iter()
+            .all(|p| matches!(p, Part::Database | Part::Backups))
+    {
         return Ok(());
     }
     let tools = Tools::locate().map_err(|e| BenchError::Setup(e.to_string()))?;
@@ -182,6 +219,9 @@ async fn run(args: Args) -> Result<()> {
     println!("{table}");
     if let Some(database) = &database {
         println!("{database}");
+    }
+    if let Some(backups) = &backups {
+        println!("{backups}");
     }
     let out = root.join(&args.out);
     std::fs::create_dir_all(&out).map_err(|e| BenchError::Io(out.display().to_string(), e))?;
