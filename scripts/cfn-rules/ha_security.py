@@ -636,3 +636,76 @@ class IamFitsInputs(CloudFormationLintRule):
                                          "which a GetObject of a missing key does not carry: "
                                          "S3 may answer 403 instead of 404"))
         return matches
+
+
+def _refers_to(value, name):
+    """Whether `value` is !Ref NAME or a !GetAtt/!Sub naming NAME."""
+    if isinstance(value, dict):
+        if value.get("Ref") == name:
+            return True
+        getatt = value.get("Fn::GetAtt")
+        if isinstance(getatt, list) and getatt and getatt[0] == name:
+            return True
+        if isinstance(getatt, str) and getatt.split(".")[0] == name:
+            return True
+        sub = _literal(value)
+        return sub is not None and ("${" + name + "}" in sub or "${" + name + "." in sub)
+    return False
+
+
+class BucketPrivateAndTls(CloudFormationLintRule):
+    """Every bucket is private and reachable over TLS only."""
+
+    id = "E9111"
+    shortdesc = "Bucket public or reachable without TLS"
+    description = (
+        "Every S3 bucket blocks public access (all four PublicAccessBlockConfiguration "
+        "settings true) and has a bucket policy that denies every request without TLS "
+        "(Effect Deny, Principal *, Action s3:*, Condition Bool aws:SecureTransport false) "
+        "on the bucket and its objects (S3 User Guide, 'Blocking public access' and "
+        "'Enforce encryption of data in transit')"
+    )
+    tags = ["security", "s3"]
+
+    BLOCKS = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+
+    @staticmethod
+    def _denies_plain_http(statement, bucket):
+        if not isinstance(statement, dict) or statement.get("Effect") != "Deny":
+            return False
+        if statement.get("Principal") not in ("*", {"AWS": "*"}):
+            return False
+        if "s3:*" not in _as_list(statement.get("Action")):
+            return False
+        condition = (statement.get("Condition") or {}).get("Bool") or {}
+        if str(condition.get("aws:SecureTransport")).lower() != "false":
+            return False
+        resources = _as_list(statement.get("Resource"))
+        on_bucket = any(_refers_to(r, bucket) and not str(_literal(r) or "").endswith("/*")
+                        for r in resources)
+        on_objects = any(str(_literal(r) or "").endswith("/*") and _refers_to(r, bucket)
+                         for r in resources)
+        return on_bucket and on_objects
+
+    def match(self, cfn):
+        matches = []
+        policies = list(_resources(cfn, "AWS::S3::BucketPolicy"))
+        for name, _, props in _resources(cfn, "AWS::S3::Bucket"):
+            block = props.get("PublicAccessBlockConfiguration") or {}
+            missing = [k for k in self.BLOCKS if block.get(k) not in (True, "true")]
+            if missing:
+                matches.append(RuleMatch(["Resources", name, "Properties"],
+                                         f"{name} does not block public access ({', '.join(missing)}): "
+                                         "set all four PublicAccessBlockConfiguration settings true"))
+            tls_only = any(
+                _refers_to(policy.get("Bucket"), name)
+                and any(self._denies_plain_http(s, name)
+                        for s in _as_list((policy.get("PolicyDocument") or {}).get("Statement")))
+                for _, _, policy in policies
+            )
+            if not tls_only:
+                matches.append(RuleMatch(["Resources", name],
+                                         f"{name} answers requests without TLS: add a bucket policy that "
+                                         "denies s3:* on the bucket and its objects when "
+                                         "aws:SecureTransport is false"))
+        return matches

@@ -302,4 +302,13 @@ async fn a_cluster_restored_to_a_point_in_time_has_exactly_the_data_of_that_mome
     // The data at the backup, for the tables the point in time did not change.
     assert!(at_backup.contains("customers 2"), "{at_backup}");
     assert!(agent.errors().is_empty(), "{:?}", agent.errors());
+
+    // Deleting the source keeps its backups: still listed, still restorable from.
+    e2e_tests::delete_and_wait(&api, &id, Duration::from_secs(180)).await;
+    let kept = backups(&api, &id).await;
+    assert!(
+        kept.iter()
+            .any(|b| b["id"] == backup_id.as_str() && b["state"] == "COMPLETED"),
+        "{kept:#?}"
+    );
 }

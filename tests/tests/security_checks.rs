@@ -117,6 +117,12 @@ fn each_bad_fragment_fails_its_own_check_only() {
             "name the target group in SourceArn",
         ),
         (
+            "bucket-public-or-plain-http.yaml",
+            AsWritten,
+            "E9111",
+            "answers requests without TLS",
+        ),
+        (
             "iam-narrow-inputs.yaml",
             AsWritten,
             "E9110",
