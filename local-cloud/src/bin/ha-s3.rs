@@ -37,6 +37,15 @@ fn client() -> aws_sdk_s3::Client {
         .credentials_provider(credentials)
         // fakecloud serves buckets by path, not by virtual host.
         .force_path_style(true)
+        // The CLI's defaults: 60 s to connect and to read (`--cli-connect-timeout`,
+        // `--cli-read-timeout`, AWS CLI Command Reference, global options), not the SDK's
+        // 3.1 s connect timeout, which a loaded test machine exceeds.
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(60))
+                .read_timeout(std::time::Duration::from_secs(60))
+                .build(),
+        )
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
