@@ -89,6 +89,10 @@ probe_pid=""
 # What the throwaway server made for itself is not data: its auto.cnf (server_uuid), TLS
 # keys and certificates, its temporary tablespace; the clone's own bookkeeping is done.
 data_bytes="$(du -sb --exclude=auto.cnf --exclude='*.pem' --exclude='#innodb_temp' --exclude='#clone' --exclude=ibtmp1 "$scratch" | cut -f1)"
+# The CLI sizes a stream's multipart parts from --expected-size (needed above 50 GB: at most
+# 10,000 parts). gzip can grow incompressible data a little, and tar adds headers: 1% and
+# 1 MiB of headroom over the uncompressed size.
+expected_size=$((data_bytes + data_bytes / 100 + 1048576))
 
 # tar | gzip | tee: the archive's SHA-256 and size are taken from the very bytes uploaded.
 mkfifo "$work/sha" "$work/count"
@@ -100,7 +104,7 @@ tar -C "$scratch" --exclude=./auto.cnf --exclude='./*.pem' --exclude='./#innodb_
     --exclude='./#clone' -cf - . \
   | gzip -c \
   | tee "$work/sha" "$work/count" \
-  | aws s3 cp - "s3://${bucket}/${prefix}/data.tar.gz" --only-show-errors --expected-size "$data_bytes"
+  | aws s3 cp - "s3://${bucket}/${prefix}/data.tar.gz" --only-show-errors --expected-size "$expected_size"
 wait "$sha_pid" "$count_pid"
 sha256="$(cat "$work/sha256")"
 archive_bytes="$(tr -d ' ' <"$work/bytes")"
