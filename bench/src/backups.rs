@@ -23,21 +23,25 @@ use local_cloud::hosts::{Host, Network};
 use local_cloud::{LocalCloud, REGION, Tools};
 use serde::Serialize;
 
+use crate::real_hosts::{RealHosts, text};
 use crate::stats::Summary;
 use crate::{BenchError, Result};
 
-const ADMIN_SECRET: &str = "ha/bench/admin";
-const APP_SECRET: &str = "ha/bench/app";
 /// With punctuation, as generated passwords have it (the packaged validate_password policy).
 const ADMIN_PASSWORD: &str = "Adm1n.pass-word_K*7+,=^~";
 const APP_PASSWORD: &str = "App~pass^w0rd=K+3,*.-_";
+/// This part's hosts (its errors say "backups: ...").
+const HOSTS: RealHosts = RealHosts {
+    part: "backups",
+    admin_password: ADMIN_PASSWORD,
+    app_password: APP_PASSWORD,
+};
 const BUCKET: &str = "ha-bench-backups";
 /// A ClusterId as the stack makes them (`c-` and 12 lowercase hex digits).
 const CLUSTER_ID: &str = "c-0000bac4bac0";
 /// `bench-bk` on 10.97.0.0/16: a name and octet no test and no other part uses.
 const NETWORK: &str = "bench-bk";
 const SECOND_OCTET: u8 = 97;
-const POLL: Duration = Duration::from_millis(100);
 /// Where the peer's dump is written on a host.
 const DUMP: &str = "var/tmp/bench-dump.sql.gz";
 const MB: f64 = 1_000_000.0;
@@ -78,32 +82,7 @@ pub struct BackupFigures {
 }
 
 fn failed(what: impl std::fmt::Display) -> BenchError {
-    BenchError::Run(format!("backups: {what}"))
-}
-
-fn env() -> [(&'static str, &'static str); 2] {
-    [
-        ("ADMIN_SECRET_ID", ADMIN_SECRET),
-        ("APP_SECRET_ID", APP_SECRET),
-    ]
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn script(host: &Host, name: &str, args: &[&str]) -> Result<String> {
-    let output = host.run_script(name, args, &env()).map_err(failed)?;
-    let stdout = text(&output.stdout);
-    if !output.status.success() {
-        return Err(failed(format!(
-            "{name} {args:?} on {} failed ({}):\n{stdout}\n{}",
-            host.name,
-            output.status,
-            text(&output.stderr)
-        )));
-    }
-    Ok(stdout)
+    HOSTS.failed(what)
 }
 
 /// A shell pipeline on `host` (bash, pipefail) that must succeed.
@@ -127,33 +106,9 @@ fn last_json(stdout: &str) -> Result<serde_json::Value> {
     serde_json::from_str(line).map_err(|e| failed(format!("last line is not JSON ({e}): {stdout}")))
 }
 
-fn db_node(network: &Network, name: &str, octet: u8) -> Result<Host> {
-    let host = network.host(name, octet).map_err(failed)?;
-    host.put_secret(ADMIN_SECRET, ADMIN_PASSWORD)
-        .map_err(failed)?;
-    host.put_secret(APP_SECRET, APP_PASSWORD).map_err(failed)?;
-    script(&host, "db-install.sh", &[])?;
-    Ok(host)
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            return Err(failed(format!(
-                "timed out after {timeout:?} waiting for {what}"
-            )));
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
 /// `count` members, all ONLINE, as `seen_from` sees the group.
 fn wait_online(seen_from: &Host, count: usize) -> Result<()> {
-    wait_until(
+    HOSTS.wait_until(
         &format!("{count} ONLINE members seen from {}", seen_from.name),
         Duration::from_secs(600),
         || {
@@ -168,7 +123,7 @@ fn wait_online(seen_from: &Host, count: usize) -> Result<()> {
 
 /// Every host has applied the same transactions.
 fn wait_caught_up(hosts: &[&Host]) -> Result<()> {
-    wait_until("equal GTID sets", Duration::from_secs(300), || {
+    HOSTS.wait_until("equal GTID sets", Duration::from_secs(300), || {
         let sets: Option<std::collections::BTreeSet<String>> = hosts
             .iter()
             .map(|h| h.sql("SELECT @@gtid_executed").ok())
@@ -247,12 +202,12 @@ pub fn measure(settings: Settings) -> Result<BackupFigures> {
             &var("AWS_SECRET_ACCESS_KEY")?,
         )
         .map_err(failed)?;
-    let a = db_node(&network, "b-bk-a", 11)?;
-    let b = db_node(&network, "b-bk-b", 12)?;
-    let c = db_node(&network, "b-bk-c", 13)?;
-    script(&a, "db-create-cluster.sh", &["bench-bk"])?;
+    let a = HOSTS.db_node(&network, "b-bk-a", 11)?;
+    let b = HOSTS.db_node(&network, "b-bk-b", 12)?;
+    let c = HOSTS.db_node(&network, "b-bk-c", 13)?;
+    HOSTS.script(&a, "db-create-cluster.sh", &["bench-bk"])?;
     for node in [&b, &c] {
-        script(&a, "db-add-instance.sh", &[&node.dns_name])?;
+        HOSTS.script(&a, "db-add-instance.sh", &[&node.dns_name])?;
     }
     wait_online(&a, 3)?;
     if !is_primary(&a) {
@@ -306,11 +261,8 @@ pub fn measure(settings: Settings) -> Result<BackupFigures> {
         // The clone-local backup on a SECONDARY, to S3.
         let id = backup_id(round)?;
         let start = Instant::now();
-        let manifest = last_json(&script(
-            secondary,
-            "db-backup.sh",
-            &[BUCKET, CLUSTER_ID, &id],
-        )?)?;
+        let manifest =
+            last_json(&HOSTS.script(secondary, "db-backup.sh", &[BUCKET, CLUSTER_ID, &id])?)?;
         let seconds = start.elapsed().as_secs_f64();
         backup_s.push(seconds);
         data_mb = bytes_of(&manifest["dataBytes"], "dataBytes")? / MB;
@@ -321,10 +273,10 @@ pub fn measure(settings: Settings) -> Result<BackupFigures> {
         );
 
         // Its restore into a fresh installed host.
-        let target = db_node(&network, &format!("b-bk-r{round}"), octet)?;
+        let target = HOSTS.db_node(&network, &format!("b-bk-r{round}"), octet)?;
         octet += 1;
         let start = Instant::now();
-        script(&target, "db-restore.sh", &[BUCKET, CLUSTER_ID, &id])?;
+        HOSTS.script(&target, "db-restore.sh", &[BUCKET, CLUSTER_ID, &id])?;
         let seconds = start.elapsed().as_secs_f64();
         restore_s.push(seconds);
         eprintln!(
@@ -333,11 +285,11 @@ pub fn measure(settings: Settings) -> Result<BackupFigures> {
         );
         if usable.is_none() {
             // The restored node seeds a new cluster a fresh node joins by clone.
-            let joiner = db_node(&network, "b-bk-j", octet)?;
+            let joiner = HOSTS.db_node(&network, "b-bk-j", octet)?;
             octet += 1;
             let start = Instant::now();
-            script(&target, "db-create-cluster.sh", &["bench-restored"])?;
-            let out = script(&target, "db-add-instance.sh", &[&joiner.dns_name])?;
+            HOSTS.script(&target, "db-create-cluster.sh", &["bench-restored"])?;
+            let out = HOSTS.script(&target, "db-add-instance.sh", &[&joiner.dns_name])?;
             if !out.contains("added to cluster") {
                 return Err(failed(format!("db-add-instance.sh did not add: {out}")));
             }
@@ -375,7 +327,7 @@ pub fn measure(settings: Settings) -> Result<BackupFigures> {
             settings.rounds
         );
         // ... loaded into a fresh installed host (the copy between hosts is not timed).
-        let target = db_node(&network, &format!("b-bk-m{round}"), octet)?;
+        let target = HOSTS.db_node(&network, &format!("b-bk-m{round}"), octet)?;
         octet += 1;
         let to = target.root().join(DUMP);
         std::fs::copy(secondary.root().join(DUMP), &to)

@@ -21,21 +21,24 @@ use local_cloud::hosts::{Host, Network};
 use orchestrator::domain::report::NodeReport;
 use serde::Serialize;
 
+use crate::real_hosts::{RealHosts, text};
 use crate::stats::Summary;
 use crate::{BenchError, Result};
 
-const ADMIN_SECRET: &str = "ha/bench/admin";
-const APP_SECRET: &str = "ha/bench/app";
 /// With punctuation, as generated passwords have it (the packaged validate_password policy).
 const ADMIN_PASSWORD: &str = "Adm1n.pass-word_B*7+,=^~";
 const APP_PASSWORD: &str = "App~pass^w0rd=B+3,*.-_";
+/// This part's hosts (its errors say "database: ...").
+const HOSTS: RealHosts = RealHosts {
+    part: "database",
+    admin_password: ADMIN_PASSWORD,
+    app_password: APP_PASSWORD,
+};
 const CLUSTER: &str = "bench";
 /// The network of the benchmark's hosts: `bench-db` on 10.90.0.0/16 (names and octets no
 /// test uses, so a bench and the tests can run on one machine).
 const NETWORK: &str = "bench-db";
 const SECOND_OCTET: u8 = 90;
-/// How often a state is polled while a time is measured (the resolution of the numbers).
-const POLL: Duration = Duration::from_millis(100);
 
 /// What `--only database` is given.
 #[derive(Debug, Clone, Copy)]
@@ -73,69 +76,17 @@ pub struct DatabaseFigures {
 }
 
 fn failed(what: impl std::fmt::Display) -> BenchError {
-    BenchError::Run(format!("database: {what}"))
-}
-
-fn env() -> [(&'static str, &'static str); 2] {
-    [
-        ("ADMIN_SECRET_ID", ADMIN_SECRET),
-        ("APP_SECRET_ID", APP_SECRET),
-    ]
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Run a script of `scripts/ssm/` on `host` as the agent would; its stdout, or why it failed.
-fn script(host: &Host, name: &str, args: &[&str]) -> Result<String> {
-    let output = host.run_script(name, args, &env()).map_err(failed)?;
-    let stdout = text(&output.stdout);
-    if !output.status.success() {
-        return Err(failed(format!(
-            "{name} {args:?} on {} failed ({}):\n{stdout}\n{}",
-            host.name,
-            output.status,
-            text(&output.stderr)
-        )));
-    }
-    Ok(stdout)
-}
-
-/// A database node: a fresh host with the two secrets, installed by `db-install.sh`.
-fn db_node(network: &Network, name: &str, octet: u8) -> Result<Host> {
-    let host = network.host(name, octet).map_err(failed)?;
-    host.put_secret(ADMIN_SECRET, ADMIN_PASSWORD)
-        .map_err(failed)?;
-    host.put_secret(APP_SECRET, APP_PASSWORD).map_err(failed)?;
-    script(&host, "db-install.sh", &[])?;
-    Ok(host)
+    HOSTS.failed(what)
 }
 
 fn report(host: &Host) -> Result<NodeReport> {
-    let out = script(host, "db-report.sh", &[])?;
+    let out = HOSTS.script(host, "db-report.sh", &[])?;
     NodeReport::from_output(&out).map_err(|e| failed(format!("report of {}: {e}", host.name)))
-}
-
-/// Poll `probe` every [`POLL`] until it gives a value; an error after `timeout`.
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            return Err(failed(format!(
-                "timed out after {timeout:?} waiting for {what}"
-            )));
-        }
-        std::thread::sleep(POLL);
-    }
 }
 
 /// Every host ONLINE in one group, exactly one PRIMARY, equal GTID sets; the primary.
 fn wait_for_healthy_group<'a>(hosts: &[&'a Host]) -> Result<&'a Host> {
-    wait_until(
+    HOSTS.wait_until(
         "every member ONLINE, one PRIMARY, equal GTID sets",
         Duration::from_secs(180),
         || {
@@ -193,7 +144,7 @@ fn bring_back(lost: &Host, nodes: &[&Host]) -> Result<f64> {
             text(&out.stderr)
         )));
     }
-    let primary = wait_until("a primary", Duration::from_secs(60), || {
+    let primary = HOSTS.wait_until("a primary", Duration::from_secs(60), || {
         nodes
             .iter()
             .copied()
@@ -201,12 +152,14 @@ fn bring_back(lost: &Host, nodes: &[&Host]) -> Result<f64> {
             .find(|h| report(h).is_ok_and(|r| r.is_primary()))
     })?;
     // Exit 1 while the node does not answer yet (retried, as the workflow retries it).
-    wait_until(
+    HOSTS.wait_until(
         "db-add-instance.sh of the returned node",
         Duration::from_secs(120),
         || {
             lost.sql("SELECT 1").ok()?;
-            script(primary, "db-add-instance.sh", &[&lost.dns_name]).ok()
+            HOSTS
+                .script(primary, "db-add-instance.sh", &[&lost.dns_name])
+                .ok()
         },
     )?;
     wait_for_healthy_group(nodes)?;
@@ -234,16 +187,16 @@ pub fn measure(settings: Settings) -> Result<DatabaseFigures> {
     local_cloud::hosts::require_host_support().map_err(|e| BenchError::Setup(e.to_string()))?;
     let setup = Instant::now();
     let network = Network::up(NETWORK, SECOND_OCTET).map_err(failed)?;
-    let a = db_node(&network, "b-db-a", 11)?;
-    let b = db_node(&network, "b-db-b", 12)?;
-    let c = db_node(&network, "b-db-c", 13)?;
+    let a = HOSTS.db_node(&network, "b-db-a", 11)?;
+    let b = HOSTS.db_node(&network, "b-db-b", 12)?;
+    let c = HOSTS.db_node(&network, "b-db-c", 13)?;
     let nodes = [&a, &b, &c];
-    let out = script(&a, "db-create-cluster.sh", &[CLUSTER])?;
+    let out = HOSTS.script(&a, "db-create-cluster.sh", &[CLUSTER])?;
     if !out.contains(&format!("cluster {CLUSTER} created")) {
         return Err(failed(format!("db-create-cluster.sh: {out}")));
     }
     for node in [&b, &c] {
-        script(&a, "db-add-instance.sh", &[&node.dns_name])?;
+        HOSTS.script(&a, "db-add-instance.sh", &[&node.dns_name])?;
     }
     let primary = wait_for_healthy_group(&nodes)?;
     create_tables(primary)?;
@@ -264,7 +217,7 @@ pub fn measure(settings: Settings) -> Result<DatabaseFigures> {
             .collect();
         let start = Instant::now();
         primary.kill().map_err(failed)?;
-        let new = wait_until(
+        let new = HOSTS.wait_until(
             "a survivor PRIMARY and writable",
             Duration::from_secs(180),
             || survivors.iter().copied().find(|h| writable_primary(h)),
@@ -299,13 +252,13 @@ pub fn measure(settings: Settings) -> Result<DatabaseFigures> {
             ))
             .map_err(failed)?;
         let start = Instant::now();
-        let out = script(primary, "db-add-instance.sh", &[&member.dns_name])?;
+        let out = HOSTS.script(primary, "db-add-instance.sh", &[&member.dns_name])?;
         if !out.contains("rejoined cluster") {
             return Err(failed(format!(
                 "db-add-instance.sh did not take its rejoin path: {out}"
             )));
         }
-        wait_until(
+        HOSTS.wait_until(
             "the rejoined member ONLINE",
             Duration::from_secs(180),
             || (member_state(primary, member).as_deref() == Some("ONLINE")).then_some(()),
@@ -347,15 +300,15 @@ pub fn measure(settings: Settings) -> Result<DatabaseFigures> {
         .and_then(|l| l.trim().parse::<f64>().ok())
         .unwrap_or(f64::NAN);
     wait_for_healthy_group(&nodes)?;
-    let fresh = db_node(&network, "b-db-d", 14)?;
+    let fresh = HOSTS.db_node(&network, "b-db-d", 14)?;
     let start = Instant::now();
-    let out = script(primary, "db-add-instance.sh", &[&fresh.dns_name])?;
+    let out = HOSTS.script(primary, "db-add-instance.sh", &[&fresh.dns_name])?;
     if !out.contains("added to cluster") {
         return Err(failed(format!(
             "db-add-instance.sh did not add with clone: {out}"
         )));
     }
-    wait_until("the cloned member ONLINE", Duration::from_secs(600), || {
+    HOSTS.wait_until("the cloned member ONLINE", Duration::from_secs(600), || {
         (member_state(primary, &fresh).as_deref() == Some("ONLINE")).then_some(())
     })?;
     let clone_seconds = start.elapsed().as_secs_f64();

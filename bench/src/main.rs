@@ -14,6 +14,7 @@ mod database;
 mod logs;
 mod operations;
 mod pricing;
+mod real_hosts;
 mod report;
 mod startup;
 mod stats;
@@ -100,6 +101,28 @@ async fn main() {
     }
 }
 
+/// Print a real-host part's table and write it to `<out>/<part>.md`, its figures to
+/// `<out>/<part>.json`.
+fn write_part(
+    out: &std::path::Path,
+    part: &str,
+    table: &str,
+    figures: &impl serde::Serialize,
+) -> Result<()> {
+    println!("{table}");
+    std::fs::create_dir_all(out).map_err(|e| BenchError::Io(out.display().to_string(), e))?;
+    let json = serde_json::to_string_pretty(figures)
+        .map_err(|e| BenchError::Run(format!("{part}.json: {e}")))?;
+    for (name, text) in [
+        (format!("{part}.md"), table.to_string()),
+        (format!("{part}.json"), json),
+    ] {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|e| BenchError::Io(path.display().to_string(), e))?;
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<()> {
     let wants = |part| args.only.is_empty() || args.only.contains(&part);
     let root = local_cloud::project_root();
@@ -113,16 +136,7 @@ async fn run(args: Args) -> Result<()> {
             .await
             .map_err(|e| BenchError::Run(format!("database: {e}")))??;
         let table = database::table(&figures);
-        println!("{table}");
-        let out = root.join(&args.out);
-        std::fs::create_dir_all(&out).map_err(|e| BenchError::Io(out.display().to_string(), e))?;
-        let json = serde_json::to_string_pretty(&figures)
-            .map_err(|e| BenchError::Run(format!("database.json: {e}")))?;
-        for (name, text) in [("database.md", table.clone()), ("database.json", json)] {
-            let path = out.join(name);
-            std::fs::write(&path, text)
-                .map_err(|e| BenchError::Io(path.display().to_string(), e))?;
-        }
+        write_part(&root.join(&args.out), "database", &table, &figures)?;
         Some(table)
     } else {
         None
@@ -136,16 +150,7 @@ async fn run(args: Args) -> Result<()> {
             .await
             .map_err(|e| BenchError::Run(format!("backups: {e}")))??;
         let table = backups::table(&figures);
-        println!("{table}");
-        let out = root.join(&args.out);
-        std::fs::create_dir_all(&out).map_err(|e| BenchError::Io(out.display().to_string(), e))?;
-        let json = serde_json::to_string_pretty(&figures)
-            .map_err(|e| BenchError::Run(format!("backups.json: {e}")))?;
-        for (name, text) in [("backups.md", table.clone()), ("backups.json", json)] {
-            let path = out.join(name);
-            std::fs::write(&path, text)
-                .map_err(|e| BenchError::Io(path.display().to_string(), e))?;
-        }
+        write_part(&root.join(&args.out), "backups", &table, &figures)?;
         Some(table)
     } else {
         None
