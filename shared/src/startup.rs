@@ -181,6 +181,14 @@ impl ColdStart {
         })
     }
 
+    /// The backup bucket's adapter when `BACKUP_BUCKET` is set (the API: only a purge
+    /// needs it, and says what to set when it is not).
+    pub fn backups_bucket_if_set(&self) -> Option<crate::aws::backups::BackupBucket> {
+        self.backup_bucket().map(|bucket| {
+            crate::aws::backups::BackupBucket::new(crate::aws::sdk::s3_client(&self.sdk), bucket)
+        })
+    }
+
     /// The backup bucket's adapter (`BACKUP_BUCKET`, required).
     pub fn backups_bucket(&self) -> Started<crate::aws::backups::BackupBucket> {
         require(

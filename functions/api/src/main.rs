@@ -16,12 +16,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         store,
         network: start.stack_network()?,
         limits: require("read configuration", ClusterLimits::from_env())?,
-        backups: start.backup_bucket().map(|bucket| {
-            orchestrator::aws::backups::BackupBucket::new(
-                orchestrator::aws::sdk::s3_client(start.sdk()),
-                bucket,
-            )
-        }),
+        backups: start.backups_bucket_if_set(),
     };
     run(service_fn(|request: Request| serve(&ctx, request))).await
 }
