@@ -6,8 +6,10 @@ SHELL := bash
 
 VENV := $(CURDIR)/.venv
 TARGET_DIR := $(CURDIR)/target/x86_64-unknown-linux-gnu/debug
-export PATH := $(VENV)/bin:$(PATH)
 export HA_TOOLS_DIR ?= $(HOME)/.cache/ha-orchestrator/tools
+# The project's pinned tools first: the .venv (SAM CLI, cfn-lint, ...) and the tools
+# folder's bin (cargo-nextest when the machine's is not the pinned version).
+export PATH := $(VENV)/bin:$(HA_TOOLS_DIR)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 # sam build runs cargo-lambda: plain cargo (no zig) and the dev profile, so it reuses
 # exactly what `cargo build`/`cargo test` compiled. `sam build` without these (as in the
@@ -15,30 +17,66 @@ export SAM_CLI_TELEMETRY := 0
 export CARGO_LAMBDA_COMPILER := cargo
 LOCAL_SAM_BUILD := SAM_BUILD_MODE=debug sam build
 
+# Clippy and the build in one compile. `cargo clippy` is `cargo check` with clippy-driver
+# as the workspace's compiler, and check mode compiles every dependency (the AWS SDK) once
+# more into metadata the build cannot use: 280 s of a fresh-clone CI run. Instead every
+# cargo call make runs (the build, the tests, and cargo-lambda under `sam build`) compiles
+# the workspace's own crates with clippy-driver, which lints them (with -D warnings, as
+# `cargo clippy -- -D warnings` passes it) and then builds them as rustc would; the
+# dependencies are built once, by plain rustc. All calls share the same wrapper and
+# arguments, so none recompiles what another built (cargo fingerprints both).
+CLIPPY_DRIVER := $(shell rustup which clippy-driver 2>/dev/null || command -v clippy-driver)
+export RUSTC_WORKSPACE_WRAPPER := $(CLIPPY_DRIVER)
+export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+
 SHELL_SCRIPTS := $(shell git ls-files '*.sh' '*.bash' .ci/run tests/fakes local-cloud/standins local-cloud/hosts | grep -v '\.sql$$' 2>/dev/null)
 
-.PHONY: bench chaos documents help setup build run test lint fmt-check clippy template-lint shellcheck module-graph unit-and-e2e clean
+.PHONY: bench chaos check documents help setup build compile sam-build run test tests lint fmt-check clippy template-lint shellcheck module-graph clean
 
 help:
 	@echo "make run   - deploy the stack into the local cloud and show it answering"
-	@echo "make test  - every check and test (what CI runs)"
+	@echo "make test  - every check and test (what CI runs), with a summary at the end"
+	@echo "make check - the quick loop: fmt, clippy, unit tests and the fast end-to-end suites"
 	@echo "make chaos - the long chaos run: several seeds, faults on every AWS service"
 	@echo "make bench - benchmarks: startup vs Python/boto3, cost per operation, reactions, sweep scale"
 
+# setup.sh builds fakecloud with `cargo install`: not a crate of this workspace, so not
+# compiled through clippy-driver.
 setup:
-	@scripts/setup.sh
+	@env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS scripts/setup.sh
 
-# Compile once for everything: tests, the harness, and the Lambda binaries sam packages.
-build: setup
+# Compile once for everything: lints, tests, the harness, and the Lambda binaries sam
+# packages.
+build: setup compile sam-build
+
+compile:
 	cargo build --workspace --all-targets
+
+sam-build:
 	$(LOCAL_SAM_BUILD)
 
 run: build
 	$(TARGET_DIR)/local-cloud demo
 
-test: setup lint build unit-and-e2e
+# Every stage below, one after another, then one summary (scripts/test-gate.py): each
+# stage's time, CPU and peak memory, each test suite's result and time, and where the log
+# of anything that failed is. The tests stage runs the suites side by side
+# (.config/nextest.toml).
+test:
+	@python3 scripts/test-gate.py setup fmt-check module-graph shellcheck template-lint compile sam-build tests
 
-lint: fmt-check clippy template-lint shellcheck module-graph
+# The loop while working on the code: under 10 minutes once compiled. The full gate stays
+# `make test`.
+check:
+	@python3 scripts/test-gate.py --nextest-profile check setup fmt-check compile sam-build tests
+
+# Every test binary of the workspace, unit and end to end, with cargo-nextest (pinned in
+# scripts/setup.sh). NEXTEST_PROFILE picks the profile of .config/nextest.toml.
+NEXTEST_PROFILE ?= default
+tests:
+	cargo nextest run --workspace --profile $(NEXTEST_PROFILE) --no-fail-fast
+
+lint: fmt-check module-graph shellcheck template-lint compile
 
 fmt-check:
 	cargo fmt --all --check
@@ -47,8 +85,8 @@ fmt-check:
 module-graph:
 	python3 scripts/module-graph.py
 
-clippy:
-	cargo clippy --workspace --all-targets -- -D warnings
+# Clippy with -D warnings runs as the workspace compiles (see CLIPPY_DRIVER above).
+clippy: compile
 
 # cfn-lint with the project's security rules (scripts/cfn-rules: open ingress, IMDSv1,
 # encryption, IAM scoping, API authorization, SSM document updates); tests/security holds a
@@ -66,12 +104,6 @@ template-lint:
 
 shellcheck:
 	shellcheck -x $(SHELL_SCRIPTS)
-
-# Same package selection (--workspace) in every cargo call keeps one feature resolution,
-# so nothing is recompiled between the steps.
-unit-and-e2e:
-	cargo test --workspace --lib --bins
-	cargo test --workspace --test '*' -- --nocapture --test-threads=1
 
 # The long chaos run (make test runs one seed against the fleet-facing services): prints a
 # table of scenario steps, faults injected by kind, invariant violations and leaks, and
@@ -92,7 +124,7 @@ chaos: build
 RELEASE_FUNCTIONS := -p api -p provision -p replication -p instance-events -p scaling -p alb-target -p backups
 BENCH_ARGS ?=
 bench: build
-	cargo build --release $(RELEASE_FUNCTIONS)
+	env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo build --release $(RELEASE_FUNCTIONS)
 	$(TARGET_DIR)/bench $(BENCH_ARGS)
 
 # Regenerate the SSM documents in template.yaml after editing scripts/ssm/.

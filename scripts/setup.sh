@@ -4,11 +4,14 @@
 #   - a Debian sid root file system with MySQL 9.7 LTS (server, client, Router) beside it,
 #     the real MySQL every local-cloud database and web host runs (local-cloud/hosts/ha-host);
 #   - the SAM CLI, cfn-lint, cargo-lambda and shellcheck into the project's .venv;
+#   - cargo-nextest, the test runner, when the machine's is not the pinned version;
 #   - PHP with mysqli (Debian's php-cli, php-mysql), for the web health check's real test.
 # Safe to run again and concurrently (locks guard the fakecloud build and the rootfs).
 set -euo pipefail
 
 readonly FAKECLOUD_VERSION=0.51.0
+# The test runner `make test` runs every suite with (.config/nextest.toml).
+readonly NEXTEST_VERSION=0.9.143
 # The MySQL series the product deploys (Oracle's 9.7 LTS on Amazon Linux 2023) and the local
 # hosts run: Debian sid carries it (mysql-server-core, mysql-client-core, mysql-router); the
 # binaries need sid's glibc, hence a root file system of its own run with chroot.
@@ -59,6 +62,32 @@ install_fakecloud() {
   rm -rf "$dir.partial"
   flock -u 9
   log "fakecloud $FAKECLOUD_VERSION installed"
+}
+
+# cargo-nextest: the machine's when it is the pinned version, else built once into the tools
+# folder's bin (which the Makefile puts first on the PATH).
+install_nextest() {
+  local bin_dir="$TOOLS_DIR/bin"
+  if PATH="$bin_dir:$PATH" cargo nextest --version 2>/dev/null | grep -q "^cargo-nextest $NEXTEST_VERSION "; then
+    log "cargo-nextest $NEXTEST_VERSION present ($(PATH="$bin_dir:$PATH" command -v cargo-nextest))"
+    return
+  fi
+  mkdir -p "$TOOLS_DIR"
+  exec 7>"$TOOLS_DIR/.nextest.lock"
+  flock 7
+  if "$bin_dir/cargo-nextest" nextest --version 2>/dev/null | grep -q "^cargo-nextest $NEXTEST_VERSION "; then
+    flock -u 7 # another setup built it while we waited
+    return
+  fi
+  local build_log="$TOOLS_DIR/nextest-$NEXTEST_VERSION.build.log"
+  log "building cargo-nextest $NEXTEST_VERSION once into $bin_dir (~5 min on 2 cores; log: $build_log)"
+  if ! (cd "$TOOLS_DIR" && cargo install cargo-nextest --version "$NEXTEST_VERSION" --locked \
+      --root "$TOOLS_DIR" >"$build_log" 2>&1); then
+    tail -n 30 "$build_log" >&2
+    fail "cargo-nextest build failed (full log: $build_log)"
+  fi
+  flock -u 7
+  log "cargo-nextest $NEXTEST_VERSION installed"
 }
 
 # The rootfs is built under a temporary name and renamed when complete, so a present
@@ -140,6 +169,7 @@ install_python_tools() {
 check_toolchain
 install_python_tools
 install_fakecloud
+install_nextest
 install_mysql_rootfs
 install_php
 log "ready"

@@ -218,15 +218,15 @@ impl SsmAgent {
     }
 
     /// Start serving the commands of `stack`'s documents on real hosts: every instance a
-    /// command targets becomes one, on a network with `vpc_cidr` (the stack's `VpcCidr`).
+    /// command targets becomes one, on a network over `vpc` (the block the stack was
+    /// deployed with as its `VpcCidr`).
     pub async fn start_on_real_hosts(
         cloud: &LocalCloud,
         stack: &str,
-        vpc_cidr: &str,
+        vpc: crate::hosts::AddressSpace,
     ) -> std::io::Result<Self> {
-        let network =
-            crate::hosts::Network::with_cidr(&format!("lc{}", std::process::id()), vpc_cidr)
-                .map_err(std::io::Error::other)?;
+        let network = crate::hosts::Network::in_space(&format!("lc{}", std::process::id()), vpc)
+            .map_err(std::io::Error::other)?;
         // The database scripts back up to and restore from the stack's bucket with
         // `aws s3 cp` on the host (see `Network::serve_s3` for what identity they use).
         let s3_relay = network

@@ -77,11 +77,107 @@ fn rootfs_dir() -> PathBuf {
     tools.join("mysql-9.7-rootfs")
 }
 
+/// Where `ha-host` keeps its hosts and networks (and this module its address-space locks).
+fn hosts_dir() -> PathBuf {
+    std::env::var_os("HA_HOSTS_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/ha-hosts"))
+}
+
+/// The /16 blocks [`AddressSpace::reserve`] hands out: `10.100.0.0/16` to `10.199.0.0/16`,
+/// clear of the template's default VPC (`10.40.0.0/16`, which `make run` uses).
+const RESERVABLE_SECOND_OCTETS: std::ops::RangeInclusive<u8> = 100..=199;
+
+/// A CIDR block that one network of real hosts holds on this machine while it lives.
+///
+/// Every network's bridge gets its gateway address (base + 1) in the machine's own namespace
+/// (see `ha-host gateway`), and a route to the whole block: two networks on one block at once
+/// would steal each other's replies. Tests run side by side (each test its own process), so
+/// each network holds an exclusive `flock` on `<HA_HOSTS_DIR>/spaces/<cidr>.lock`; the kernel
+/// releases it when the process ends, however it ends, so a killed test frees its block.
+#[derive(Debug)]
+pub struct AddressSpace {
+    cidr: String,
+    _lock: std::fs::File,
+}
+
+impl AddressSpace {
+    /// The first free block of `10.100.0.0/16` .. `10.199.0.0/16`.
+    pub fn reserve() -> Result<Self> {
+        for second in RESERVABLE_SECOND_OCTETS {
+            if let Some(space) = Self::try_claim(&format!("10.{second}.0.0/16"))? {
+                return Ok(space);
+            }
+        }
+        Err(HarnessError::Io {
+            context: "reserving an address block for real hosts".into(),
+            source: std::io::Error::other(format!(
+                "all of 10.{}.0.0/16 to 10.{}.0.0/16 are held by other networks of this machine                  (locks under {}): end the runs that hold them or run fewer tests at once",
+                RESERVABLE_SECOND_OCTETS.start(),
+                RESERVABLE_SECOND_OCTETS.end(),
+                hosts_dir().join("spaces").display()
+            )),
+        })
+    }
+
+    /// Exactly `cidr` (e.g. the stack's `VpcCidr`); an error when another network of this
+    /// machine holds it.
+    pub fn claim(cidr: &str) -> Result<Self> {
+        Self::try_claim(cidr)?.ok_or_else(|| HarnessError::Io {
+            context: format!("claiming {cidr} for real hosts"),
+            source: std::io::Error::other(format!(
+                "another network of this machine uses {cidr} (lock {}): stop that run, or \
+                 deploy with another VpcCidr",
+                Self::lock_path(cidr).display()
+            )),
+        })
+    }
+
+    fn lock_path(cidr: &str) -> PathBuf {
+        hosts_dir()
+            .join("spaces")
+            .join(format!("{}.lock", cidr.replace('/', "_")))
+    }
+
+    fn try_claim(cidr: &str) -> Result<Option<Self>> {
+        let path = Self::lock_path(cidr);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self {
+                cidr: cidr.to_string(),
+                _lock: file,
+            })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(HarnessError::Io {
+                context: format!("locking {}", path.display()),
+                source: e,
+            }),
+        }
+    }
+
+    /// The block, `a.b.c.d/n`.
+    pub fn cidr(&self) -> &str {
+        &self.cidr
+    }
+}
+
 /// A bridge shared by its hosts; `a.b.0.0/16`, hosts get `a.b.0.N`.
 #[derive(Debug)]
 pub struct Network {
     name: String,
     prefix: String,
+    /// Held while the network is up (declared after `name` so it is released only after
+    /// `Drop` took the bridge down).
+    _space: AddressSpace,
     /// The S3 configuration written into every host (see [`Network::serve_s3`]), kept
     /// to write it into hosts created later too.
     s3: std::sync::Mutex<Option<S3Access>>,
@@ -157,21 +253,25 @@ impl Drop for Relay {
 }
 
 impl Network {
-    /// Bring up network `name` (unique on the machine), on `10.<second>.0.0/16`. A network
-    /// of the same name left by a killed run is removed first.
-    pub fn up(name: &str, second_octet: u8) -> Result<Self> {
-        Self::with_cidr(name, &format!("10.{second_octet}.0.0/16"))
+    /// Bring up network `name` (unique on the machine) on a /16 block no other network of
+    /// the machine holds ([`AddressSpace::reserve`]). A network of the same name left by a
+    /// killed run is removed first.
+    pub fn up(name: &str) -> Result<Self> {
+        require_host_support()?;
+        Self::in_space(name, AddressSpace::reserve()?)
     }
 
-    /// Bring up network `name` on `cidr` (`a.b.c.d/n`), e.g. the stack's VPC CIDR so the
-    /// instances keep the private addresses EC2 gave them.
-    pub fn with_cidr(name: &str, cidr: &str) -> Result<Self> {
+    /// Bring up network `name` on `space` (e.g. the stack's VPC CIDR, so the instances keep
+    /// the private addresses EC2 gave them).
+    pub fn in_space(name: &str, space: AddressSpace) -> Result<Self> {
         require_host_support()?;
+        let cidr = space.cidr().to_string();
         let _ = run_ha_host(&["network-down", name]);
-        run_ha_host(&["network-up", name, cidr])?;
+        run_ha_host(&["network-up", name, &cidr])?;
         let prefix = cidr.split('/').next().unwrap_or_default();
         Ok(Self {
             name: name.to_string(),
+            _space: space,
             s3: std::sync::Mutex::new(None),
             prefix: prefix
                 .rsplit_once('.')
@@ -227,7 +327,7 @@ impl Network {
     }
 
     /// The `n`-th host address of the network (from 1): `a.b.0.10`, `a.b.0.11`, ... then the
-    /// next /24 after 240 hosts (the /16 is what `with_cidr` is given).
+    /// next /24 after 240 hosts (the network's block is a /16).
     pub fn address(&self, n: u32) -> String {
         let base = self
             .prefix

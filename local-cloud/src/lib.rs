@@ -11,6 +11,7 @@ pub mod agent_contract;
 pub mod documents;
 pub mod hosts;
 pub mod iam;
+pub mod package;
 pub mod runner;
 
 use std::collections::BTreeMap;
@@ -229,11 +230,74 @@ impl Drop for WebStandIn {
     }
 }
 
+/// A loopback port for a fakecloud of this machine, held (an exclusive `flock` on
+/// `$TMPDIR/ha-local-cloud-ports/<port>.lock`) while that local cloud lives.
+///
+/// fakecloud binds the address it is given, so the port must be chosen before it starts.
+/// Asking the kernel for a free one and handing it over leaves a gap in which a test
+/// running beside this one can be given the same port, and then the health probe finds the
+/// other test's fakecloud. These ports come from below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 and up by default), which no `bind(0)`
+/// of any process uses, and a port is only ever handed to the process holding its lock.
+#[derive(Debug)]
+struct PortLease {
+    port: u16,
+    _lock: std::fs::File,
+}
+
+impl PortLease {
+    const RANGE: std::ops::Range<u16> = 21000..29000;
+
+    fn reserve() -> Result<Self> {
+        let dir = std::env::temp_dir().join("ha-local-cloud-ports");
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let span = Self::RANGE.end - Self::RANGE.start;
+        // Start somewhere else each time so concurrent starts rarely try the same locks.
+        let offset = (std::process::id() as u64)
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos() as u64)
+                    .unwrap_or_default(),
+            ) as u16
+            % span;
+        for i in 0..span {
+            let port = Self::RANGE.start + (offset + i) % span;
+            let path = dir.join(format!("{port}.lock"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io(format!("opening {}", path.display())))?;
+            if file.try_lock().is_err() {
+                continue;
+            }
+            // Something outside the project may listen there: skip it.
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            return Ok(Self { port, _lock: file });
+        }
+        Err(HarnessError::Io {
+            context: "reserving a port for fakecloud".into(),
+            source: std::io::Error::other(format!(
+                "every port of {}..{} is held or in use",
+                Self::RANGE.start,
+                Self::RANGE.end
+            )),
+        })
+    }
+}
+
 /// A running fakecloud with the native Lambda runner.
 #[derive(Debug)]
 pub struct LocalCloud {
     child: Option<Child>,
     port: u16,
+    /// Keeps `port` this local cloud's until it is dropped (after `child` is stopped).
+    _port_lease: PortLease,
     work_dir: tempfile::TempDir,
     tools: Tools,
     web: WebStandIn,
@@ -296,14 +360,14 @@ impl LocalCloud {
             .map_err(io("create the harness work folder"))?;
         let runner_state = work_dir.path().join("lambda-runner");
         std::fs::create_dir_all(&runner_state).map_err(io("create runner state folder"))?;
-        let port = free_port()?;
+        let port = PortLease::reserve()?;
         let log_path = work_dir.path().join("fakecloud.log");
         let log = std::fs::File::create(&log_path).map_err(io("create fakecloud log"))?;
         let log_err = log.try_clone().map_err(io("clone log handle"))?;
         let child = Command::new("setpriv")
             .args(["--pdeathsig", "KILL", "--"])
             .arg(&tools.fakecloud)
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--addr", &format!("127.0.0.1:{}", port.port)])
             .env("FAKECLOUD_CONTAINER_CLI", &tools.lambda_runner)
             // IAM evaluated by fakecloud where it can (see `iam` for the services it does
             // not enforce, and `iam_mode` for why soft plus the coverage check), and
@@ -327,7 +391,8 @@ impl LocalCloud {
             .map_err(io(format!("start {}", tools.fakecloud.display())))?;
         let mut cloud = Self {
             child: Some(child),
-            port,
+            port: port.port,
+            _port_lease: port,
             work_dir,
             tools: tools.clone(),
             web: WebStandIn::start()?,
@@ -485,13 +550,17 @@ impl LocalCloud {
                 ),
             ));
         }
+        // The functions' folders zipped once for every deploy (see `package`); the SAM
+        // CLI's own Python makes the zips.
+        let zipped = package::zipped_template(built, &self.tools.sam.with_file_name("python"))
+            .map_err(|e| self.step_failed("sam deploy", e.to_string()))?;
         let sam_log = self.work_dir.path().join("sam-deploy.log");
         let log = std::fs::File::create(&sam_log).map_err(io("create sam log"))?;
         let log_err = log.try_clone().map_err(io("clone sam log"))?;
         let status = Command::new(&self.tools.sam)
             .current_dir(&self.tools.project_root)
             .args(["deploy", "--template-file"])
-            .arg(built)
+            .arg(&zipped)
             .args([
                 "--stack-name",
                 stack,
@@ -526,6 +595,7 @@ impl LocalCloud {
             .stderr(log_err)
             .status()
             .map_err(io(format!("run {}", self.tools.sam.display())))?;
+        let _ = std::fs::remove_file(&zipped);
         if !status.success() {
             return Err(self.step_failed(
                 "sam deploy",
@@ -888,8 +958,8 @@ impl LocalCloud {
         report
     }
 
-    /// Write the IAM coverage report (`target/iam-coverage/<suite>.json`, merged over the
-    /// suite's tests) and fail, naming function, action and resource, on every request
+    /// Write the IAM coverage report (`target/iam-coverage/<suite>/<test>.json`) and fail,
+    /// naming function, action and resource, on every request
     /// a function's role does not allow, every request that cannot be mapped to IAM
     /// actions, and every denial fakecloud audited. What depends on conditions the
     /// requests do not show is printed (and in the report), not failed.
@@ -972,10 +1042,11 @@ fn assert_coverage(report: iam::Report) {
     );
 }
 
-/// Write (merging with what earlier tests of this suite wrote) the coverage report under
-/// `target/iam-coverage/<suite>.json`; returns its path.
+/// Write the coverage report of the test running now to
+/// `target/iam-coverage/<suite>/<test>.json` (a second report of the same test in one
+/// process gets `#2`, ...); returns its path. One file per test, so tests that run side by
+/// side, each in its own process, never write the same file.
 fn write_coverage_report(report: &iam::Report) -> PathBuf {
-    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let exe = std::env::current_exe().unwrap_or_default();
     let stem = exe
         .file_stem()
@@ -989,31 +1060,28 @@ fn write_coverage_report(report: &iam::Report) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| project_root().join("target"));
-    let dir = target.join("iam-coverage");
-    let path = dir.join(format!("{suite}.json"));
+    let dir = target.join("iam-coverage").join(suite);
     let _ = std::fs::create_dir_all(&dir);
-    let mut merged: serde_json::Map<String, serde_json::Value> = if STARTED.set(()).is_err() {
-        std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
-    } else {
-        serde_json::Map::new()
+    // nextest runs each test as `<binary> <test path> --exact`; under `cargo test` the
+    // thread carries the test's name.
+    let test = std::thread::current()
+        .name()
+        .filter(|name| *name != "main")
+        .map(str::to_string)
+        .or_else(|| {
+            let args: Vec<String> = std::env::args().collect();
+            args.iter().skip(1).find(|a| !a.starts_with('-')).cloned()
+        })
+        .unwrap_or_else(|| "test".into())
+        .replace("::", "-");
+    static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let path = match WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => dir.join(format!("{test}.json")),
+        n => dir.join(format!("{test}#{}.json", n + 1)),
     };
-    let test = std::thread::current().name().unwrap_or("test").to_string();
-    let mut key = test.clone();
-    let mut n = 1;
-    while merged.contains_key(&key) {
-        n += 1;
-        key = format!("{test}#{n}");
-    }
-    merged.insert(
-        key,
-        serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
-    );
     let _ = std::fs::write(
         &path,
-        serde_json::to_string_pretty(&merged).unwrap_or_default(),
+        serde_json::to_string_pretty(report).unwrap_or_default(),
     );
     path
 }
@@ -1106,15 +1174,6 @@ pub struct StackResource {
     pub resource_type: String,
     pub physical_id: String,
     pub status: String,
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("find a free port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(io("read the free port"))?
-        .port();
-    Ok(port)
 }
 
 /// A minimal GET for the health probe, so the harness needs no HTTP client before start.

@@ -4,6 +4,19 @@
 
 use local_cloud::{LocalCloud, Stack, Tools};
 
+/// Seconds since this test process started, for the progress lines (`[e2e +12.3s] ...`):
+/// each test runs in its own process, so a failing test's log shows where its time went.
+pub fn since_start() -> String {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    format!(
+        "+{:.1}s",
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+    )
+}
+
 /// Start the local cloud and deploy the built template as `stack`.
 pub async fn deployed(stack: &str) -> (LocalCloud, Stack) {
     deployed_with(stack, &[]).await
@@ -11,11 +24,13 @@ pub async fn deployed(stack: &str) -> (LocalCloud, Stack) {
 
 /// [`deployed`] with template parameters set.
 pub async fn deployed_with(stack: &str, parameters: &[(&str, &str)]) -> (LocalCloud, Stack) {
+    since_start();
     let tools = Tools::locate().unwrap_or_else(|e| panic!("local cloud tools: {e}"));
     let started = std::time::Instant::now();
     let cloud = LocalCloud::start(&tools).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
-        "[e2e] fakecloud up at {} in {:?}",
+        "[e2e {}] fakecloud up at {} in {:?}",
+        since_start(),
         cloud.endpoint(),
         started.elapsed()
     );
@@ -28,7 +43,8 @@ pub async fn deployed_with(stack: &str, parameters: &[(&str, &str)]) -> (LocalCl
     // `local_cloud::iam`).
     cloud.check_iam_on_drop();
     eprintln!(
-        "[e2e] stack {} {} with {} resources after {:?}",
+        "[e2e {}] stack {} {} with {} resources after {:?}",
+        since_start(),
         deployed.name,
         deployed.status,
         deployed.resources.len(),
@@ -57,15 +73,29 @@ pub async fn deployed_with_agent_and(
 
 /// [`deployed`], plus the SSM agent running the documents on real hosts: every instance a
 /// command targets is a network namespace with a real MySQL 9.7 (see
-/// `local_cloud::hosts`), on the stack's VPC CIDR (the template's default, 10.40.0.0/16).
+/// `local_cloud::hosts`), on the stack's VPC CIDR.
 pub async fn deployed_with_real_hosts(
     stack: &str,
 ) -> (LocalCloud, Stack, local_cloud::agent::SsmAgent) {
-    let (cloud, deployed) = deployed(stack).await;
-    let agent =
-        local_cloud::agent::SsmAgent::start_on_real_hosts(&cloud, &deployed.name, "10.40.0.0/16")
-            .await
-            .unwrap_or_else(|e| panic!("start the SSM agent on real hosts: {e}"));
+    deployed_with_real_hosts_and(stack, &[]).await
+}
+
+/// [`deployed_with_real_hosts`] with template parameters set. The stack's `VpcCidr` is a
+/// block no other test running at the same time holds
+/// ([`local_cloud::hosts::AddressSpace`]): the instances keep the addresses EC2 gives them,
+/// and tests on real hosts can run side by side.
+pub async fn deployed_with_real_hosts_and(
+    stack: &str,
+    parameters: &[(&str, &str)],
+) -> (LocalCloud, Stack, local_cloud::agent::SsmAgent) {
+    let vpc = local_cloud::hosts::AddressSpace::reserve()
+        .unwrap_or_else(|e| panic!("an address block for the real hosts: {e}"));
+    let mut parameters = parameters.to_vec();
+    parameters.push(("VpcCidr", vpc.cidr()));
+    let (cloud, deployed) = deployed_with(stack, &parameters).await;
+    let agent = local_cloud::agent::SsmAgent::start_on_real_hosts(&cloud, &deployed.name, vpc)
+        .await
+        .unwrap_or_else(|e| panic!("start the SSM agent on real hosts: {e}"));
     (cloud, deployed, agent)
 }
 
@@ -79,7 +109,7 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let text = response.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("GET {url} -> {status}: body is not JSON ({e}): {text}"));
-    eprintln!("[e2e] GET {url} -> {status} {body}");
+    eprintln!("[e2e {}] GET {url} -> {status} {body}", since_start());
     (status, body)
 }
 
@@ -162,7 +192,7 @@ pub async fn wait_for_phase(
         let phase = body["phase"].as_str().unwrap_or_default().to_string();
         let step = format!("{phase}/{}", body["step"].as_str().unwrap_or("-"));
         if step != last_step {
-            eprintln!("[e2e] {id}: {step}");
+            eprintln!("[e2e {}] {id}: {step}", since_start());
             last_step = step;
         }
         if phases.contains(&phase.as_str()) {
@@ -197,7 +227,7 @@ pub async fn wait_for_ready_at(api: &str, id: &str, generation: u64) -> serde_js
             cluster["generation"]
         );
         if now != last {
-            eprintln!("[e2e] {id}: {now}");
+            eprintln!("[e2e {}] {id}: {now}", since_start());
             last = now;
         }
         let at = cluster["generation"].as_u64().unwrap_or_default();

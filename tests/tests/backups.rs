@@ -169,12 +169,8 @@ fn rfc3339(time: std::time::SystemTime) -> String {
 
 #[tokio::test]
 async fn a_cluster_restored_to_a_point_in_time_has_exactly_the_data_of_that_moment() {
-    let (cloud, stack) =
-        e2e_tests::deployed_with("backups", &[("BinlogArchiveSeconds", "60")]).await;
-    let agent =
-        local_cloud::agent::SsmAgent::start_on_real_hosts(&cloud, &stack.name, "10.40.0.0/16")
-            .await
-            .unwrap_or_else(|e| panic!("start the SSM agent on real hosts: {e}"));
+    let (cloud, stack, agent) =
+        e2e_tests::deployed_with_real_hosts_and("backups", &[("BinlogArchiveSeconds", "60")]).await;
     let api = stack.api_url.clone().expect("ApiId output");
     let id = create_cluster(&api, SOURCE, "e2e-backups-1").await;
     let source = wait_for_phase(&api, &id, &["READY", "FAILED"], Duration::from_secs(300)).await;

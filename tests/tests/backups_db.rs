@@ -273,7 +273,7 @@ fn backup_on_a_secondary_restores_into_a_new_cluster_to_a_point_in_time_and_a_ki
             .map(|(_, v)| v.clone())
             .expect("aws env")
     };
-    let network = Network::up("bk-db", 95).expect("real host");
+    let network = Network::up("bk-db").expect("real host");
     let _relay = network
         .serve_s3(
             &cloud.endpoint(),

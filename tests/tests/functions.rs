@@ -90,7 +90,10 @@ async fn functions_answer_their_triggers_and_rules_route_events_to_them() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("[e2e] instance-events logged: {line}");
+    eprintln!(
+        "[e2e {}] instance-events logged: {line}",
+        e2e_tests::since_start()
+    );
     assert!(line.contains("UnknownInstance"), "{line}");
 
     // The rule's pattern lets only lost states through. Checked with EventBridge's own

@@ -194,7 +194,7 @@ fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothin
             "{password}"
         );
     }
-    let network = Network::up("mh-install", 81).expect("real host");
+    let network = Network::up("mh-install").expect("real host");
     let node = db_node(&network, "mh-install-1", 11);
 
     // What db-install.sh configures is what the server runs with: Oracle's /etc/my.cnf
@@ -250,7 +250,7 @@ fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothin
 
 #[test]
 fn a_server_without_a_group_reports_offline_with_empty_fields() {
-    let network = Network::up("mh-report", 82).expect("real host");
+    let network = Network::up("mh-report").expect("real host");
     let node = db_node(&network, "mh-report-1", 11);
     // Before any group exists the plugin is not loaded: @@group_replication_group_name
     // would be ERROR 1193 here; the report must still come.
@@ -273,7 +273,7 @@ fn a_server_without_a_group_reports_offline_with_empty_fields() {
 
 #[test]
 fn create_and_clone_joins_form_one_group_and_members_report_offline_and_recovering_right() {
-    let network = Network::up("mh-group", 83).expect("real host");
+    let network = Network::up("mh-group").expect("real host");
     let a = db_node(&network, "mh-group-a", 11);
     let b = db_node(&network, "mh-group-b", 12);
     let c = db_node(&network, "mh-group-c", 13);
@@ -353,7 +353,7 @@ fn create_and_clone_joins_form_one_group_and_members_report_offline_and_recoveri
 
 #[test]
 fn a_lost_primary_is_replaced_removed_from_the_metadata_and_a_new_node_joins_the_same_group() {
-    let network = Network::up("mh-loss", 84).expect("real host");
+    let network = Network::up("mh-loss").expect("real host");
     let ([a, b, c], group) = three_node_cluster(&network, "mh-loss");
     let primary = primary_of(&[&a, &b, &c]);
     let survivors: Vec<&Host> = [&a, &b, &c]
@@ -417,7 +417,7 @@ fn a_lost_primary_is_replaced_removed_from_the_metadata_and_a_new_node_joins_the
 
 #[test]
 fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losing_nothing() {
-    let network = Network::up("mh-outage", 85).expect("real host");
+    let network = Network::up("mh-outage").expect("real host");
     let ([a, b, c], group) = three_node_cluster(&network, "mh-outage");
     let primary = primary_of(&[&a, &b, &c]);
     app_sql(primary, primary, "CREATE TABLE t (id INT PRIMARY KEY)");
@@ -529,7 +529,7 @@ fn after_a_complete_outage_the_cluster_reboots_from_the_most_complete_node_losin
 
 #[test]
 fn a_partitioned_member_is_expelled_the_majority_keeps_writing_and_no_second_group_starts() {
-    let network = Network::up("mh-split", 86).expect("real host");
+    let network = Network::up("mh-split").expect("real host");
     let ([a, b, c], group) = three_node_cluster(&network, "mh-split");
     let primary = primary_of(&[&a, &b, &c]);
     app_sql(primary, primary, "CREATE TABLE t (id INT PRIMARY KEY)");
@@ -591,7 +591,7 @@ fn a_partitioned_member_is_expelled_the_majority_keeps_writing_and_no_second_gro
 
 #[test]
 fn a_node_that_does_not_answer_is_not_cloned_over_until_it_answers() {
-    let network = Network::up("mh-silent", 87).expect("real host");
+    let network = Network::up("mh-silent").expect("real host");
     let a = db_node(&network, "mh-silent-a", 11);
     let b = db_node(&network, "mh-silent-b", 12);
     script(&a, "db-create-cluster.sh", &[CLUSTER]);
@@ -634,7 +634,7 @@ fn a_node_that_does_not_answer_is_not_cloned_over_until_it_answers() {
 
 #[test]
 fn writes_through_the_router_survive_a_primary_loss_and_a_heal() {
-    let network = Network::up("mh-router", 88).expect("network");
+    let network = Network::up("mh-router").expect("network");
     let a = db_node(&network, "mh-router-a", 11);
     let b = db_node(&network, "mh-router-b", 12);
     let c = db_node(&network, "mh-router-c", 13);

@@ -184,7 +184,7 @@ fn the_health_endpoint_answers_for_the_database_path_wordpress_uses() {
     );
     require_tool("openssl", &["version"], "apt-get install openssl");
     require_tool("curl", &["--version"], "apt-get install curl");
-    let network = Network::up("wh-health", 91).unwrap();
+    let network = Network::up("wh-health").unwrap();
     let db = network.host("wh-db", 11).unwrap();
     db.put_secret(ADMIN_SECRET, ADMIN_PASSWORD).unwrap();
     let install = db

@@ -68,13 +68,14 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     let cloud = LocalCloud::start(&tools)?;
     eprintln!("      listening on {}", cloud.endpoint());
     eprintln!("[2/5] deploying template.yaml as stack {stack_name} (sam deploy) ...");
+    // The stack's VPC block is the real hosts' network: held before the deploy, so another
+    // run on this machine cannot take it in between.
+    let vpc = local_cloud::hosts::AddressSpace::claim(DEMO_VPC_CIDR)?;
     let stack = cloud.deploy(&stack_name).await?;
     print_stack(&stack);
     // The instances' SSM agent: runs the documents on real hosts, one per instance, each a
     // network namespace with a real MySQL 9.7 (see local_cloud::agent and local_cloud::hosts).
-    let agent =
-        local_cloud::agent::SsmAgent::start_on_real_hosts(&cloud, &stack.name, DEMO_VPC_CIDR)
-            .await?;
+    let agent = local_cloud::agent::SsmAgent::start_on_real_hosts(&cloud, &stack.name, vpc).await?;
     let api = stack
         .api_url
         .clone()
