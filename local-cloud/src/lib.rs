@@ -86,7 +86,7 @@ impl Tools {
             });
         let fakecloud = env_path("FAKECLOUD_BIN").unwrap_or_else(|| {
             tools_dir
-                .join(format!("fakecloud-{FAKECLOUD_VERSION}"))
+                .join(format!("fakecloud-{FAKECLOUD_VERSION}-release"))
                 .join("fakecloud")
         });
         let sam = env_path("SAM_BIN").unwrap_or_else(|| project_root.join(".venv/bin/sam"));
@@ -288,6 +288,52 @@ impl PortLease {
                 Self::RANGE.end
             )),
         })
+    }
+}
+
+/// One of the machine's deploy slots, held while `sam deploy` runs.
+///
+/// A deploy is the CPU-heavy part of a test (the SAM CLI, and fakecloud creating about a
+/// hundred resources), and fakecloud runs a change set inside the ExecuteChangeSet request
+/// itself, where CloudFormation answers at once and works in the background: with more
+/// deploys at once than the machine has cores, that request outlasted botocore's 60 s read
+/// timeout, the SAM CLI sent it again, and the second answer (InvalidChangeSetStatus:
+/// EXECUTE_COMPLETE) failed the deploy. Tests side by side therefore deploy at most
+/// `HA_CONCURRENT_DEPLOYS` (default: the number of cores) at a time, and wait for the rest
+/// of their work (workflows, health checks, real servers) together.
+#[derive(Debug)]
+struct DeploySlot {
+    _lock: std::fs::File,
+}
+
+impl DeploySlot {
+    async fn acquire() -> Result<Self> {
+        let slots = std::env::var("HA_CONCURRENT_DEPLOYS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(2)
+            });
+        let dir = std::env::temp_dir().join("ha-local-cloud-deploys");
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        loop {
+            for slot in 0..slots {
+                let path = dir.join(format!("slot-{slot}.lock"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(format!("opening {}", path.display())))?;
+                if file.try_lock().is_ok() {
+                    return Ok(Self { _lock: file });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 
@@ -554,6 +600,7 @@ impl LocalCloud {
         // CLI's own Python makes the zips.
         let zipped = package::zipped_template(built, &self.tools.sam.with_file_name("python"))
             .map_err(|e| self.step_failed("sam deploy", e.to_string()))?;
+        let _slot = DeploySlot::acquire().await?;
         let sam_log = self.work_dir.path().join("sam-deploy.log");
         let log = std::fs::File::create(&sam_log).map_err(io("create sam log"))?;
         let log_err = log.try_clone().map_err(io("clone sam log"))?;

@@ -203,7 +203,8 @@ fn install_writes_a_config_the_real_server_reads_and_a_second_run_changes_nothin
         .sql("SELECT @@server_id, @@gtid_mode, @@enforce_gtid_consistency, @@report_host, @@require_secure_transport")
         .expect("real host");
     // The address as a number, + 1 (db-install.sh takes it modulo 2^32 - 1, no-op here).
-    let expected_id = ((10u64 << 24) | (81 << 16) | 11) + 1;
+    let address: std::net::Ipv4Addr = node.address.parse().expect("an IPv4 address");
+    let expected_id = u64::from(u32::from(address)) + 1;
     assert_eq!(row, format!("{expected_id}\tON\tON\t{}\t1", node.dns_name));
     // Root logs in only over the socket, as root; the admin account works over TCP (TLS).
     let admin = node
