@@ -170,6 +170,41 @@ impl AddressSpace {
     }
 }
 
+/// `<pid> <start time>` of a live process (field 22 of `/proc/<pid>/stat`, in clock ticks
+/// since boot): a pid the kernel reused for another process does not match it.
+fn process_identity(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = stat.rsplit_once(')')?.1;
+    let start_time = after_name.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start_time}"))
+}
+
+/// Take down every network whose owner (the process that brought it up, recorded in its
+/// `owner` file) has ended. A test that is killed (the runner's timeout, a Ctrl-C) runs no
+/// `Drop`, and its hosts' servers would keep running and holding memory for the rest of the
+/// run and beyond; the next network that comes up on the machine removes them.
+fn reap_orphaned_networks() {
+    let Ok(networks) = std::fs::read_dir(hosts_dir().join("net")) else {
+        return;
+    };
+    for network in networks.flatten() {
+        let Ok(owner) = std::fs::read_to_string(network.path().join("owner")) else {
+            continue; // brought up by hand (`ha-host network-up`) or still coming up
+        };
+        let alive = owner
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .and_then(process_identity)
+            .is_some_and(|now| now == owner.trim());
+        if !alive && let Some(name) = network.file_name().to_str() {
+            eprintln!("[hosts] network {name} outlived its owner ({owner}): taking it down");
+            let _ = run_ha_host(&["network-down", name]);
+        }
+    }
+}
+
 /// A bridge shared by its hosts; `a.b.0.0/16`, hosts get `a.b.0.N`.
 #[derive(Debug)]
 pub struct Network {
@@ -265,9 +300,16 @@ impl Network {
     /// the private addresses EC2 gave them).
     pub fn in_space(name: &str, space: AddressSpace) -> Result<Self> {
         require_host_support()?;
+        reap_orphaned_networks();
         let cidr = space.cidr().to_string();
         let _ = run_ha_host(&["network-down", name]);
         run_ha_host(&["network-up", name, &cidr])?;
+        let owner = hosts_dir().join("net").join(name).join("owner");
+        std::fs::write(
+            &owner,
+            process_identity(std::process::id()).unwrap_or_default(),
+        )
+        .map_err(io(format!("writing {}", owner.display())))?;
         let prefix = cidr.split('/').next().unwrap_or_default();
         Ok(Self {
             name: name.to_string(),
@@ -408,6 +450,8 @@ fn keep_hosts() -> bool {
 impl Drop for Network {
     fn drop(&mut self) {
         if keep_hosts() {
+            // Kept on purpose: no longer owned, so no reaper takes it down.
+            let _ = std::fs::remove_file(hosts_dir().join("net").join(&self.name).join("owner"));
             return;
         }
         let _ = run_ha_host(&["network-down", &self.name]);
