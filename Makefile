@@ -71,10 +71,16 @@ check:
 	@python3 scripts/test-gate.py --nextest-profile check setup fmt-check compile sam-build tests
 
 # Every test binary of the workspace, unit and end to end, with cargo-nextest (pinned in
-# scripts/setup.sh). NEXTEST_PROFILE picks the profile of .config/nextest.toml.
+# scripts/setup.sh). NEXTEST_PROFILE picks the profile of .config/nextest.toml. Each test
+# process runs through scripts/measure-test (cargo's target runner), which records its wall
+# time, CPU time and peak memory for the summary.
 NEXTEST_PROFILE ?= default
+TEST_RECORD := $(CURDIR)/target/test-gate/tests.jsonl
 tests:
-	cargo nextest run --workspace --profile $(NEXTEST_PROFILE) --no-fail-fast
+	mkdir -p $(dir $(TEST_RECORD)) && rm -f $(TEST_RECORD)
+	HA_TEST_RECORD=$(TEST_RECORD) \
+	  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$(CURDIR)/scripts/measure-test \
+	  cargo nextest run --workspace --profile $(NEXTEST_PROFILE) --no-fail-fast
 
 lint: fmt-check module-graph shellcheck template-lint compile
 

@@ -82,19 +82,54 @@ def safe(name):
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
+TEST_RECORD = os.path.join(OUT, "tests.jsonl")
+
+
+def binary_key(suite):
+    """The file name (without its hash) of the binary behind a JUnit suite name:
+    `crate::bin/name` -> name, `crate::test` -> test, `crate` (its unit tests) -> crate with
+    underscores."""
+    if "::" not in suite:
+        return suite.replace("-", "_")
+    rest = suite.split("::", 1)[1]
+    return rest.split("/", 1)[1] if rest.startswith("bin/") else rest
+
+
+def test_costs():
+    """(binary, test) -> the record scripts/measure-test wrote for that test process."""
+    costs = {}
+    if os.path.exists(TEST_RECORD):
+        for line in open(TEST_RECORD):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            binary, _, test = entry["label"].partition(" ")
+            costs[(binary, test)] = entry
+    return costs
+
+
 def suites(profile):
-    """Per test binary: tests, failures, wall time (first start to last end) and the logs
-    written for the tests that failed."""
+    """Per test binary: tests, failures, wall time (first start to last end), CPU time (of
+    its tests' processes and everything they started), the largest peak memory of one of its
+    tests, and the logs written for the tests that failed."""
     path = junit_path(profile)
     if not os.path.exists(path):
         return []
+    costs = test_costs()
     found = []
     for suite in ET.parse(path).getroot().iter("testsuite"):
         name = suite.get("name", "?")
         cases = list(suite.iter("testcase"))
         starts, ends, failed_logs = [], [], []
         failed = 0
+        cpu, peak, measured = 0.0, 0, 0
         for case in cases:
+            cost = costs.get((binary_key(name), case.get("name", "")))
+            if cost and cost.get("cpu_s") is not None:
+                cpu += cost["cpu_s"]
+                peak = max(peak, cost.get("peak_mib") or 0)
+                measured += 1
             took = float(case.get("time") or 0)
             start = parse_time(case.get("timestamp"))
             if start is not None:
@@ -124,6 +159,7 @@ def suites(profile):
             wall = sum(float(c.get("time") or 0) for c in cases)
         found.append({
             "name": name, "tests": len(cases), "failed": failed, "wall_s": wall,
+            "cpu_s": cpu if measured else None, "peak_mib": peak if measured else None,
             "logs": failed_logs,
         })
     return sorted(found, key=lambda s: s["name"])
@@ -160,8 +196,8 @@ def summary(ran, skipped, profile, total):
             for suite in suites(profile):
                 result = (f"{suite['tests'] - suite['failed']}/{suite['tests']} passed"
                           if not suite["failed"] else f"{suite['failed']}/{suite['tests']} FAILED")
-                rows.append(("  " + suite["name"], result, suite["wall_s"], None, None,
-                             ", ".join(suite["logs"])))
+                rows.append(("  " + suite["name"], result, suite["wall_s"], suite["cpu_s"],
+                             suite["peak_mib"], ", ".join(suite["logs"])))
                 if suite["failed"]:
                     failures.append(suite["name"])
     for stage in skipped:
@@ -173,6 +209,9 @@ def summary(ran, skipped, profile, total):
     for name, result, wall, cpu, peak, where in rows:
         print(f"{name:<{width}}  {result:<24} {fmt(wall):>7} {fmt(cpu):>7} {fmt(peak):>9}  {where}")
     print(f"{'total':<{width}}  {'passed' if not failures else 'FAILED':<24} {total:>7.0f}")
+    print("(a suite's wall time runs from its first test's start to its last test's end, beside"
+          " other suites; its CPU time is its tests' processes and all they started; its peak"
+          " is its largest test's)")
     if failures:
         print(f"\nfailed: {', '.join(failures)}; logs under {os.path.relpath(LOGS, ROOT)}/")
     print(f"(per-stage records: {os.path.relpath(RECORD, ROOT)}; "
